@@ -97,20 +97,26 @@ def inherent_structure(positions, types, box, system=None, *, max_force: float =
     system = resolve_system(system)
     n = positions.shape[0]
 
-    def fun(x):
-        return energy_and_forces(x, types, box, system, where="inherent_structure")
+    # the input is checked for overlaps once; trial points of the line search may come close, and must
+    # then see their (huge) energy rather than an error
+    e0, _ = energy_and_forces(positions, types, box, system, where="inherent_structure")
 
-    e0, _ = fun(positions)
+    def fun(x):
+        return energy_and_forces(x, types, box, system, where="inherent_structure", check_overlap=False)
+
     x, fire_steps = _fire(positions.copy(), fun, max_steps=max_fire_steps, rms_target=fire_rms_force)
 
     def objective(flat):
         e, f = fun(flat.reshape(n, 2))
         return e, -f.ravel()
 
-    result = minimize(objective, x.ravel(), jac=True, method="L-BFGS-B",
-                      options={"maxiter": max_lbfgs_iterations, "gtol": 0.1 * max_force, "ftol": 0.0,
-                               "maxcor": 20})
-    x = result.x.reshape(n, 2)
+    lbfgs_iterations, message = 0, "not needed"
+    if np.abs(fun(x)[1]).max() > max_force:
+        result = minimize(objective, x.ravel(), jac=True, method="L-BFGS-B",
+                          options={"maxiter": max_lbfgs_iterations, "gtol": 0.1 * max_force, "ftol": 0.0,
+                                   "maxcor": 20})
+        x = result.x.reshape(n, 2)
+        lbfgs_iterations, message = int(result.nit), result.message
     e1, f1 = fun(x)
     fmax = float(np.abs(f1).max())
     # L-BFGS may stop on line-search noise just above the target; FIRE finishes such cases reliably
@@ -122,11 +128,11 @@ def inherent_structure(positions, types, box, system=None, *, max_force: float =
     if not fmax <= max_force:
         raise MinimizationError(
             f"inherent_structure: not converged, max |F| = {fmax:.3g} > {max_force:g} after {fire_steps} FIRE "
-            f"steps and {result.nit} L-BFGS iterations ({result.message})"
+            f"steps and {lbfgs_iterations} L-BFGS iterations ({message})"
         )
     report = MinimizationReport(
         energy_initial=e0 / n, energy_final=e1 / n, max_force=fmax, fire_steps=fire_steps,
-        lbfgs_iterations=int(result.nit),
+        lbfgs_iterations=lbfgs_iterations,
         max_displacement=float(np.sqrt(((x - positions) ** 2).sum(axis=1)).max()),
     )
     return (x, report) if return_report else x

@@ -13,7 +13,8 @@ from tglassmlp.physics.configuration import ConfigurationError, validate_configu
 from tglassmlp.physics.system import PairPotential, pair_terms, resolve_system
 
 
-def interacting_pairs(positions, types, box, system: PairPotential, *, where: str = "configuration"):
+def interacting_pairs(positions, types, box, system: PairPotential, *, where: str = "configuration",
+                      check_overlap: bool = True):
     """Pairs (i, j) within their cutoff, their minimum-image separations d = r_i - r_j and r^2.
 
     Returns:
@@ -22,7 +23,8 @@ def interacting_pairs(positions, types, box, system: PairPotential, *, where: st
         r2: (P,) float64 squared distances [sigma^2].
 
     Raises ConfigurationError for boxes smaller than two cutoffs (minimum image would miss pairs) and for
-    overlapping particles (r < overlap_distance * sigma_ab), naming the pair.
+    overlapping particles (r < overlap_distance * sigma_ab), naming the pair (unless ``check_overlap`` is
+    False: minimisers probe trial points that may overlap and must see their huge energy instead).
     """
     rmax = system.max_cutoff
     if box <= 2.0 * rmax:
@@ -41,7 +43,7 @@ def interacting_pairs(positions, types, box, system: PairPotential, *, where: st
     _, sig2, rc2, overlap2 = system.parameter_arrays()
     ti, tj = types[i], types[j]
     too_close = r2 < overlap2[ti, tj]
-    if too_close.any():
+    if check_overlap and too_close.any():
         k = np.flatnonzero(too_close)[0]
         raise ConfigurationError(
             f"{where}: {too_close.sum()} overlapping pair(s); particles {i[k]} and {j[k]} are "
@@ -51,10 +53,10 @@ def interacting_pairs(positions, types, box, system: PairPotential, *, where: st
     return i[inside], j[inside], d[inside], r2[inside]
 
 
-def _pair_energies_forces(positions, types, box, system, where):
+def _pair_energies_forces(positions, types, box, system, where, check_overlap=True):
     positions, types, box = validate_configuration(positions, types, box, where=where)
     system = resolve_system(system)
-    i, j, d, r2 = interacting_pairs(positions, types, box, system, where=where)
+    i, j, d, r2 = interacting_pairs(positions, types, box, system, where=where, check_overlap=check_overlap)
     eps, sig2, _, _ = system.parameter_arrays()
     ti, tj = types[i], types[j]
     v, f_over_r = pair_terms(r2, eps[ti, tj], sig2[ti, tj], system.c0, system.c2, system.c4)
@@ -83,9 +85,9 @@ def potential_energy(positions, types, box, system=None) -> float:
     return float(particle_energies(positions, types, box, system).sum())
 
 
-def energy_and_forces(positions, types, box, system=None, *, where: str = "forces"):
+def energy_and_forces(positions, types, box, system=None, *, where: str = "forces", check_overlap: bool = True):
     """Total potential energy [epsilon] and (N, 2) forces [epsilon/sigma] in one pass."""
-    positions, i, j, d, v, f_over_r = _pair_energies_forces(positions, types, box, system, where)
+    positions, i, j, d, v, f_over_r = _pair_energies_forces(positions, types, box, system, where, check_overlap)
     n = positions.shape[0]
     fij = f_over_r[:, None] * d  # force on i from j
     forces_out = np.zeros((n, 2))

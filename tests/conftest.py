@@ -1,0 +1,54 @@
+"""Shared fixtures: the GlassBench structure and small random configurations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tglassmlp.paths import PROJECT_ROOT
+
+SHARED = Path(PROJECT_ROOT).parent / "shared"
+GLASSBENCH_NPZ = SHARED / "data" / "glassbench" / "N1290T0.23_202_tc05.npz"
+
+
+@pytest.fixture(scope="session")
+def glassbench_npz() -> Path:
+    if not GLASSBENCH_NPZ.is_file():
+        pytest.skip(f"GlassBench fixture not found at {GLASSBENCH_NPZ}")
+    return GLASSBENCH_NPZ
+
+
+@pytest.fixture(scope="session")
+def glassbench(glassbench_npz):
+    """(thermal positions, inherent positions, types 0..2, box) of the T = 0.23 GlassBench structure."""
+    d = np.load(glassbench_npz)
+    return (d["initial_positions"], d["initial_positions_inherent"], d["types"].astype(np.int64) - 1,
+            float(d["box"]))
+
+
+def random_configuration(n: int, box: float, seed: int = 0, min_distance: float = 0.8):
+    """Random-sequential-addition configuration with no pair closer than ``min_distance`` (minimum image)."""
+    rng = np.random.default_rng(seed)
+    pos = np.empty((n, 2))
+    k = 0
+    tries = 0
+    while k < n:
+        tries += 1
+        if tries > 200000:
+            raise RuntimeError("random_configuration: box too crowded")
+        trial = rng.uniform(0, box, 2)
+        d = pos[:k] - trial
+        d -= box * np.round(d / box)
+        if k == 0 or np.min(np.einsum("ij,ij->i", d, d)) > min_distance**2:
+            pos[k] = trial
+            k += 1
+    types = rng.integers(0, 3, n)
+    return pos, types
+
+
+@pytest.fixture
+def small_configuration():
+    """40 particles in a 7 x 7 box: the random configuration used by the fast force tests."""
+    return (*random_configuration(40, 7.0, seed=3), 7.0)
