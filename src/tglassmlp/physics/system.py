@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from tglassmlp.paths import config_dir
+from tglassmlp.paths import load_config
 
 N_TYPES = 3
 
@@ -157,10 +156,7 @@ def system_from_config(cfg: DictConfig | dict) -> PairPotential:
 @lru_cache(maxsize=8)
 def load_system(name: str = "ka2d_ternary") -> PairPotential:
     """The potential of ``conf/system/<name>.yaml`` (cached)."""
-    path = Path(config_dir()) / "system" / f"{name}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"unknown system '{name}': no config file {path}")
-    return system_from_config(OmegaConf.load(path))
+    return system_from_config(load_config("system", name))
 
 
 def resolve_system(system: PairPotential | DictConfig | dict | str | None) -> PairPotential:
