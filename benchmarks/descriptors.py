@@ -1,0 +1,179 @@
+"""Structural-descriptor benchmark: wall time and peak memory versus N (target: N = 82560 under 60 s, 2 cores).
+
+Writes benchmarks/results/descriptors.md and .json. Run alone (the machine's cores are shared):
+
+    .venv/bin/python benchmarks/descriptors.py                 # N = 1290, 5160, 20640, 82560 (~1-2 min)
+    .venv/bin/python benchmarks/descriptors.py --tiles 1 8     # only N = 1290 and 82560
+
+Structures: the GlassBench T = 0.23 inherent structure (N = 1290, box 32.8962) tiled k x k (N = 1290 k^2, box
+32.8962 k, the paper's density), with Gaussian jitter of 0.005 sigma per coordinate so that the copies are not
+exactly identical (k = 8 gives the paper's N = 82560 in a 263.17 box). Each size runs in a fresh subprocess so
+that its peak RSS is its own. Timed stages: per-particle energies (numpy/cKDTree), freud Voronoi perimeters,
+the coarse-graining kernel (numba, parallel), and the full ``structural_descriptors`` call that does all three.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+STRUCTURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glassbench" / "N1290T0.23_202_tc05.npz"
+# jitter [sigma] added to the tiled copies: far below the interparticle spacing (~1), so still ~an inherent
+# structure, but no two copies are bit-identical
+JITTER = 0.005
+TARGET_N = 82560
+TARGET_S = 60.0
+
+
+def machine() -> dict:
+    import numba
+
+    return dict(uname=" ".join(platform.uname()), cores=os.cpu_count(), numba_threads=numba.get_num_threads(),
+                load_average=os.getloadavg(), python=sys.version.split()[0], numpy=np.__version__,
+                numba=numba.__version__)
+
+
+def tiled_structure(path: Path, tiles: int, seed: int = 0):
+    data = np.load(path)
+    box = float(data["box"])
+    positions = np.mod(data["initial_positions_inherent"], box)
+    types = data["types"].astype(np.int64) - 1  # GlassBench types 1..3 -> 0..2
+    shifts = np.array([(a, b) for a in range(tiles) for b in range(tiles)], dtype=float) * box
+    tiled = (positions[None] + shifts[:, None]).reshape(-1, 2)
+    tiled += np.random.default_rng(seed).normal(0.0, JITTER, tiled.shape)
+    return tiled, np.tile(types, tiles * tiles), box * tiles
+
+
+def maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
+
+
+def child(tiles: int, structure: Path) -> dict:
+    """One size in this process: stage timings, tracemalloc peak and max RSS of the full call."""
+    from tglassmlp.observables import structural_descriptors, voronoi_perimeters
+    from tglassmlp.physics import particle_energies
+
+    # compile (or load from numba's cache) on a tiny system so that it is not charged to any size
+    t0 = time.perf_counter()
+    small, small_types, small_box = tiled_structure(structure, 1)
+    structural_descriptors(small[:200], small_types[:200], small_box, energies=np.zeros(200),
+                           perimeters=np.ones(200), cutoff=3.0)
+    voronoi_perimeters(small, small_box)  # imports freud
+    warmup_s = time.perf_counter() - t0
+
+    positions, types, box = tiled_structure(structure, tiles)
+    rss_warm = maxrss_mb()  # interpreter + numba + freud + scipy + the input structure
+    n = len(positions)
+    stages = {}
+    t0 = time.perf_counter()
+    energies = particle_energies(positions, types, box)
+    stages["energies_s"] = time.perf_counter() - t0
+    stages["maxrss_after_energies_mb"] = maxrss_mb()
+    t0 = time.perf_counter()
+    perimeters = voronoi_perimeters(positions, box)
+    stages["voronoi_s"] = time.perf_counter() - t0
+    stages["maxrss_after_voronoi_mb"] = maxrss_mb()
+    t0, c0 = time.perf_counter(), time.process_time()
+    structural_descriptors(positions, types, box, energies=energies, perimeters=perimeters)
+    stages["kernel_s"] = time.perf_counter() - t0
+    stages["kernel_cpu_s"] = time.process_time() - c0
+    stages["maxrss_after_kernel_mb"] = maxrss_mb()
+    del energies, perimeters
+
+    tracemalloc.start()
+    t0, c0 = time.perf_counter(), time.process_time()
+    x = structural_descriptors(positions, types, box)
+    total_s = time.perf_counter() - t0
+    total_cpu_s = time.process_time() - c0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    names_ok = x.shape == (n, 176) and bool(np.all(np.isfinite(x)))
+    return dict(tiles=tiles, n=n, box=box, warmup_s=warmup_s, **stages, total_s=total_s, total_cpu_s=total_cpu_s,
+                us_per_particle=total_s / n * 1e6, tracemalloc_peak_mb=peak / 2**20,
+                maxrss_warm_mb=rss_warm, maxrss_mb=maxrss_mb(), output_mb=x.nbytes / 2**20,
+                output_ok=names_ok, load_average_after=os.getloadavg())
+
+
+def write_report(rows: list[dict], info: dict, command: str):
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "descriptors.json").write_text(json.dumps(dict(machine=info, command=command, rows=rows,
+                                                              date=info["date"]), indent=2))
+    lines = [
+        "# Structural descriptors: time and memory versus N",
+        "",
+        f"- date: {info['date']}",
+        f"- command: `{command}`",
+        f"- machine: {info['uname']}; {info['cores']} cores (shared with other users), numba threads "
+        f"{info['numba_threads']}; load average at start {', '.join(f'{v:.2f}' for v in info['load_average'])}",
+        f"- python {info['python']}, numpy {info['numpy']}, numba {info['numba']}",
+        f"- structures: GlassBench T = 0.23 inherent structure (N = 1290) tiled k x k, Gaussian jitter "
+        f"{JITTER} sigma; 176 descriptors (11 L, cutoff 20, all periodic images)",
+        "- stages timed separately, then the full `structural_descriptors` call (energies + Voronoi + kernel) "
+        "under tracemalloc (numpy/Python allocations; numba's and freud's native buffers are not traced, "
+        "max RSS covers them; it only grows, so its value after each stage shows who needs the memory). Numba compile / cache load is excluded (`warm-up`).",
+        "- CPU s = process CPU time summed over threads: wall times swing with the other users' load, CPU time "
+        "much less (the kernel runs on numba's threads; energies and Voronoi are single-threaded).",
+        "",
+        "| N | box | energies [s] | Voronoi [s] | kernel [s] (CPU s) | full call [s] (CPU s) | us / particle | "
+        "tracemalloc peak [MB] | max RSS: imports / +energies / +Voronoi / +kernel / end [MB] | output [MB] | "
+        "warm-up [s] | load after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['n']} | {r['box']:.2f} | {r['energies_s']:.2f} | {r['voronoi_s']:.2f} | {r['kernel_s']:.2f} "
+            f"({r['kernel_cpu_s']:.2f}) | {r['total_s']:.2f} ({r['total_cpu_s']:.2f}) | {r['us_per_particle']:.0f} | {r['tracemalloc_peak_mb']:.0f} | "
+            f"{r['maxrss_warm_mb']:.0f} / {r['maxrss_after_energies_mb']:.0f} / {r['maxrss_after_voronoi_mb']:.0f} / "
+            f"{r['maxrss_after_kernel_mb']:.0f} / {r['maxrss_mb']:.0f} | {r['output_mb']:.0f} | {r['warmup_s']:.1f} | "
+            f"{r['load_average_after'][0]:.2f} |")
+    big = [r for r in rows if r["n"] == TARGET_N]
+    if big:
+        verdict = "meets" if big[0]["total_s"] < TARGET_S else "MISSES"
+        lines += ["", f"N = {TARGET_N}: full call {big[0]['total_s']:.1f} s -> {verdict} the {TARGET_S:.0f} s target."]
+    if len(rows) >= 2:
+        a, b = rows[0], rows[-1]
+        exponent = np.log(b["total_s"] / a["total_s"]) / np.log(b["n"] / a["n"])
+        lines.append(f"Scaling exponent of the full call between N = {a['n']} and {b['n']}: {exponent:.2f} "
+                     "(1 = linear).")
+    (RESULTS / "descriptors.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiles", type=int, nargs="+", default=[1, 2, 4, 8], help="k: N = 1290 k^2")
+    ap.add_argument("--structure", type=Path, default=STRUCTURE, help="GlassBench .npz with the N = 1290 structure")
+    ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if not args.structure.is_file():
+        sys.exit(f"benchmarks/descriptors.py: structure file not found: {args.structure}")
+    if args.child is not None:
+        print(json.dumps(child(args.child, args.structure)))
+        return
+    info = dict(machine(), date=datetime.datetime.now().isoformat(timespec="seconds"))
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    rows = []
+    for tiles in args.tiles:  # one size at a time, each in a fresh process
+        out = subprocess.run([sys.executable, __file__, "--child", str(tiles), "--structure", str(args.structure)],
+                             capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        r = rows[-1]
+        print(f"N = {r['n']:6d}: full {r['total_s']:.2f} s (energies {r['energies_s']:.2f}, Voronoi "
+              f"{r['voronoi_s']:.2f}, kernel {r['kernel_s']:.2f}), maxRSS {r['maxrss_mb']:.0f} MB", flush=True)
+    write_report(rows, info, command)
+    print(f"wrote {RESULTS / 'descriptors.md'}")
+
+
+if __name__ == "__main__":
+    main()

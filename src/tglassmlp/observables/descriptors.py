@@ -1,0 +1,504 @@
+"""Physics-inspired structural descriptors of tGlassMLP (paper Sec. II B, Eqs. (1)-(4); facts section 5).
+
+For every particle i of an inherent structure and every coarse-graining length L and channel c (particles of
+type 0, 1, 2, or all particles), with weights ``w_ij = exp(-r_ij / L)`` over all periodic images of j within
+``r_ij < cutoff`` (i itself included, r = 0, w = 1; L = 0 keeps only i itself):
+
+    density_c_L     rho_i   = sum_{j in c} w_ij
+    energy_c_L      <E>_i   = sum_{j in c} w_ij E_j / rho_i
+    perimeter_c_L   <p>_i   = sum_{j in c} w_ij p_j / rho_i
+    energy_var_c_L  var E_i = sum_{j in c} w_ij (E_j - <E>_i)^2 / rho_i
+
+A channel with rho_i = 0 (no particle of that type in range, e.g. every other-type channel at L = 0) gives 0
+for the three averages. E_j is the per-particle energy E_j = 1/2 sum_k V(r_jk) of the inherent structure,
+p_j the perimeter of its (unweighted) Voronoi cell. Settings: ``conf/descriptors/default.yaml``.
+
+Column order (``descriptor_names``): quantity-major, then channel, then L, i.e. the descriptor array reshaped
+to (N, 4 quantities, 4 channels, n_L). Names are ``"{quantity}_{channel}_L{L:g}"``, e.g. ``energy_all_L2``.
+
+Periodic images: the cutoff 20 exceeds half the N = 1290 box (32.9 / 2), so a particle j can sit in range
+several times (its images), and i's own images count too. Neighbour searches with a periodic minimum-image
+convention (freud's AABBQuery refuses, scipy's cKDTree(boxsize) keeps only the nearest image) would miss
+~17% of the weight. The numba kernel below therefore walks a cell list over *unwrapped* cell offsets: each
+offset maps to a (wrapped cell, image shift) pair, so every image of every particle within the cutoff is
+visited exactly once, for any ratio cutoff / box. No pair list is stored: memory is O(N) (the output plus a
+cell-sorted copy of the inputs), time O(N * cutoff^2 * density).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from tglassmlp.paths import load_config
+from tglassmlp.physics.configuration import ConfigurationError, validate_configuration
+from tglassmlp.physics.system import N_TYPES
+
+QUANTITIES = ("density", "energy", "perimeter", "energy_var")
+CHANNELS = tuple(f"t{t}" for t in range(N_TYPES)) + ("all",)
+
+# Target side of a cell-list cell [sigma]. At the KA2D density (1.19 / sigma^2) a 1.5-sigma cell holds ~2.7
+# particles: small enough that the square of cells around the cutoff circle wastes few distance tests, large
+# enough that the per-cell loop overhead stays small (measured in benchmarks/descriptors.py).
+CELL_SIZE = 1.5
+
+
+# ------------------------------------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class DescriptorSettings:
+    """Settings of ``conf/descriptors/<name>.yaml``.
+
+    Attributes:
+        l_grid: coarse-graining lengths L [sigma], non-negative, distinct (0 = self only).
+        cutoff: neighbours with r_ij < cutoff enter the sums [sigma].
+        weight: weight form; only "exponential" (w = exp(-r / L)).
+        perimeter_method: "voronoi" (freud, unweighted).
+        zero_std_rtol: relative threshold under which the scaler drops a column.
+    """
+
+    l_grid: tuple[float, ...]
+    cutoff: float
+    weight: str = "exponential"
+    perimeter_method: str = "voronoi"
+    zero_std_rtol: float = 1e-9
+
+    def __post_init__(self):
+        object.__setattr__(self, "l_grid", _check_l_grid(self.l_grid))
+        object.__setattr__(self, "cutoff", _check_cutoff(self.cutoff))
+        if self.weight != "exponential":
+            raise ValueError(f"descriptors config: weight '{self.weight}' is not implemented (only 'exponential')")
+        if self.perimeter_method != "voronoi":
+            raise ValueError(f"descriptors config: perimeter method '{self.perimeter_method}' is not implemented "
+                             "(only 'voronoi')")
+        if not (math.isfinite(self.zero_std_rtol) and self.zero_std_rtol >= 0):
+            raise ValueError(f"descriptors config: scaler.zero_std_rtol must be >= 0, got {self.zero_std_rtol}")
+
+    @property
+    def n_descriptors(self) -> int:
+        return len(QUANTITIES) * len(CHANNELS) * len(self.l_grid)
+
+
+def load_descriptor_settings(name: str = "default") -> DescriptorSettings:
+    """Read ``conf/descriptors/<name>.yaml`` into a DescriptorSettings (raises on unsupported options)."""
+    cfg = load_config("descriptors", name)
+    missing = [k for k in ("l_grid", "cutoff") if k not in cfg]
+    if missing:
+        raise KeyError(f"descriptors config '{name}' is missing keys {missing}")
+    perimeter = cfg.get("perimeter", {}) or {}
+    if bool(perimeter.get("weighted", False)):
+        raise NotImplementedError(
+            f"descriptors config '{name}': perimeter.weighted = true asks for a radical (Laguerre) tessellation, "
+            "which freud 3.4 does not provide; this project uses the unweighted Voronoi tessellation"
+        )
+    scaler = cfg.get("scaler", {}) or {}
+    return DescriptorSettings(
+        l_grid=tuple(float(x) for x in cfg.l_grid),
+        cutoff=float(cfg.cutoff),
+        weight=str(cfg.get("weight", "exponential")),
+        perimeter_method=str(perimeter.get("method", "voronoi")),
+        zero_std_rtol=float(scaler.get("zero_std_rtol", 1e-9)),
+    )
+
+
+def _check_l_grid(l_grid) -> tuple[float, ...]:
+    values = np.asarray(l_grid, dtype=float).ravel()
+    if values.size == 0:
+        raise ValueError("descriptors: l_grid is empty")
+    if not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise ValueError(f"descriptors: l_grid values must be finite and >= 0, got {values.tolist()}")
+    labels = [f"{x:g}" for x in values]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"descriptors: l_grid has repeated values (names would clash): {labels}")
+    return tuple(float(x) for x in values)
+
+
+def _check_cutoff(cutoff) -> float:
+    cutoff = float(cutoff)
+    if not (math.isfinite(cutoff) and cutoff > 0):
+        raise ValueError(f"descriptors: cutoff must be finite and positive, got {cutoff}")
+    return cutoff
+
+
+def _resolve(l_grid, cutoff):
+    if l_grid is None or cutoff is None:
+        settings = load_descriptor_settings()
+        l_grid = settings.l_grid if l_grid is None else l_grid
+        cutoff = settings.cutoff if cutoff is None else cutoff
+    return _check_l_grid(l_grid), _check_cutoff(cutoff)
+
+
+def descriptor_names(l_grid=None) -> list[str]:
+    """Column names ``"{quantity}_{channel}_L{L:g}"`` in the order of ``structural_descriptors``' columns.
+
+    Quantity-major (density, energy, perimeter, energy_var), then channel (t0, t1, t2, all), then L.
+    ``l_grid`` defaults to the config's grid (176 names for the paper's 11 values).
+    """
+    l_grid = _check_l_grid(l_grid) if l_grid is not None else load_descriptor_settings().l_grid
+    return [f"{q}_{c}_L{L:g}" for q in QUANTITIES for c in CHANNELS for L in l_grid]
+
+
+# ------------------------------------------------------------------------------------------------ Voronoi
+def voronoi_perimeters(positions, box) -> np.ndarray:
+    """Perimeter of each particle's (unweighted) Voronoi cell in a periodic 2D box.
+
+    Args:
+        positions: (N, 2) positions [sigma], wrapped or not.
+        box: side of the square box [sigma], or (Lx, Ly) for a rectangular one (lattice tests need it).
+
+    Returns:
+        (N,) float64 perimeters [sigma].
+
+    freud's Voronoi (voro++) works in single precision: perimeters carry a relative error ~1e-7 (L ~ 30)
+    to ~1e-5 (L ~ 260). In 2D freud's neighbour-list weights are the lengths of the shared cell edges, so a
+    bincount over the query index sums each cell's edges (no loop over polygons).
+    """
+    import freud  # imported here: only this function needs it
+
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.ndim != 2 or positions.shape[1] != 2 or positions.shape[0] < 2:
+        raise ConfigurationError(f"voronoi_perimeters: positions must have shape (N, 2), N >= 2; got {positions.shape}")
+    bad = ~np.isfinite(positions).all(axis=1)
+    if bad.any():
+        raise ConfigurationError(f"voronoi_perimeters: {bad.sum()} particle(s) with non-finite positions "
+                                 f"(first: {np.flatnonzero(bad)[0]})")
+    try:
+        sides = np.asarray(box, dtype=np.float64)
+    except (TypeError, ValueError):
+        sides = np.array([np.nan])
+    if sides.ndim == 0:
+        sides = np.array([sides, sides])
+    if sides.shape != (2,) or not np.all(np.isfinite(sides)) or np.any(sides <= 0):
+        raise ConfigurationError(f"voronoi_perimeters: box must be a positive side or (Lx, Ly), got {box!r}")
+    n = positions.shape[0]
+    fbox = freud.box.Box(float(sides[0]), float(sides[1]), is2D=True)
+    # freud's box is centred on the origin; wrap in float64 before the float32 conversion.
+    centred = positions - sides * np.floor(positions / sides + 0.5)
+    points = np.zeros((n, 3), dtype=np.float32)
+    points[:, :2] = centred
+    points = fbox.wrap(points)
+    voro = freud.locality.Voronoi()
+    voro.compute((fbox, points))
+    nlist = voro.nlist
+    perimeters = np.bincount(nlist.query_point_indices, weights=nlist.weights, minlength=n)
+    if not np.all(perimeters > 0):
+        raise ConfigurationError(f"voronoi_perimeters: {np.sum(perimeters <= 0)} particle(s) got no Voronoi cell "
+                                 "(coincident points?)")
+    return perimeters.astype(np.float64)
+
+
+# ------------------------------------------------------------------------------------------------ kernel
+@numba.njit(parallel=True, cache=True)
+def _coarse_grain_kernel(pos, types, energies, perimeters, cell_x, cell_y, cell_start, n_cells, box,
+                         offsets, inv_l, l_is_zero, exp_order, square_of, cutoff2, order, out):
+    """Fill out[order[s], q, c, l] for every cell-sorted particle s (see the module docstring).
+
+    pos, types, energies, perimeters, cell_x, cell_y are sorted by cell; cell_start (n_cells^2 + 1,) is the
+    CSR index of each cell (cell id = cx * n_cells + cy); offsets (K, 2) are the unwrapped cell offsets that
+    can hold a point within the cutoff. Energies are accumulated relative to E_i so that the variance
+    S2/S0 - (S1/S0)^2 does not lose digits to a large common energy (E ~ -3 eps, var ~ 0.01 eps^2).
+    """
+    n = pos.shape[0]
+    n_l = inv_l.shape[0]
+    n_types = out.shape[2] - 1
+    for s in numba.prange(n):
+        xi = pos[s, 0]
+        yi = pos[s, 1]
+        ei = energies[s]
+        # acc[t, l, m]: m = 0 sum w, 1 sum w dE, 2 sum w dE^2, 3 sum w p, with dE = E_j - E_i
+        acc = np.zeros((n_types, n_l, 4))
+        w_l = np.empty(n_l)
+        for k in range(offsets.shape[0]):
+            tx = cell_x[s] + offsets[k, 0]
+            ty = cell_y[s] + offsets[k, 1]
+            wx = tx % n_cells  # Python semantics in numba: 0 <= wx < n_cells for negative tx too
+            wy = ty % n_cells
+            shift_x = ((tx - wx) // n_cells) * box
+            shift_y = ((ty - wy) // n_cells) * box
+            cell = wx * n_cells + wy
+            for j in range(cell_start[cell], cell_start[cell + 1]):
+                dx = pos[j, 0] + shift_x - xi
+                dy = pos[j, 1] + shift_y - yi
+                r2 = dx * dx + dy * dy
+                if r2 >= cutoff2:
+                    continue
+                r = math.sqrt(r2)
+                t = types[j]
+                de = energies[j] - ei
+                p = perimeters[j]
+                for q in range(exp_order.shape[0]):
+                    l = exp_order[q]
+                    if square_of[l] >= 0:
+                        w = w_l[square_of[l]] * w_l[square_of[l]]
+                    else:
+                        w = math.exp(-r * inv_l[l])
+                    w_l[l] = w
+                    acc[t, l, 0] += w
+                    acc[t, l, 1] += w * de
+                    acc[t, l, 2] += w * de * de
+                    acc[t, l, 3] += w * p
+        # L = 0: the particle itself only (exactly, not through exp(-0/0)).
+        for l in range(n_l):
+            if l_is_zero[l]:
+                ti = types[s]
+                acc[ti, l, 0] = 1.0
+                acc[ti, l, 3] = perimeters[s]
+        i = order[s]
+        for l in range(n_l):
+            tot0 = 0.0
+            tot1 = 0.0
+            tot2 = 0.0
+            tot3 = 0.0
+            for c in range(n_types + 1):
+                if c < n_types:
+                    s0 = acc[c, l, 0]
+                    s1 = acc[c, l, 1]
+                    s2 = acc[c, l, 2]
+                    s3 = acc[c, l, 3]
+                    tot0 += s0
+                    tot1 += s1
+                    tot2 += s2
+                    tot3 += s3
+                else:
+                    s0, s1, s2, s3 = tot0, tot1, tot2, tot3
+                out[i, 0, c, l] = s0
+                if s0 > 0.0:
+                    mean_de = s1 / s0
+                    out[i, 1, c, l] = ei + mean_de
+                    out[i, 2, c, l] = s3 / s0
+                    var = s2 / s0 - mean_de * mean_de
+                    out[i, 3, c, l] = var if var > 0.0 else 0.0  # rounding can leave -1e-17
+                else:
+                    out[i, 1, c, l] = 0.0
+                    out[i, 2, c, l] = 0.0
+                    out[i, 3, c, l] = 0.0
+
+
+def _cell_offsets(cutoff: float, cell_size: float) -> np.ndarray:
+    """Unwrapped cell offsets (dx, dy) whose cell can hold a point within ``cutoff`` of a point in cell 0."""
+    m = int(math.ceil(cutoff / cell_size))
+    ox, oy = np.meshgrid(np.arange(-m, m + 1), np.arange(-m, m + 1), indexing="ij")
+    # closest approach of two points in cells |dx| apart is (|dx| - 1) * cell_size
+    gap_x = np.maximum(np.abs(ox) - 1, 0) * cell_size
+    gap_y = np.maximum(np.abs(oy) - 1, 0) * cell_size
+    keep = gap_x**2 + gap_y**2 < cutoff**2
+    return np.ascontiguousarray(np.stack([ox[keep], oy[keep]], axis=1).astype(np.int64))
+
+
+def _exp_plan(l_values: np.ndarray):
+    """Order in which the kernel evaluates the weights of the L > 0 columns, and which it gets by squaring.
+
+    exp(-r / L) = exp(-r / (2L))^2: when 2L is also on the grid the kernel squares that weight instead of
+    calling exp (exp dominates the cost; the paper's grid needs 5 exp calls instead of 10, rounding error
+    grows by one ulp per squaring). Returns (exp_order (K,) int64 indices of L > 0 by decreasing L,
+    square_of (n_L,) int64: index of 2L, or -1 for a direct exp).
+    """
+    square_of = np.full(l_values.shape[0], -1, dtype=np.int64)
+    for l, value in enumerate(l_values):
+        if value > 0:
+            double = np.flatnonzero(l_values == 2.0 * value)
+            if double.size:
+                square_of[l] = double[0]
+    positive = np.flatnonzero(l_values > 0)
+    exp_order = positive[np.argsort(-l_values[positive], kind="stable")].astype(np.int64)
+    return exp_order, square_of
+
+
+def _per_particle(values, n: int, label: str) -> np.ndarray:
+    try:
+        values = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"structural_descriptors: {label} are not numeric ({exc})") from None
+    if values.shape != (n,):
+        raise ConfigurationError(f"structural_descriptors: {label} must have shape ({n},) to match positions, "
+                                 f"got {values.shape}")
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ConfigurationError(f"structural_descriptors: {bad.sum()} {label} are not finite "
+                                 f"(first: particle {np.flatnonzero(bad)[0]})")
+    return values
+
+
+def structural_descriptors(inherent_positions, types, box, *, l_grid=None, cutoff=None, energies=None,
+                           perimeters=None, system=None) -> np.ndarray:
+    """The coarse-grained descriptors of every particle (module docstring), shape (N, 4 * 4 * n_L).
+
+    Args:
+        inherent_positions: (N, 2) positions of the inherent structure [sigma], wrapped or not.
+        types: (N,) integer types 0, 1, 2.
+        box: side of the square periodic box [sigma].
+        l_grid: coarse-graining lengths L [sigma] (default: ``conf/descriptors/default.yaml``, 11 values).
+        cutoff: r_ij < cutoff enter the sums [sigma] (default: config, 20); any ratio to the box is allowed.
+        energies: (N,) per-particle energies E_j [epsilon]; default ``particle_energies`` of the structure.
+        perimeters: (N,) per-particle perimeters p_j [sigma]; default ``voronoi_perimeters``.
+        system: potential used for the default energies (default: the KA2D ternary mixture).
+
+    Returns:
+        (N, 176) float64 for the default grid, columns in the order of ``descriptor_names(l_grid)``:
+        density [1], energy [epsilon], perimeter [sigma], energy_var [epsilon^2].
+
+    Raises:
+        ConfigurationError for NaN/mis-shaped positions, unknown types, or energies/perimeters of wrong shape.
+    """
+    positions, types, box = validate_configuration(inherent_positions, types, box, where="structural_descriptors")
+    l_grid, cutoff = _resolve(l_grid, cutoff)
+    n = positions.shape[0]
+    if energies is None:
+        from tglassmlp.physics.potential import particle_energies
+
+        energies = particle_energies(positions, types, box, system)
+    energies = _per_particle(energies, n, "energies")
+    if perimeters is None:
+        perimeters = voronoi_perimeters(positions, box)
+    perimeters = _per_particle(perimeters, n, "perimeters")
+
+    # Cell list on wrapped positions; particles sorted by cell so that each cell's members are contiguous.
+    wrapped = np.mod(positions, box)
+    wrapped[wrapped >= box] = 0.0  # np.mod can round up to exactly box
+    n_cells = max(1, int(box // CELL_SIZE))
+    cell_size = box / n_cells
+    cxy = np.minimum((wrapped / cell_size).astype(np.int64), n_cells - 1)
+    cell_id = cxy[:, 0] * n_cells + cxy[:, 1]
+    order = np.argsort(cell_id, kind="stable")
+    cell_start = np.searchsorted(cell_id[order], np.arange(n_cells * n_cells + 1)).astype(np.int64)
+
+    l_values = np.asarray(l_grid)
+    l_is_zero = l_values == 0.0
+    inv_l = np.where(l_is_zero, 0.0, 1.0 / np.where(l_is_zero, 1.0, l_values))
+    exp_order, square_of = _exp_plan(l_values)
+    out = np.empty((n, len(QUANTITIES), len(CHANNELS), len(l_grid)), dtype=np.float64)
+    _coarse_grain_kernel(
+        np.ascontiguousarray(wrapped[order]), np.ascontiguousarray(types[order]),
+        np.ascontiguousarray(energies[order]), np.ascontiguousarray(perimeters[order]),
+        np.ascontiguousarray(cxy[order, 0]), np.ascontiguousarray(cxy[order, 1]), cell_start,
+        n_cells, box, _cell_offsets(cutoff, cell_size), inv_l, l_is_zero, exp_order, square_of, cutoff * cutoff,
+        order.astype(np.int64), out,
+    )
+    return out.reshape(n, -1)
+
+
+# ------------------------------------------------------------------------------------------------ scaler
+class DescriptorScaler:
+    """Standardise descriptor columns with statistics of the training structures only.
+
+    ``fit`` computes each column's mean and standard deviation over all particles of the training
+    structures and marks columns with std <= zero_std_rtol * max(1, |mean|) as constant (dropped: e.g.
+    density_all_L0 = 1 and energy_var_*_L0 = 0 for every particle). ``transform`` returns
+    (X[:, kept] - mean) / std. ``to_dict`` / ``from_dict`` (and ``save`` / ``load`` as .npz) carry the
+    statistics with a trained model.
+
+    Attributes (after fit):
+        names: (F,) column names of the input.
+        mean, std: (F,) statistics of every input column.
+        kept: (F,) bool, columns that ``transform`` keeps.
+    """
+
+    def __init__(self, names=None, zero_std_rtol: float | None = None):
+        self.names = None if names is None else [str(x) for x in names]
+        if zero_std_rtol is None:
+            zero_std_rtol = load_descriptor_settings().zero_std_rtol
+        if not (math.isfinite(zero_std_rtol) and zero_std_rtol >= 0):
+            raise ValueError(f"DescriptorScaler: zero_std_rtol must be >= 0, got {zero_std_rtol}")
+        self.zero_std_rtol = float(zero_std_rtol)
+        self.mean = self.std = self.kept = None
+
+    # -------------------------------------------------------------- fitting
+    def fit(self, training):
+        """Fit on one (N, F) array or a sequence of (N_k, F) arrays (the training structures)."""
+        blocks = [training] if isinstance(training, np.ndarray) and training.ndim == 2 else list(training)
+        if not blocks:
+            raise ValueError("DescriptorScaler.fit: no training structures given")
+        blocks = [self._check(b, f"training structure {k}", n_features=None) for k, b in enumerate(blocks)]
+        widths = {b.shape[1] for b in blocks}
+        if len(widths) != 1:
+            raise ValueError(f"DescriptorScaler.fit: training structures have different column counts {sorted(widths)}")
+        width = widths.pop()
+        if self.names is not None and len(self.names) != width:
+            raise ValueError(f"DescriptorScaler.fit: {width} columns but {len(self.names)} names")
+        data = np.concatenate(blocks, axis=0)
+        if data.shape[0] < 2:
+            raise ValueError("DescriptorScaler.fit: need at least 2 particles to estimate a spread")
+        self.mean = data.mean(axis=0)
+        self.std = data.std(axis=0)
+        self.kept = self.std > self.zero_std_rtol * np.maximum(1.0, np.abs(self.mean))
+        if self.names is None:
+            self.names = [f"column_{k}" for k in range(width)]
+        return self
+
+    def transform(self, descriptors) -> np.ndarray:
+        """(N, F) descriptors -> (N, n_kept) standardised float64 columns."""
+        self._require_fit("transform")
+        x = self._check(descriptors, "transform input", n_features=self.mean.shape[0])
+        return (x[:, self.kept] - self.mean[self.kept]) / self.std[self.kept]
+
+    def fit_transform(self, training) -> np.ndarray:
+        self.fit(training)
+        blocks = [training] if isinstance(training, np.ndarray) and training.ndim == 2 else list(training)
+        return self.transform(np.concatenate([np.asarray(b, dtype=np.float64) for b in blocks], axis=0))
+
+    @property
+    def kept_names(self) -> list[str]:
+        self._require_fit("kept_names")
+        return [name for name, keep in zip(self.names, self.kept) if keep]
+
+    @property
+    def n_kept(self) -> int:
+        self._require_fit("n_kept")
+        return int(self.kept.sum())
+
+    # -------------------------------------------------------------- persistence
+    def to_dict(self) -> dict:
+        """Plain arrays (numpy, no objects) that ``from_dict`` restores; suitable for np.savez or a checkpoint."""
+        self._require_fit("to_dict")
+        return {
+            "names": np.asarray(self.names, dtype=str),
+            "mean": self.mean.copy(),
+            "std": self.std.copy(),
+            "kept": self.kept.copy(),
+            "zero_std_rtol": np.float64(self.zero_std_rtol),
+        }
+
+    @classmethod
+    def from_dict(cls, state) -> "DescriptorScaler":
+        missing = [k for k in ("names", "mean", "std", "kept") if k not in state]
+        if missing:
+            raise KeyError(f"DescriptorScaler.from_dict: missing keys {missing}")
+        scaler = cls(names=[str(x) for x in np.asarray(state["names"])],
+                     zero_std_rtol=float(state.get("zero_std_rtol", 0.0)))
+        scaler.mean = np.asarray(state["mean"], dtype=np.float64).copy()
+        scaler.std = np.asarray(state["std"], dtype=np.float64).copy()
+        scaler.kept = np.asarray(state["kept"], dtype=bool).copy()
+        shapes = {len(scaler.names), scaler.mean.shape[0], scaler.std.shape[0], scaler.kept.shape[0]}
+        if len(shapes) != 1:
+            raise ValueError("DescriptorScaler.from_dict: names, mean, std and kept have different lengths")
+        return scaler
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        np.savez(path, **self.to_dict())
+        return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+    @classmethod
+    def load(cls, path) -> "DescriptorScaler":
+        with np.load(Path(path), allow_pickle=False) as data:
+            return cls.from_dict({k: data[k] for k in data.files})
+
+    # -------------------------------------------------------------- helpers
+    def _require_fit(self, what: str):
+        if self.mean is None:
+            raise RuntimeError(f"DescriptorScaler.{what}: call fit (or load) first")
+
+    @staticmethod
+    def _check(x, label: str, n_features) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2:
+            raise ValueError(f"DescriptorScaler: {label} must be 2D (particles, columns), got shape {x.shape}")
+        if n_features is not None and x.shape[1] != n_features:
+            raise ValueError(f"DescriptorScaler: {label} has {x.shape[1]} columns, the scaler was fit on {n_features}")
+        if not np.all(np.isfinite(x)):
+            rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
+            raise ValueError(f"DescriptorScaler: {label} has non-finite values in {rows.size} row(s) (first {rows[0]})")
+        return x
