@@ -1,8 +1,9 @@
-"""Observables computed from configurations: structural descriptors (inputs) and, later, dynamic labels.
+"""Observables: structural descriptors (inputs), bond breaking and labels (outputs), time-temperature superposition.
 
 Add each new submodule's public names with one import line and extend ``__all__``.
 """
 
+from tglassmlp.observables.bond_breaking import Bonds, bond_breaking, initial_bonds
 from tglassmlp.observables.descriptors import (
     CHANNELS,
     QUANTITIES,
@@ -13,8 +14,12 @@ from tglassmlp.observables.descriptors import (
     structural_descriptors,
     voronoi_perimeters,
 )
+from tglassmlp.observables.labels import crossing_time, labels_at_levels, relaxation_time
+from tglassmlp.observables.tts import TimeTemperatureSuperposition
 
 __all__ = [
+    "Bonds", "bond_breaking", "initial_bonds", "crossing_time", "labels_at_levels", "relaxation_time",
+    "TimeTemperatureSuperposition",
     "CHANNELS", "QUANTITIES", "DescriptorScaler", "DescriptorSettings", "descriptor_names",
     "load_descriptor_settings", "structural_descriptors", "voronoi_perimeters",
 ]
