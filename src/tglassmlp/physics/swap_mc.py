@@ -1,0 +1,946 @@
+"""Swap Monte Carlo for the 2D ternary Kob-Andersen mixture: equilibrium structures down to T_g ~ 0.15.
+
+Moves (Metropolis acceptance ``min(1, exp(-dE / T))``, float64 throughout):
+
+* displacement (probability ``1 - swap_fraction``): a particle i chosen uniformly, shifted by a vector uniform
+  in the square ``[-d, d]^2``. The proposal is symmetric, so detailed balance holds with Metropolis acceptance.
+* identity swap (probability ``swap_fraction``): one unordered type pair (a, b) chosen uniformly from
+  ``swap_pairs``, then i uniformly among the n_a particles of type a and j uniformly among the n_b of type b;
+  the proposal exchanges their types. Its probability ``1 / (P n_a n_b)`` equals that of the reverse move
+  (which picks the same pair, j among the type-a particles and i among the type-b ones) because a swap
+  conserves the counts per type: the proposal is symmetric. (Choosing i uniformly among all N and then j
+  among the complementary type is also symmetric once both orders of picking are summed; the pair-first
+  scheme is simpler to reason about and is what is tested by exact enumeration in tests/test_swap_mc.py.)
+
+Energy change of a swap: with E_i^{\\j}(t) = sum_{k != i, j} V_{t, t_k}(r_ik),
+``dE = E_i^{\\j}(b) - E_i^{\\j}(a) + E_j^{\\i}(a) - E_j^{\\i}(b)``; the mutual pair (i, j) is left out because
+V_ab(r_ij) = V_ba(r_ij): the pair's type set {a, b} does not change.
+
+Moves that would bring a pair closer than ``overlap_distance * sigma_ab`` (V >~ 8e3 epsilon) are rejected
+without evaluating the Boltzmann factor; for the temperatures used here (T <= 2) that factor underflows to
+zero in float64 anyway, so the chain is unchanged, and the cell occupancy stays bounded.
+
+Kernel: numba (``cache=True``), cell lists with cell side >= the largest cutoff (2.5 sigma_00), so a move's
+energy change needs the 3 x 3 neighbouring cells only (O(1) per move). A particle that crosses a cell
+boundary is moved between cells in O(1) (swap-with-last removal). Boxes with fewer than three cells per side
+(tiny test systems) use a single cell, i.e. an all-pairs minimum-image sum; boxes shorter than two cutoffs
+are refused (minimum image would miss interactions). The pair energy is ``system.pair_terms`` compiled by
+numba: one implementation of the pair physics in the package.
+
+Random numbers: a ``numpy.random.Generator`` passed into the compiled kernel (numba supports it), so a seed
+fixes the whole chain, and consecutive calls continue one stream.
+
+Displacement step: adapted (towards ``target_acceptance``) only while melting, annealing and at the start
+of the run at the target T; frozen during the production run on which the equilibration criterion is
+measured. A step that depends on the chain's history makes the chain non-Markovian and breaks detailed
+balance; adapting only during burn-in (which is discarded) is harmless.
+
+Settings: ``conf/swap/default.yaml`` (read by ``load_swap_settings``); nothing is hard-coded here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numba
+import numpy as np
+from omegaconf import OmegaConf
+
+from tglassmlp.paths import config_dir
+from tglassmlp.physics.configuration import ConfigurationError, validate_configuration
+from tglassmlp.physics.system import N_TYPES, PairPotential, pair_terms, resolve_system
+
+# Q(t) = 1/e defines the decorrelation time tau_Q
+DECAY_LEVEL = math.exp(-1.0)
+# Sokal's automatic window for the integrated autocorrelation time: smallest W with W >= C * tau(W)
+SOKAL_WINDOW_C = 5.0
+# cell capacity = CELL_CAPACITY_FACTOR * (cell side / closest allowed distance + 1)^2 (square-packing count
+# doubled: above the hexagonal close-packing count, and overlaps are rejected, so it cannot overflow)
+CELL_CAPACITY_FACTOR = 2.0
+
+# error_model="numpy": float division by zero gives inf instead of a Python exception check per division
+# (measured ~2x faster inner loop); r2 = 0 cannot reach the pair function (overlaps are caught first)
+_JIT = dict(cache=True, error_model="numpy")
+_pair = numba.njit(**_JIT)(pair_terms)
+
+
+class NotEquilibratedError(RuntimeError):
+    """The equilibration criterion was not met (raised by ``equilibrium_structure(..., strict=True)``)."""
+
+
+# ====================================================================================== settings
+@dataclass(frozen=True)
+class SwapSettings:
+    """Settings of the sampler; field meanings are documented in ``conf/swap/default.yaml``."""
+
+    swap_fraction: float
+    swap_pairs: tuple
+    max_displacement: float
+    min_max_displacement: float
+    max_max_displacement: float
+    target_acceptance: float
+    adapt_every: int
+    melt_temperature: float
+    melt_sweeps: int
+    anneal_steps: int
+    anneal_sweeps: int
+    adapt_sweeps_at_target: int
+    first_block_sweeps: int
+    max_sweeps: int
+    n_decorrelation: float
+    stationarity_z: float
+    overlap_a: float
+    record_every: int
+    snapshot_every: int
+    max_snapshots: int
+    max_origins: int
+    energy_drift_tolerance: float
+    cells_per_cutoff: int
+
+    def __post_init__(self):
+        pairs = tuple(tuple(int(t) for t in p) for p in self.swap_pairs)
+        object.__setattr__(self, "swap_pairs", _check_swap_pairs(pairs))
+        if not 0.0 <= self.swap_fraction <= 1.0:
+            raise ValueError(f"swap_fraction must lie in [0, 1], got {self.swap_fraction}")
+        if not 0 < self.min_max_displacement <= self.max_displacement <= self.max_max_displacement:
+            raise ValueError("need 0 < min_max_displacement <= max_displacement <= max_max_displacement")
+        if not 0.0 < self.target_acceptance < 1.0:
+            raise ValueError(f"target_acceptance must lie in (0, 1), got {self.target_acceptance}")
+        for name in ("adapt_every", "record_every", "snapshot_every", "first_block_sweeps", "max_sweeps",
+                     "max_origins", "anneal_steps", "cells_per_cutoff"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.max_snapshots < 8 or self.max_snapshots % 2:
+            # even, so that thinning by 2 keeps the latest snapshot (see equilibrium_structure)
+            raise ValueError(f"max_snapshots must be an even number >= 8, got {self.max_snapshots}")
+        if self.snapshot_every % self.record_every:
+            raise ValueError("snapshot_every must be a multiple of record_every")
+        if not self.melt_temperature > 0:
+            raise ValueError(f"melt_temperature must be positive, got {self.melt_temperature}")
+
+
+def _check_swap_pairs(pairs) -> tuple:
+    seen = set()
+    for p in pairs:
+        if len(p) != 2 or not all(0 <= t < N_TYPES for t in p) or p[0] == p[1]:
+            raise ValueError(f"unknown swap pair {p}: need two different types among 0..{N_TYPES - 1}")
+        key = tuple(sorted(p))
+        if key in seen:
+            raise ValueError(f"swap pair {p} listed twice")
+        seen.add(key)
+    return tuple(tuple(sorted(p)) for p in pairs)
+
+
+def load_swap_settings(name: str = "default", **overrides) -> SwapSettings:
+    """Settings from ``conf/swap/<name>.yaml``, with keyword overrides (unknown keys raise)."""
+    path = Path(config_dir()) / "swap" / f"{name}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"unknown swap settings '{name}': no config file {path}")
+    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    names = {f.name for f in fields(SwapSettings)}
+    unknown = (set(cfg) | set(overrides)) - names
+    if unknown:
+        raise KeyError(f"unknown swap setting(s) {sorted(unknown)}; known: {sorted(names)}")
+    missing = names - set(cfg) - set(overrides)
+    if missing:
+        raise KeyError(f"{path} lacks setting(s) {sorted(missing)}")
+    cfg.update(overrides)
+    return SwapSettings(**cfg)
+
+
+# ====================================================================================== compiled kernel
+@numba.njit(**_JIT)
+def _neighbour_cells(m, reach, box):
+    """Distinct cells within ``reach`` cells of each cell and the periodic shift of each.
+
+    Returns nbr (m*m, k) int64 and shift (m*m, k, 2) float64 [sigma]: a particle of cell nbr[c, q] seen from
+    cell c sits at its stored position + shift[c, q] (the image nearest to cell c), so the inner loop needs
+    no minimum-image branches. k = (2 reach + 1)^2, or 1 when m == 1 (single cell: shift 0, and the caller
+    applies the minimum image itself).
+    """
+    if m == 1:
+        return np.zeros((1, 1), dtype=np.int64), np.zeros((1, 1, 2))
+    k_side = 2 * reach + 1
+    nbr = np.empty((m * m, k_side * k_side), dtype=np.int64)
+    shift = np.zeros((m * m, k_side * k_side, 2))
+    for cx in range(m):
+        for cy in range(m):
+            k = 0
+            for ox in range(-reach, reach + 1):
+                for oy in range(-reach, reach + 1):
+                    nx = cx + ox
+                    ny = cy + oy
+                    c = cx * m + cy
+                    nbr[c, k] = (nx % m) * m + ny % m
+                    # a neighbour past the right edge wraps to the left: its nearby image is at +box
+                    shift[c, k, 0] = box if nx >= m else (-box if nx < 0 else 0.0)
+                    shift[c, k, 1] = box if ny >= m else (-box if ny < 0 else 0.0)
+                    k += 1
+    return nbr, shift
+
+
+@numba.njit(**_JIT)
+def _cell_index(x, y, m, inv_cs):
+    cx = int(x * inv_cs)
+    cy = int(y * inv_cs)
+    # x < box always, but x * inv_cs can round up to m
+    if cx >= m:
+        cx = m - 1
+    if cy >= m:
+        cy = m - 1
+    return cx * m + cy
+
+
+@numba.njit(**_JIT)
+def _build_cells(pos, m, inv_cs, cap):
+    """Cell lists: counts (m*m,), members (m*m, cap), cell_of (N,), slot_of (N,). Returns ok flag."""
+    n = pos.shape[0]
+    count = np.zeros(m * m, dtype=np.int64)
+    members = np.full((m * m, cap), -1, dtype=np.int64)
+    cell_of = np.empty(n, dtype=np.int64)
+    slot_of = np.empty(n, dtype=np.int64)
+    ok = True
+    for i in range(n):
+        c = _cell_index(pos[i, 0], pos[i, 1], m, inv_cs)
+        if count[c] >= cap:
+            ok = False
+            break
+        members[c, count[c]] = i
+        cell_of[i] = c
+        slot_of[i] = count[c]
+        count[c] += 1
+    return ok, count, members, cell_of, slot_of
+
+
+@numba.njit(**_JIT)
+def _energy_two_types(i, skip, x, y, ta, tb, pos, types, box, m, inv_cs, nbr, shift, count, members,
+                      eps, sig2, rc2, ov2, c0, c2, c4):
+    """Energies of particle i placed at (x, y) if it had type ta and if it had type tb [epsilon].
+
+    Sum over all other particles except ``skip`` (-1: none). Returns (ea, eb, overlap_a, overlap_b), where
+    overlap_* flags a pair closer than the overlap distance for that type.
+    """
+    single_cell = m == 1
+    inv_box = 1.0 / box
+    c = _cell_index(x, y, m, inv_cs)
+    ea = 0.0
+    eb = 0.0
+    ova = False
+    ovb = False
+    two = tb != ta
+    for k in range(nbr.shape[1]):
+        cc = nbr[c, k]
+        sx = shift[c, k, 0] - x
+        sy = shift[c, k, 1] - y
+        for s in range(count[cc]):
+            j = members[cc, s]
+            if j == i or j == skip:
+                continue
+            dx = pos[j, 0] + sx
+            dy = pos[j, 1] + sy
+            if single_cell:  # tiny boxes only: explicit minimum image
+                dx -= box * np.rint(dx * inv_box)
+                dy -= box * np.rint(dy * inv_box)
+            r2 = dx * dx + dy * dy
+            tj = types[j]
+            # branch-free cutoff (a select, not a jump): the cutoff test is true for ~40% of the visited
+            # pairs in no predictable order, and a mispredicted jump costs more than the pair arithmetic
+            v, _ = _pair(r2, eps[ta, tj], sig2[ta, tj], c0, c2, c4)
+            ea += v if r2 < rc2[ta, tj] else 0.0
+            if r2 < ov2[ta, tj]:
+                ova = True
+            if two:
+                v, _ = _pair(r2, eps[tb, tj], sig2[tb, tj], c0, c2, c4)
+                eb += v if r2 < rc2[tb, tj] else 0.0
+                if r2 < ov2[tb, tj]:
+                    ovb = True
+    if not two:
+        eb = ea
+        ovb = ova
+    return ea, eb, ova, ovb
+
+
+@numba.njit(**_JIT)
+def _total_energy(pos, types, box, m, inv_cs, nbr, shift, count, members, eps, sig2, rc2, ov2, c0, c2, c4):
+    """Total potential energy from the cell lists [epsilon] (each pair once)."""
+    n = pos.shape[0]
+    e = 0.0
+    for i in range(n):
+        ei, _, _, _ = _energy_two_types(i, -1, pos[i, 0], pos[i, 1], types[i], types[i], pos, types, box, m,
+                                        inv_cs, nbr, shift, count, members, eps, sig2, rc2, ov2, c0, c2, c4)
+        e += ei
+    return 0.5 * e
+
+
+@numba.njit(**_JIT)
+def _displacement_delta(i, x, y, pos, types, box, m, inv_cs, nbr, shift, count, members, eps, sig2, rc2, ov2,
+                        c0, c2, c4):
+    """Energy change of moving particle i to the wrapped position (x, y); overlap flag of the new position.
+
+    When the new position stays in i's cell (most moves), old and new energies come from one pass over
+    the same neighbour cells (half the loop overhead); otherwise two passes.
+    """
+    t = types[i]
+    xo = pos[i, 0]
+    yo = pos[i, 1]
+    c = _cell_index(xo, yo, m, inv_cs)
+    if m == 1 or _cell_index(x, y, m, inv_cs) != c:
+        e_old, _, _, _ = _energy_two_types(i, -1, xo, yo, t, t, pos, types, box, m, inv_cs, nbr, shift, count,
+                                           members, eps, sig2, rc2, ov2, c0, c2, c4)
+        e_new, _, ov, _ = _energy_two_types(i, -1, x, y, t, t, pos, types, box, m, inv_cs, nbr, shift, count,
+                                            members, eps, sig2, rc2, ov2, c0, c2, c4)
+        return e_new - e_old, ov
+    de = 0.0
+    ov = False
+    for k in range(nbr.shape[1]):
+        cc = nbr[c, k]
+        sx = shift[c, k, 0]
+        sy = shift[c, k, 1]
+        for s in range(count[cc]):
+            j = members[cc, s]
+            if j == i:
+                continue
+            xj = pos[j, 0] + sx
+            yj = pos[j, 1] + sy
+            tj = types[j]
+            rc = rc2[t, tj]
+            dx = xj - xo
+            dy = yj - yo
+            r2 = dx * dx + dy * dy
+            e_ = eps[t, tj]
+            s_ = sig2[t, tj]
+            # branch-free cutoff: see _energy_two_types; an overlapping new position may give inf/nan
+            # here, but then ov is set and the move is rejected before dE is used
+            v, _ = _pair(r2, e_, s_, c0, c2, c4)
+            de -= v if r2 < rc else 0.0
+            dx = xj - x
+            dy = yj - y
+            r2 = dx * dx + dy * dy
+            if r2 < ov2[t, tj]:
+                ov = True
+            v, _ = _pair(r2, e_, s_, c0, c2, c4)
+            de += v if r2 < rc else 0.0
+    return de, ov
+
+
+@numba.njit(**_JIT)
+def _swap_delta(i, j, pos, types, box, m, inv_cs, nbr, shift, count, members, eps, sig2, rc2, ov2, c0, c2, c4):
+    """Energy change of exchanging the types of particles i and j; overlap flag of the swapped state."""
+    a = types[i]
+    b = types[j]
+    ia, ib, _, ovi = _energy_two_types(i, j, pos[i, 0], pos[i, 1], a, b, pos, types, box, m, inv_cs, nbr,
+                                       shift, count, members, eps, sig2, rc2, ov2, c0, c2, c4)
+    jb, ja, _, ovj = _energy_two_types(j, i, pos[j, 0], pos[j, 1], b, a, pos, types, box, m, inv_cs, nbr,
+                                       shift, count, members, eps, sig2, rc2, ov2, c0, c2, c4)
+    # the (i, j) pair itself: V_ab = V_ba, unchanged; but its overlap threshold is symmetric too
+    return (ib - ia) + (ja - jb), ovi or ovj
+
+
+@numba.njit(**_JIT)
+def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_type, slot_in_type, box, m,
+                inv_cs, nbr, shift, count, members, cell_of, slot_of, eps, sig2, rc2, ov2, c0, c2, c4, d, beta,
+                swap_fraction, pairs, rng, energy, energy_trace, type_trace, counters):
+    """Run ``n_sweeps`` sweeps of N attempted moves, updating the state arrays in place.
+
+    energy: total energy at entry [epsilon]; tracked by adding the accepted dE. Every ``record_every``
+    sweeps the energy goes to ``energy_trace`` (and the types to ``type_trace`` if it has rows).
+    counters (int64, 4): attempted / accepted displacements, attempted / accepted swaps (accumulated).
+    Returns (energy, ok); ok is False if a cell overflowed (cannot happen with overlap rejection; checked).
+    """
+    n = pos.shape[0]
+    n_pairs = pairs.shape[0]
+    cap = members.shape[1]
+    rec = 0
+    record_types = type_trace.shape[0] > 0
+    for sweep in range(n_sweeps):
+        for _ in range(n):
+            if rng.random() < swap_fraction:
+                k = int(rng.random() * n_pairs)
+                a = pairs[k, 0]
+                b = pairs[k, 1]
+                i = by_type[a, int(rng.random() * n_of_type[a])]
+                j = by_type[b, int(rng.random() * n_of_type[b])]
+                counters[2] += 1
+                de, ov = _swap_delta(i, j, pos, types, box, m, inv_cs, nbr, shift, count, members, eps, sig2, rc2,
+                                     ov2, c0, c2, c4)
+                if ov:
+                    continue
+                if de <= 0.0 or rng.random() < math.exp(-beta * de):
+                    types[i] = b
+                    types[j] = a
+                    si = slot_in_type[i]
+                    sj = slot_in_type[j]
+                    by_type[a, si] = j
+                    by_type[b, sj] = i
+                    slot_in_type[i] = sj
+                    slot_in_type[j] = si
+                    energy += de
+                    counters[3] += 1
+            else:
+                i = int(rng.random() * n)
+                dx = d * (2.0 * rng.random() - 1.0)
+                dy = d * (2.0 * rng.random() - 1.0)
+                x = pos[i, 0] + dx
+                y = pos[i, 1] + dy
+                # wrap into [0, box); the second test guards x + box rounding up to box
+                if x < 0.0:
+                    x += box
+                    if x >= box:
+                        x = 0.0
+                elif x >= box:
+                    x -= box
+                if y < 0.0:
+                    y += box
+                    if y >= box:
+                        y = 0.0
+                elif y >= box:
+                    y -= box
+                counters[0] += 1
+                de, ov = _displacement_delta(i, x, y, pos, types, box, m, inv_cs, nbr, shift, count, members, eps,
+                                             sig2, rc2, ov2, c0, c2, c4)
+                if ov:
+                    continue
+                if de <= 0.0 or rng.random() < math.exp(-beta * de):
+                    c_old = cell_of[i]
+                    c_new = _cell_index(x, y, m, inv_cs)
+                    if c_new != c_old:
+                        if count[c_new] >= cap:
+                            return energy, False
+                        # remove i from its cell: the last member takes its slot
+                        s = slot_of[i]
+                        last = members[c_old, count[c_old] - 1]
+                        members[c_old, s] = last
+                        slot_of[last] = s
+                        count[c_old] -= 1
+                        members[c_new, count[c_new]] = i
+                        slot_of[i] = count[c_new]
+                        count[c_new] += 1
+                        cell_of[i] = c_new
+                    pos[i, 0] = x
+                    pos[i, 1] = y
+                    unwrapped[i, 0] += dx
+                    unwrapped[i, 1] += dy
+                    energy += de
+                    counters[1] += 1
+        if (sweep + 1) % record_every == 0:
+            energy_trace[rec] = energy
+            if record_types:
+                for p in range(n):
+                    type_trace[rec, p] = types[p]
+            rec += 1
+    return energy, True
+
+
+# ====================================================================================== analysis helpers
+def integrated_autocorrelation_time(x, spacing: float = 1.0) -> float:
+    """Integrated autocorrelation time of a series, in units of ``spacing`` (Sokal's automatic window).
+
+    tau = 1/2 + sum_{t=1}^{W} rho(t), W the smallest lag with W >= 5 tau(W); the variance of the mean of
+    n samples is then var(x) * 2 tau / n. Returns spacing * tau (>= spacing / 2); nan for < 4 samples.
+    """
+    x = np.asarray(x, dtype=float)
+    n = x.size
+    if n < 4:
+        return float("nan")
+    y = x - x.mean()
+    var = float(y @ y) / n
+    if var == 0.0:
+        return 0.5 * spacing
+    f = np.fft.rfft(y, 2 * n)
+    acf = np.fft.irfft(f * np.conj(f))[:n] / (var * n)
+    tau = 0.5
+    for w in range(1, n):
+        tau += acf[w]
+        if w >= SOKAL_WINDOW_C * tau:
+            break
+    return float(max(tau, 0.5) * spacing)
+
+
+def self_overlap(snapshots, spacing: float, a: float, max_origins: int = 32):
+    """Self-overlap Q(t) = <1/N sum_i Theta(a - |r_i(t0 + t) - r_i(t0)|)>_t0 from unwrapped snapshots.
+
+    Args:
+        snapshots: (M, N, 2) unwrapped positions at equal spacing [sigma].
+        spacing: sweeps between snapshots.
+        a: overlap distance [sigma].
+        max_origins: at most this many time origins (evenly spread) per lag.
+
+    Returns:
+        lags (M,) in sweeps (starting at 0) and Q (M,) (Q[0] = 1).
+    """
+    snaps = np.asarray(snapshots)
+    m_snap = snaps.shape[0]
+    q = np.ones(m_snap)
+    a2 = a * a
+    for lag in range(1, m_snap):
+        n_orig = m_snap - lag
+        origins = np.unique(np.linspace(0, n_orig - 1, min(n_orig, max_origins)).astype(int))
+        disp = snaps[origins + lag].astype(np.float64) - snaps[origins]
+        q[lag] = float(np.mean(np.einsum("onk,onk->on", disp, disp) < a2))
+    return np.arange(m_snap) * float(spacing), q
+
+
+def decorrelation_time(lags, q, level: float = DECAY_LEVEL):
+    """First time at which q falls to ``level``, linearly interpolated; None if it never does (censored)."""
+    lags = np.asarray(lags, dtype=float)
+    q = np.asarray(q, dtype=float)
+    below = np.flatnonzero(q <= level)
+    if below.size == 0:
+        return None
+    k = below[0]
+    if k == 0:
+        return 0.0
+    q0, q1 = q[k - 1], q[k]
+    return float(lags[k - 1] + (lags[k] - lags[k - 1]) * (q0 - level) / (q0 - q1))
+
+
+# ====================================================================================== the sampler
+class SwapMonteCarlo:
+    """Metropolis Monte Carlo with displacements and identity swaps at fixed N, box and composition.
+
+    freud-style: configure once, ``reset(positions, types, box)``, then ``run(n_sweeps)``; results are
+    properties (state copies, energy trace per particle, acceptance rates).
+
+    Args:
+        temperature: k_B T [epsilon] (> 0, finite). May be changed between runs (``.temperature = ...``).
+        system: the potential (default ``conf/system/ka2d_ternary.yaml``).
+        swap_fraction, swap_pairs, max_displacement: override the settings file for these moves.
+        seed: seeds a ``numpy.random.Generator`` (or pass ``rng``); the chain is a function of the seed.
+        settings: a ``SwapSettings`` (default: ``load_swap_settings()``).
+    """
+
+    def __init__(self, temperature, system=None, *, swap_fraction=None, swap_pairs=None,
+                 max_displacement=None, seed=0, rng=None, settings: SwapSettings | None = None):
+        settings = settings or load_swap_settings()
+        overrides = {k: v for k, v in (("swap_fraction", swap_fraction), ("swap_pairs", swap_pairs),
+                                       ("max_displacement", max_displacement)) if v is not None}
+        if "max_displacement" in overrides:
+            # an explicit step is allowed outside the adaptation bounds: widen them to include it
+            d = float(overrides["max_displacement"])
+            if not (d > 0 and np.isfinite(d)):
+                raise ValueError(f"max_displacement must be positive and finite, got {d}")
+            overrides["min_max_displacement"] = min(settings.min_max_displacement, d)
+            overrides["max_max_displacement"] = max(settings.max_max_displacement, d)
+        self.settings = replace(settings, **overrides) if overrides else settings
+        self.system: PairPotential = resolve_system(system)
+        self.temperature = temperature
+        self.max_displacement = float(self.settings.max_displacement)
+        self.rng = rng if rng is not None else np.random.default_rng(seed)
+        self._state = None
+        self._trace: list[np.ndarray] = []
+        self._counters = np.zeros(4, dtype=np.int64)
+        self.sweeps_done = 0
+        eps, sig2, rc2, ov2 = self.system.parameter_arrays()
+        self._params = (eps, sig2, rc2, ov2, float(self.system.c0), float(self.system.c2),
+                        float(self.system.c4))
+        self._pairs = np.asarray(self.settings.swap_pairs, dtype=np.int64).reshape(-1, 2)
+
+    # ------------------------------------------------------------------ configuration
+    @property
+    def temperature(self) -> float:
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value):
+        value = float(value)
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"temperature must be positive and finite, got {value}")
+        self._temperature = value
+
+    def reset(self, positions, types, box):
+        """Load a configuration (positions wrapped into the box); clears traces and counters.
+
+        Raises ConfigurationError for bad input (shape, NaN, unknown types, overlaps, box < 2 cutoffs).
+        """
+        positions, types, box = validate_configuration(positions, types, box, where="SwapMonteCarlo.reset")
+        rmax = self.system.max_cutoff
+        if box <= 2.0 * rmax:
+            raise ConfigurationError(
+                f"SwapMonteCarlo.reset: box side {box:g} must exceed twice the interaction range {rmax:g}")
+        wrapped = np.mod(positions, box)
+        wrapped[wrapped >= box] = 0.0
+        n = wrapped.shape[0]
+        reach = int(self.settings.cells_per_cutoff)
+        m = int(box // (rmax / reach))  # cell side >= rmax / reach, so `reach` cells cover the cutoff
+        if m < 2 * reach + 1:  # the stencil would visit cells twice: one cell, all pairs
+            m = 1
+        cs = box / m
+        d_min = self.system.overlap_distance * float(self.system.sigma.min())
+        cap = int(CELL_CAPACITY_FACTOR * (cs / d_min + 1.0) ** 2)
+        cap = min(cap, n)
+        ok, count, members, cell_of, slot_of = _build_cells(wrapped, m, 1.0 / cs, cap)
+        if not ok:
+            raise ConfigurationError("SwapMonteCarlo.reset: a cell holds more particles than allowed (overlaps)")
+        n_of_type = np.bincount(types, minlength=N_TYPES).astype(np.int64)
+        for a, b in self.settings.swap_pairs:
+            if n_of_type[a] == 0 or n_of_type[b] == 0:
+                raise ValueError(f"swap pair ({a}, {b}) needs particles of both types; counts {n_of_type}")
+        by_type = np.full((N_TYPES, n), -1, dtype=np.int64)
+        slot_in_type = np.empty(n, dtype=np.int64)
+        for t in range(N_TYPES):
+            idx = np.flatnonzero(types == t)
+            by_type[t, : idx.size] = idx
+            slot_in_type[idx] = np.arange(idx.size)
+        nbr, shift = _neighbour_cells(m, reach, box)
+        self._state = dict(pos=wrapped, unwrapped=positions.copy(), types=types.copy(), box=box, m=m,
+                           inv_cs=1.0 / cs, nbr=nbr, shift=shift, count=count, members=members, cell_of=cell_of,
+                           slot_of=slot_of, by_type=by_type, n_of_type=n_of_type, slot_in_type=slot_in_type)
+        # refuses overlaps with the reference neighbour search (also checks the box)
+        from tglassmlp.physics.potential import interacting_pairs
+
+        interacting_pairs(wrapped, types, box, self.system, where="SwapMonteCarlo.reset")
+        self._energy = self.total_energy()
+        self._trace = []
+        self._counters[:] = 0
+        self.sweeps_done = 0
+        return self
+
+    def _require_state(self):
+        if self._state is None:
+            raise RuntimeError("SwapMonteCarlo: call reset(positions, types, box) first")
+        return self._state
+
+    def _geometry(self):
+        s = self._require_state()
+        return (s["pos"], s["types"], s["box"], s["m"], s["inv_cs"], s["nbr"], s["shift"], s["count"],
+                s["members"])
+
+    # ------------------------------------------------------------------ running
+    def run(self, n_sweeps: int, *, record_every: int | None = None, record_types: bool = False,
+            swaps: bool = True):
+        """Run ``n_sweeps`` sweeps (N attempted moves each) at ``self.temperature``.
+
+        Args:
+            n_sweeps: number of sweeps (>= 0).
+            record_every: sweeps between energy records (default: settings.record_every).
+            record_types: also return the (n_records, N) int8 type assignments (for tests of the swaps).
+            swaps: False runs displacements only (swap_fraction 0), e.g. to measure plain MC dynamics.
+
+        Returns the (n_records, N) type trace if ``record_types`` else None.
+        """
+        s = self._require_state()
+        n_sweeps = int(n_sweeps)
+        if n_sweeps < 0:
+            raise ValueError(f"n_sweeps must be >= 0, got {n_sweeps}")
+        rec = int(record_every or self.settings.record_every)
+        n_rec = n_sweeps // rec
+        trace = np.empty(n_rec)
+        n = s["pos"].shape[0]
+        type_trace = np.empty((n_rec if record_types else 0, n), dtype=np.int8)
+        energy, ok = _run_sweeps(
+            n_sweeps, rec, s["pos"], s["unwrapped"], s["types"], s["by_type"], s["n_of_type"],
+            s["slot_in_type"], s["box"], s["m"], s["inv_cs"], s["nbr"], s["shift"], s["count"], s["members"],
+            s["cell_of"], s["slot_of"], *self._params, float(self.max_displacement),
+            1.0 / self.temperature, float(self.settings.swap_fraction if swaps else 0.0), self._pairs,
+            self.rng, float(self._energy), trace, type_trace, self._counters)
+        if not ok:
+            raise RuntimeError("SwapMonteCarlo: cell list overflow (kernel bug: overlaps are rejected)")
+        self._energy = energy
+        self._trace.append(trace / n)
+        self.sweeps_done += n_sweeps
+        return type_trace if record_types else None
+
+    def adapt(self, n_sweeps: int):
+        """Run ``n_sweeps`` while rescaling d towards the target acceptance every ``adapt_every`` sweeps.
+
+        Burn-in only: the adapted chain does not obey detailed balance (the step depends on its history).
+        """
+        st = self.settings
+        done = 0
+        while done < n_sweeps:
+            block = min(st.adapt_every, n_sweeps - done)
+            before = self._counters.copy()
+            self.run(block)
+            att, acc = self._counters[0] - before[0], self._counters[1] - before[1]
+            if att > 0:
+                rate = acc / att
+                # multiplicative rule, bounded per step so one noisy block cannot swing d far
+                factor = float(np.clip(rate / st.target_acceptance, 0.5, 2.0))
+                self.max_displacement = float(np.clip(self.max_displacement * factor,
+                                                      st.min_max_displacement, st.max_max_displacement))
+            done += block
+
+    def check_energy(self, tolerance: float | None = None) -> float:
+        """Recompute the total energy, compare with the tracked one, adopt it. Returns the relative drift."""
+        tol = self.settings.energy_drift_tolerance if tolerance is None else tolerance
+        exact = self.total_energy()
+        drift = abs(exact - self._energy) / max(abs(exact), 1.0)
+        if drift > tol:
+            raise RuntimeError(f"SwapMonteCarlo: tracked energy drifted by {drift:.3g} (relative) from the "
+                               f"recomputed one: kernel bug")
+        self._energy = exact
+        return drift
+
+    # ------------------------------------------------------------------ energies (compiled kernel)
+    def total_energy(self) -> float:
+        """Total potential energy of the current state from the kernel [epsilon]."""
+        return float(_total_energy(*self._geometry(), *self._params))
+
+    def energy_change_displacement(self, i: int, new_position) -> float:
+        """dE [epsilon] of moving particle i to ``new_position`` (any image); inf if it creates an overlap."""
+        s = self._require_state()
+        x, y = np.mod(np.asarray(new_position, dtype=float), s["box"])
+        de, ov = _displacement_delta(int(i), float(x), float(y), *self._geometry(), *self._params)
+        return math.inf if ov else float(de)
+
+    def energy_change_swap(self, i: int, j: int) -> float:
+        """dE [epsilon] of exchanging the types of particles i and j; inf if it creates an overlap."""
+        de, ov = _swap_delta(int(i), int(j), *self._geometry(), *self._params)
+        return math.inf if ov else float(de)
+
+    # ------------------------------------------------------------------ results
+    @property
+    def positions(self) -> np.ndarray:
+        """(N, 2) current positions wrapped into [0, box) [sigma] (a copy)."""
+        return self._require_state()["pos"].copy()
+
+    @property
+    def unwrapped_positions(self) -> np.ndarray:
+        """(N, 2) positions without periodic wrapping since ``reset`` [sigma] (a copy)."""
+        return self._require_state()["unwrapped"].copy()
+
+    @property
+    def types(self) -> np.ndarray:
+        """(N,) current int64 types (a copy)."""
+        return self._require_state()["types"].copy()
+
+    @property
+    def box(self) -> float:
+        return float(self._require_state()["box"])
+
+    @property
+    def energy(self) -> float:
+        """Tracked total potential energy [epsilon]."""
+        return float(self._energy)
+
+    @property
+    def energy_trace(self) -> np.ndarray:
+        """Energy per particle [epsilon] recorded since ``reset`` (every ``record_every`` sweeps)."""
+        return np.concatenate(self._trace) if self._trace else np.empty(0)
+
+    @property
+    def acceptance_displacement(self) -> float:
+        """Accepted / attempted displacements since ``reset`` (nan if none)."""
+        return float(self._counters[1] / self._counters[0]) if self._counters[0] else float("nan")
+
+    @property
+    def acceptance_swap(self) -> float:
+        """Accepted / attempted swaps since ``reset`` (nan if none)."""
+        return float(self._counters[3] / self._counters[2]) if self._counters[2] else float("nan")
+
+    @property
+    def counters(self) -> np.ndarray:
+        """(4,) attempted / accepted displacements, attempted / accepted swaps since ``reset``."""
+        return self._counters.copy()
+
+    def reset_counters(self):
+        """Zero the acceptance counters and the energy trace (the state is kept)."""
+        self._counters[:] = 0
+        self._trace = []
+
+
+# ====================================================================================== equilibration
+@dataclass
+class EquilibrationReport:
+    """How a structure was equilibrated and whether it passed the criterion (see conf/swap/default.yaml).
+
+    Times are in sweeps (N attempted moves). ``energy_trace`` is per particle [epsilon] over the
+    frozen-step run at the target T (one entry per ``record_every`` sweeps).
+    """
+
+    temperature: float
+    n_particles: int
+    seed: int
+    criterion_met: bool
+    reasons: list
+    sweeps_total: int
+    sweeps_production: int
+    window_sweeps: int
+    max_displacement: float
+    acceptance_displacement: float
+    acceptance_swap: float
+    tau_overlap: float | None
+    tau_energy: float
+    energy_mean: float
+    energy_halves: tuple
+    stationarity_z: float
+    energy_final: float
+    energy_drift: float
+    anneal_temperatures: list
+    wall_time_s: float
+    settings: dict
+    energy_trace: np.ndarray = field(repr=False)
+    overlap_lags: np.ndarray = field(repr=False)
+    overlap: np.ndarray = field(repr=False)
+
+    def to_dict(self, traces: bool = False) -> dict:
+        """Plain-python dict (JSON-able); the long traces only if ``traces``."""
+        out = asdict(self)
+        for key in ("energy_trace", "overlap_lags", "overlap"):
+            out[key] = np.asarray(out[key]).tolist() if traces else None
+        return out
+
+
+def _random_start(n, box, composition, rng):
+    """Particles on n randomly chosen sites of a square grid (spacing box / ceil(sqrt(n))), types shuffled."""
+    g = int(math.ceil(math.sqrt(n)))
+    sites = rng.choice(g * g, size=n, replace=False)
+    spacing = box / g
+    pos = np.column_stack(((sites // g) + 0.5, (sites % g) + 0.5)) * spacing
+    types = np.repeat(np.arange(N_TYPES), composition)
+    rng.shuffle(types)
+    return pos, types
+
+
+def _evaluate(mc: SwapMonteCarlo, trace, snaps, snap_spacing, total, settings):
+    """Criterion on the last half of the frozen-step run: returns a dict of measured numbers."""
+    rec = settings.record_every
+    window = trace[trace.size // 2:]
+    tau_e = integrated_autocorrelation_time(window, spacing=rec)
+    halves = np.array_split(window, 2)
+    means = [float(h.mean()) for h in halves]
+    # standard error of each half's mean with the autocorrelation time; var of the mean = var 2 tau / n
+    se2 = [float(h.var()) * 2.0 * tau_e / rec / max(h.size, 1) for h in halves]
+    z = abs(means[0] - means[1]) / math.sqrt(max(sum(se2), 1e-300))
+    first = int(math.ceil((total // 2) / snap_spacing))
+    win_snaps = snaps[first:]
+    if len(win_snaps) >= 2:
+        lags, q = self_overlap(np.stack(win_snaps), snap_spacing, settings.overlap_a, settings.max_origins)
+        tau_q = decorrelation_time(lags, q)
+    else:
+        lags, q, tau_q = np.zeros(1), np.ones(1), None
+    window_sweeps = total - total // 2
+    reasons = []
+    if tau_q is None:
+        reasons.append(f"self-overlap Q did not fall below 1/e within the window of {window_sweeps} sweeps")
+    tau_max = max(tau_q if tau_q is not None else 0.0, tau_e)
+    if tau_q is not None and not window_sweeps >= settings.n_decorrelation * tau_max:
+        reasons.append(f"window {window_sweeps} sweeps < {settings.n_decorrelation:g} x decorrelation time "
+                       f"{tau_max:.4g}")
+    if not z < settings.stationarity_z:
+        reasons.append(f"energy not stationary: halves differ by {z:.3g} standard errors "
+                       f"(limit {settings.stationarity_z:g})")
+    return dict(tau_q=tau_q, tau_e=tau_e, means=tuple(means), z=z, lags=lags, q=q, reasons=reasons,
+                window_sweeps=window_sweeps, energy_mean=float(window.mean()))
+
+
+def equilibrium_structure(temperature, n_particles: int = 1290, seed: int = 0, *, system=None,
+                          initial=None, settings: SwapSettings | None = None, max_sweeps: int | None = None,
+                          strict: bool = False, progress: bool = False, **overrides):
+    """An equilibrium configuration of the 2D ternary mixture at ``temperature`` by swap Monte Carlo.
+
+    Protocol (numbers from ``conf/swap/default.yaml``): random start (grid sites, shuffled types) or
+    ``initial``; melt at ``melt_temperature``; geometric anneal to T; adapt d at T; then a frozen-d run at
+    T growing in doubling blocks until the criterion holds (see the config file) or ``max_sweeps``.
+
+    Args:
+        temperature: target k_B T [epsilon].
+        n_particles: N; the box and the counts per type follow the reference density and composition
+            (``system.box_for``, ``system.composition_for``: N must keep the composition exactly).
+        seed: fixes the whole run.
+        system: the potential (default KA2D ternary).
+        initial: optional (positions, types, box) to start from instead of the random start (its own N,
+            box and composition; ``n_particles`` is ignored). Melting and annealing are skipped: the run
+            goes straight to the target T (d adapting first), e.g. to continue from a hotter structure.
+        settings: a SwapSettings; ``overrides`` replace single settings (e.g. ``swap_fraction=0``).
+        max_sweeps: cap on the frozen-d run at T (default settings.max_sweeps).
+        strict: raise NotEquilibratedError if the criterion is not met (else: warn and flag in the report).
+        progress: print a line per block.
+
+    Returns:
+        positions (N, 2) float64 wrapped into [0, box) [sigma], types (N,) int64 (0, 1, 2), box [sigma],
+        report: EquilibrationReport (``criterion_met`` says whether the structure may be used).
+    """
+    t0 = time.perf_counter()
+    temperature = float(temperature)
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be positive and finite, got {temperature}")
+    settings = settings or load_swap_settings()
+    if overrides:
+        settings = replace(settings, **overrides)
+    if max_sweeps is not None:
+        settings = replace(settings, max_sweeps=int(max_sweeps))
+    system = resolve_system(system)
+    rng = np.random.default_rng(seed)
+    mc = SwapMonteCarlo(temperature, system, rng=rng, settings=settings)
+    if initial is None:
+        n_particles = int(n_particles)
+        composition = system.composition_for(n_particles)  # raises for incompatible N
+        box = system.box_for(n_particles)
+        pos, types = _random_start(n_particles, box, composition, rng)
+        mc.reset(pos, types, box)
+        mc.temperature = settings.melt_temperature
+        mc.adapt(settings.melt_sweeps)
+        t_hi = settings.melt_temperature
+    else:
+        pos, types, box = validate_configuration(*initial, where="equilibrium_structure(initial=...)")
+        n_particles = pos.shape[0]
+        mc.reset(pos, types, box)
+        t_hi = temperature
+    ladder = []
+    if t_hi > temperature:
+        k = np.arange(1, settings.anneal_steps)
+        ladder = list(t_hi * (temperature / t_hi) ** (k / settings.anneal_steps))
+    for t_rung in ladder:
+        mc.temperature = t_rung
+        mc.adapt(settings.anneal_sweeps)
+    mc.temperature = temperature
+    mc.adapt(settings.adapt_sweeps_at_target)
+    mc.check_energy()
+    sweeps_before = mc.sweeps_done
+
+    # ---- production: frozen d, doubling blocks, snapshots of unwrapped positions
+    mc.reset_counters()
+    snap_spacing = settings.snapshot_every
+    snaps = [mc.unwrapped_positions.astype(np.float32)]
+    total = 0
+    block = settings.first_block_sweeps
+    drift = 0.0
+    while True:
+        done = 0
+        while done < block:
+            chunk = min(snap_spacing - (total + done) % snap_spacing, block - done)
+            mc.run(chunk)
+            done += chunk
+            if (total + done) % snap_spacing == 0:
+                snaps.append(mc.unwrapped_positions.astype(np.float32))
+                if len(snaps) > settings.max_snapshots:
+                    # thin: keep every other snapshot (times 0, 2s, 4s, ...) and double the spacing
+                    snaps = snaps[::2]
+                    snap_spacing *= 2
+                    # from now on snapshots are taken at multiples of the new spacing; the last kept one
+                    # is at an even multiple of the old spacing, i.e. on the new grid
+        total += block
+        drift = max(drift, mc.check_energy())
+        ev = _evaluate(mc, mc.energy_trace, snaps, snap_spacing, total, settings)
+        if progress:
+            print(f"[swap_mc] T={temperature:g} N={n_particles} sweeps={total} E/N={ev['energy_mean']:.5f} "
+                  f"tau_Q={ev['tau_q']} tau_E={ev['tau_e']:.3g} z={ev['z']:.2f} "
+                  f"acc={mc.acceptance_displacement:.3f}/{mc.acceptance_swap:.3f} "
+                  f"t={time.perf_counter() - t0:.1f}s", flush=True)
+        if not ev["reasons"] or total >= settings.max_sweeps:
+            break
+        block = min(total, settings.max_sweeps - total)
+
+    met = not ev["reasons"]
+    report = EquilibrationReport(
+        temperature=temperature, n_particles=n_particles, seed=int(seed), criterion_met=met,
+        reasons=ev["reasons"], sweeps_total=sweeps_before + total, sweeps_production=total,
+        window_sweeps=ev["window_sweeps"], max_displacement=mc.max_displacement,
+        acceptance_displacement=mc.acceptance_displacement, acceptance_swap=mc.acceptance_swap,
+        tau_overlap=ev["tau_q"], tau_energy=ev["tau_e"], energy_mean=ev["energy_mean"],
+        energy_halves=ev["means"], stationarity_z=ev["z"], energy_final=mc.energy / n_particles,
+        energy_drift=drift, anneal_temperatures=[float(t) for t in ladder],
+        wall_time_s=time.perf_counter() - t0, settings=asdict(settings), energy_trace=mc.energy_trace,
+        overlap_lags=ev["lags"], overlap=ev["q"])
+    if not met:
+        msg = (f"equilibrium_structure(T={temperature:g}, N={n_particles}, seed={seed}): criterion NOT met "
+               f"after {total} sweeps: {'; '.join(ev['reasons'])}")
+        if strict:
+            raise NotEquilibratedError(msg)
+        warnings.warn(msg + " (flagged: report.criterion_met is False)", RuntimeWarning, stacklevel=2)
+    return mc.positions, mc.types, mc.box, report

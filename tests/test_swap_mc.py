@@ -1,0 +1,354 @@
+"""Swap Monte Carlo: kernel energies vs the numpy reference, detailed balance, reproducibility, input errors.
+
+Detailed balance is tested two ways on tiny systems:
+* swaps only, positions fixed: the histogram over all type assignments (exact enumeration) matches the
+  Boltzmann weights (chi-square);
+* full sampler: energy histograms at T1 reweighted to T2 agree with a direct run at T2.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from tglassmlp.physics import ConfigurationError, load_system, potential_energy
+from tglassmlp.physics.swap_mc import (
+    NotEquilibratedError,
+    SwapMonteCarlo,
+    _random_start,
+    decorrelation_time,
+    equilibrium_structure,
+    integrated_autocorrelation_time,
+    load_swap_settings,
+    self_overlap,
+)
+
+SYSTEM = load_system()
+# kernel dE vs the difference of two numpy total energies (~1e3 epsilon each): relative to max(|dE|, 1)
+DELTA_RTOL = 1e-10
+# chi-square / z-test thresholds: fixed seeds make the tests deterministic; these only bound how unlucky
+# a seed may be
+P_MIN = 1e-3
+Z_MAX = 4.0
+# a small test box: > 2 cutoffs (minimum image exact), < 3 cell stencils (the kernel's single-cell path)
+TINY_BOX = 5.5
+
+
+def brute_energy(pos, types, box):
+    """Total energy by an explicit minimum-image double loop with the system's numpy pair energy."""
+    e = 0.0
+    n = len(pos)
+    for i in range(n):
+        for j in range(i + 1, n):
+            d = pos[i] - pos[j]
+            d -= box * np.round(d / box)
+            e += float(SYSTEM.pair_energy(np.hypot(*d), types[i], types[j]))
+    return e
+
+
+def spread_positions(n, box, seed, min_distance=1.0):
+    """Random positions with no pair (minimum image) closer than ``min_distance``."""
+    rng = np.random.default_rng(seed)
+    pos = []
+    while len(pos) < n:
+        p = rng.uniform(0, box, 2)
+        ok = True
+        for q in pos:
+            d = p - q
+            d -= box * np.round(d / box)
+            ok &= bool(d @ d > min_distance**2)
+        if ok:
+            pos.append(p)
+    return np.array(pos)
+
+
+@pytest.fixture(scope="module")
+def warm_1290():
+    """A N = 1290 sampler after a short melt at T = 1 (particles crossed cells many times)."""
+    box = SYSTEM.box_for(1290)
+    rng = np.random.default_rng(11)
+    pos, types = _random_start(1290, box, SYSTEM.composition_for(1290), rng)
+    mc = SwapMonteCarlo(1.0, seed=5).reset(pos, types, box)
+    mc.adapt(60)
+    return mc
+
+
+# ------------------------------------------------------------------ kernel energies
+def test_kernel_energy_and_cells_match_reference(warm_1290):
+    mc = warm_1290
+    e_ref = potential_energy(mc.positions, mc.types, mc.box)
+    assert mc.total_energy() == pytest.approx(e_ref, rel=1e-12)
+    assert mc.energy == pytest.approx(e_ref, rel=1e-9)  # tracked incrementally over 60 sweeps of accepted moves
+    s = mc._state
+    # every particle sits in the cell of its position, and the cell lists hold each particle once
+    from tglassmlp.physics.swap_mc import _cell_index
+
+    cells = np.array([_cell_index(x, y, s["m"], s["inv_cs"]) for x, y in s["pos"]])
+    np.testing.assert_array_equal(cells, s["cell_of"])
+    listed = np.concatenate([s["members"][c, : s["count"][c]] for c in range(s["m"] ** 2)])
+    np.testing.assert_array_equal(np.sort(listed), np.arange(1290))
+    assert np.all((mc.positions >= 0) & (mc.positions < mc.box))
+
+
+@pytest.mark.parametrize("n, box", [(1290, None), (12, TINY_BOX)])
+def test_displacement_delta_matches_reference(warm_1290, n, box):
+    if box is None:
+        mc = warm_1290
+    else:
+        mc = SwapMonteCarlo(1.0, seed=0).reset(spread_positions(n, box, 1), np.arange(n) % 3, box)
+    pos, types, box = mc.positions, mc.types, mc.box
+    e0 = potential_energy(pos, types, box)
+    rng = np.random.default_rng(2)
+    checked = 0
+    for _ in range(30):
+        i = int(rng.integers(len(pos)))
+        # steps up to 0.6 sigma: many cross a cell boundary or the box edge
+        new = pos[i] + rng.uniform(-0.6, 0.6, 2)
+        de = mc.energy_change_displacement(i, new)
+        if math.isinf(de):
+            continue
+        moved = pos.copy()
+        moved[i] = new
+        ref = potential_energy(moved, types, box) - e0
+        assert abs(de - ref) <= DELTA_RTOL * max(abs(ref), 1.0), (i, de, ref)
+        checked += 1
+    assert checked >= 10
+
+
+@pytest.mark.parametrize("n, box", [(1290, None), (12, TINY_BOX)])
+def test_swap_delta_matches_reference(warm_1290, n, box):
+    if box is None:
+        mc = warm_1290
+    else:
+        mc = SwapMonteCarlo(1.0, seed=0).reset(spread_positions(n, box, 4), np.arange(n) % 3, box)
+    pos, types, box = mc.positions, mc.types, mc.box
+    e0 = potential_energy(pos, types, box)
+    rng = np.random.default_rng(3)
+    checked = 0
+    for _ in range(30):
+        i, j = rng.choice(len(pos), 2, replace=False)
+        if types[i] == types[j]:
+            continue
+        de = mc.energy_change_swap(i, j)
+        if math.isinf(de):
+            continue
+        swapped = types.copy()
+        swapped[[i, j]] = types[[j, i]]
+        ref = potential_energy(pos, swapped, box) - e0
+        assert abs(de - ref) <= DELTA_RTOL * max(abs(ref), 1.0), (i, j, de, ref)
+        checked += 1
+    assert checked >= 10
+
+
+def test_swap_of_neighbours_keeps_mutual_pair(warm_1290):
+    """The mutual pair of two interacting particles is unchanged by their swap: check such pairs explicitly."""
+    mc = warm_1290
+    pos, types, box = mc.positions, mc.types, mc.box
+    e0 = potential_energy(pos, types, box)
+    d = pos[:, None, :] - pos[None, :, :]
+    d -= box * np.round(d / box)
+    r = np.hypot(d[..., 0], d[..., 1])
+    close = np.argwhere((r < 1.2) & (types[:, None] != types[None, :]))
+    for i, j in close[:10]:
+        swapped = types.copy()
+        swapped[[i, j]] = types[[j, i]]
+        ref = potential_energy(pos, swapped, box) - e0
+        de = mc.energy_change_swap(i, j)
+        if not math.isinf(de):
+            assert abs(de - ref) <= DELTA_RTOL * max(abs(ref), 1.0)
+
+
+# ------------------------------------------------------------------ detailed balance
+def test_swap_chain_matches_exact_boltzmann_weights():
+    """Positions fixed, swaps only: histogram over the 90 type assignments of 2+2+2 particles vs exp(-E/T)."""
+    # a dilute system has small energy differences between assignments: a low T makes the weights unequal
+    n, temperature = 6, 0.1
+    pos = spread_positions(n, TINY_BOX, seed=7, min_distance=0.95)
+    start = np.array([0, 0, 1, 1, 2, 2])
+    states = sorted(set(itertools.permutations(start)))
+    energies = np.array([brute_energy(pos, np.array(s), TINY_BOX) for s in states])
+    assert np.ptp(energies) > 2.0 * temperature  # the weights are far from uniform: a real test
+    weights = np.exp(-(energies - energies.min()) / temperature)
+    weights /= weights.sum()
+    index = {s: k for k, s in enumerate(states)}
+
+    mc = SwapMonteCarlo(temperature, swap_fraction=1.0, seed=21).reset(pos, start, TINY_BOX)
+    mc.run(200)  # burn-in
+    # a record every 5 sweeps = 30 swap attempts: nearly independent samples for the chi-square test
+    trace = mc.run(60000, record_every=5, record_types=True)
+    assert np.all(np.abs(mc.unwrapped_positions - pos) == 0)  # no displacement was made
+    counts = np.bincount([index[tuple(t)] for t in trace.tolist()], minlength=len(states))
+    expected = weights * counts.sum()
+    # merge states with expected count < 5 into one bin (chi-square validity)
+    small = expected < 5
+    obs = np.append(counts[~small], counts[small].sum())
+    exp = np.append(expected[~small], expected[small].sum())
+    if exp[-1] == 0:
+        obs, exp = obs[:-1], exp[:-1]
+    chi2, p = stats.chisquare(obs, exp)
+    assert p > P_MIN, f"chi2 = {chi2:.1f} for {len(obs) - 1} dof, p = {p:.2g}"
+    assert 0.05 < mc.acceptance_swap < 0.95
+
+
+def _blocked_mean_error(values, n_blocks=20):
+    blocks = np.array_split(values, n_blocks)
+    means = np.array([b.mean() for b in blocks])
+    return values.mean(), means.std(ddof=1) / math.sqrt(n_blocks)
+
+
+def test_full_sampler_energy_histogram_reweights():
+    """Histogram of E at T1 reweighted to T2 equals a direct run at T2 (displacements + swaps)."""
+    n, t1, t2 = 12, 1.0, 0.8
+    pos = spread_positions(n, TINY_BOX, seed=9)
+    types = np.arange(n) % 3
+    traces = {}
+    for temperature, seed in ((t1, 31), (t2, 32)):
+        mc = SwapMonteCarlo(temperature, seed=seed, max_displacement=0.3).reset(pos, types, TINY_BOX)
+        mc.run(2000)
+        mc.reset_counters()
+        mc.run(150000)
+        traces[temperature] = mc.energy_trace * n  # total energies
+        assert mc.acceptance_swap > 0.05 and mc.acceptance_displacement > 0.2
+    e1, e2 = traces[t1], traces[t2]
+    w = np.exp(-(1.0 / t2 - 1.0 / t1) * (e1 - e1.min()))
+    # reweighted and direct mean energy, with errors from 20 blocks each
+    blocks = np.array_split(np.arange(e1.size), 20)
+    rw = np.array([np.sum(w[b] * e1[b]) / np.sum(w[b]) for b in blocks])
+    mean_rw, err_rw = rw.mean(), rw.std(ddof=1) / math.sqrt(len(rw))
+    mean_direct, err_direct = _blocked_mean_error(e2)
+    assert abs(mean_rw - mean_direct) < Z_MAX * math.hypot(err_rw, err_direct)
+    # the runs at T1 and T2 really differ (otherwise the check above would be empty)
+    assert abs(e1.mean() - mean_direct) > 10 * math.hypot(err_rw, err_direct)
+    # histograms: bin by bin, probability with block errors
+    edges = np.quantile(e2, np.linspace(0.05, 0.95, 9))
+    h_rw = np.array([np.histogram(e1[b], edges, weights=w[b])[0] / w[b].sum() for b in blocks])
+    blocks2 = np.array_split(np.arange(e2.size), 20)
+    h_d = np.array([np.histogram(e2[b], edges)[0] / len(b) for b in blocks2])
+    z = (h_rw.mean(0) - h_d.mean(0)) / np.hypot(h_rw.std(0, ddof=1), h_d.std(0, ddof=1)) * math.sqrt(20)
+    assert np.max(np.abs(z)) < Z_MAX, z
+
+
+# ------------------------------------------------------------------ equilibrium_structure
+QUICK = dict(melt_sweeps=20, anneal_steps=2, anneal_sweeps=20, adapt_sweeps_at_target=20, first_block_sweeps=200,
+             snapshot_every=10)
+
+
+@pytest.mark.filterwarnings("ignore:.*criterion NOT met:RuntimeWarning")  # runs far too short to pass it
+def test_equilibrium_structure_reproducible_and_consistent():
+    n = 129  # a multiple of 43 keeps the composition 600/330/360 per 1290 exactly
+    out1 = equilibrium_structure(1.0, n_particles=n, seed=3, max_sweeps=400, **QUICK)
+    out2 = equilibrium_structure(1.0, n_particles=n, seed=3, max_sweeps=400, **QUICK)
+    out3 = equilibrium_structure(1.0, n_particles=n, seed=4, max_sweeps=400, **QUICK)
+    pos, types, box, report = out1
+    np.testing.assert_array_equal(pos, out2[0])
+    np.testing.assert_array_equal(types, out2[1])
+    np.testing.assert_array_equal(report.energy_trace, out2[3].energy_trace)
+    assert not np.array_equal(pos, out3[0])
+    # box, composition, wrapping
+    assert box == pytest.approx(SYSTEM.box_for(n))
+    np.testing.assert_array_equal(np.bincount(types, minlength=3), SYSTEM.composition_for(n))
+    assert np.all((pos >= 0) & (pos < box))
+    # the reported final energy is that of the returned structure (numpy reference)
+    assert report.energy_final * n == pytest.approx(potential_energy(pos, types, box), rel=1e-10)
+    assert report.sweeps_production >= 200 and report.acceptance_swap > 0
+    assert isinstance(report.criterion_met, bool)
+    d = report.to_dict()
+    assert d["criterion_met"] == report.criterion_met and d["energy_trace"] is None
+
+
+def test_swaps_conserve_composition():
+    n = 86
+    box = SYSTEM.box_for(n)
+    pos, types = _random_start(n, box, SYSTEM.composition_for(n), np.random.default_rng(0))
+    mc = SwapMonteCarlo(0.8, seed=1, swap_fraction=0.5).reset(pos, types, box)
+    trace = mc.run(300, record_every=10, record_types=True)
+    counts = np.array([np.bincount(t, minlength=3) for t in trace])
+    assert np.all(counts == SYSTEM.composition_for(n))
+    assert mc.counters[3] > 0  # swaps were accepted
+    # the by-type index lists stay consistent with the types
+    s = mc._state
+    for t in range(3):
+        members = s["by_type"][t, : s["n_of_type"][t]]
+        assert np.all(mc.types[members] == t)
+        np.testing.assert_array_equal(s["slot_in_type"][members], np.arange(len(members)))
+
+
+def test_only_allowed_pairs_are_swapped():
+    """With swap pairs (1, 2) only, type-0 particles keep their identity."""
+    n = 86
+    box = SYSTEM.box_for(n)
+    pos, types = _random_start(n, box, SYSTEM.composition_for(n), np.random.default_rng(1))
+    mc = SwapMonteCarlo(1.0, seed=2, swap_fraction=1.0, swap_pairs=[(1, 2)]).reset(pos, types, box)
+    mc.run(100)
+    np.testing.assert_array_equal(mc.types == 0, types == 0)
+    assert mc.counters[3] > 0
+
+
+def test_unmet_criterion_is_flagged():
+    kwargs = dict(n_particles=43, seed=0, max_sweeps=20, **{**QUICK, "first_block_sweeps": 20})
+    with pytest.warns(RuntimeWarning, match="criterion NOT met"):
+        *_, report = equilibrium_structure(0.3, **kwargs)
+    assert report.criterion_met is False and report.reasons
+    with pytest.raises(NotEquilibratedError):
+        equilibrium_structure(0.3, strict=True, **kwargs)
+
+
+# ------------------------------------------------------------------ analysis helpers
+def test_autocorrelation_time_of_ar1():
+    phi = 0.9
+    rng = np.random.default_rng(0)
+    x = np.empty(200000)
+    x[0] = 0.0
+    noise = rng.normal(size=x.size)
+    for k in range(1, x.size):
+        x[k] = phi * x[k - 1] + noise[k]
+    exact = 0.5 * (1 + phi) / (1 - phi)  # 9.5 samples
+    assert integrated_autocorrelation_time(x, spacing=2.0) == pytest.approx(2 * exact, rel=0.1)
+
+
+def test_self_overlap_and_decorrelation_time():
+    snaps = np.zeros((5, 100, 2))
+    snaps[2:, :50, 0] = 1.0  # half the particles jump at snapshot 2
+    snaps[3:, :, 0] = 1.0
+    lags, q = self_overlap(snaps, spacing=10.0, a=0.3)
+    assert lags.tolist() == [0, 10, 20, 30, 40] and q[0] == 1.0 and q[-1] == 0.0
+    assert decorrelation_time([0, 10, 20], [1.0, 0.5, 0.2]) == pytest.approx(10 + 10 * (0.5 - math.exp(-1)) / 0.3)
+    assert decorrelation_time([0, 10], [1.0, 0.9]) is None
+
+
+# ------------------------------------------------------------------ bad input
+def test_bad_input_errors():
+    with pytest.raises(ValueError, match="temperature"):
+        SwapMonteCarlo(0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        SwapMonteCarlo(float("nan"))
+    with pytest.raises(ValueError, match="temperature"):
+        equilibrium_structure(-0.1, n_particles=43)
+    with pytest.raises(ValueError, match="swap pair"):
+        SwapMonteCarlo(1.0, swap_pairs=[(0, 3)])
+    with pytest.raises(ValueError, match="swap pair"):
+        SwapMonteCarlo(1.0, swap_pairs=[(1, 1)])
+    with pytest.raises(ValueError, match="composition"):
+        equilibrium_structure(1.0, n_particles=100)
+    with pytest.raises(KeyError, match="unknown swap setting"):
+        load_swap_settings(swap_probability=0.2)
+    mc = SwapMonteCarlo(1.0)
+    with pytest.raises(RuntimeError, match="reset"):
+        mc.run(1)
+    pos = spread_positions(8, TINY_BOX, 0)
+    bad = pos.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ConfigurationError, match="not finite"):
+        mc.reset(bad, np.arange(8) % 3, TINY_BOX)
+    close = pos.copy()
+    close[1] = close[0] + [0.1, 0.0]
+    with pytest.raises(ConfigurationError, match="overlapping"):
+        mc.reset(close, np.arange(8) % 3, TINY_BOX)
+    with pytest.raises(ConfigurationError, match="twice the interaction range"):
+        mc.reset(pos[:4] * 0.5, np.arange(4) % 3, 4.0)
+    with pytest.raises(ValueError, match="needs particles of both types"):
+        mc.reset(pos, np.zeros(8, dtype=int), TINY_BOX)
