@@ -1,0 +1,340 @@
+"""Isoconfigurational molecular dynamics: many NVE runs from one structure with fresh Maxwell velocities.
+
+Dynamics: Newtonian, velocity Verlet with step dt, no thermostat (facts 2: NVE runs after a velocity draw).
+OpenMM's ``VerletIntegrator`` is the leapfrog form, whose velocities live at half steps. Setting
+v(-dt/2) = v(0) - F(0) dt / (2m) before the first step makes its positions at t = k dt *identical* to
+velocity Verlet's from (x(0), v(0)): leapfrog then gives v(dt/2) = v(0) + F(0) dt / (2m) and
+x(dt) = x(0) + v(0) dt + F(0) dt^2 / (2m). It is 20-25% faster than a CustomIntegrator on the CPU
+platform (measured at N = 1290), and OpenMM reports the kinetic energy at full steps (it shifts the
+half-step velocities by F dt / (2m)), so energy checks see velocity Verlet's energy.
+
+Parallel layout (measured at N = 1290 on 2 cores, benchmarks/results/md_throughput.md): on the CPU
+platform, one OpenMM thread per Context and one Context per core stepped concurrently from Python threads
+(OpenMM releases the GIL inside ``step``) gave 1.8-1.9 M particle-steps/s, ~10% more than one 2-thread
+Context (1.7 M) and far less sensitive to other load on the machine (a 2-thread Context dropped to
+0.95 M while another process ran). Stacking replicas as z-layers leaves the throughput per thread
+unchanged on the CPU (0.90 M at 1 replica, 0.95 M at 20); on a GPU it should be the main lever
+(one Context, many layers; untested here).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import openmm
+
+from tglassmlp.physics.configuration import validate_configuration
+from tglassmlp.physics.openmm_system import (
+    ENERGY_KJ_PER_MOL,
+    FORCE_KJ_PER_MOL_NM,
+    LENGTH_NM,
+    VELOCITY_NM_PER_PS,
+    build_system,
+    make_context,
+    md_config,
+    resolve_platform,
+    stacked_positions,
+    unstack,
+)
+from tglassmlp.physics.potential import interacting_pairs
+from tglassmlp.physics.system import resolve_system
+
+# a time counts as a multiple of dt if it is within this fraction of a step of one (float rounding of
+# e.g. 0.1 / 0.01 = 10.000000000000002)
+STEP_MULTIPLE_RTOL = 1e-6
+
+
+def maxwell_boltzmann_velocities(n: int, temperature: float, rng: np.random.Generator, mass=1.0) -> np.ndarray:
+    """In-plane Maxwell-Boltzmann velocities with zero total momentum and exactly the kinetic temperature T.
+
+    Gaussian draws (variance T / m per component) are shifted to zero total momentum, which removes
+    2 of the 2N degrees of freedom, then rescaled so that sum_i m_i |v_i|^2 = (2N - 2) T exactly. The
+    rescaling removes the O(1/sqrt(N)) run-to-run spread of the kinetic energy, so every run of an
+    isoconfigurational ensemble starts at the same total energy and differs only in the direction of
+    its velocities (the usual practice for propensities; the velocity distribution is Maxwellian up to O(1/N)).
+
+    Args:
+        n: number of particles, >= 2.
+        temperature: T > 0 [epsilon / k_B].
+        rng: a ``numpy.random.Generator`` (draws 2n standard normals from it).
+        mass: scalar or (n,) particle masses [m].
+
+    Returns:
+        (n, 2) float64 velocities [sigma / tau].
+    """
+    if int(n) != n or n < 2:
+        raise ValueError(f"maxwell_boltzmann_velocities: n must be an integer >= 2, got {n!r}")
+    n = int(n)
+    temperature = float(temperature)
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"maxwell_boltzmann_velocities: temperature must be finite and > 0, got {temperature}")
+    m = np.broadcast_to(np.asarray(mass, dtype=np.float64), (n,))
+    if not (np.all(np.isfinite(m)) and np.all(m > 0)):
+        raise ValueError("maxwell_boltzmann_velocities: masses must be finite and > 0")
+    v = rng.standard_normal((n, 2)) * np.sqrt(temperature / m)[:, None]
+    v -= (m[:, None] * v).sum(axis=0) / m.sum()
+    twice_ke = float(np.einsum("i,ij,ij->", m, v, v))
+    v *= np.sqrt((2 * n - 2) * temperature / twice_ke)
+    return v
+
+
+def kinetic_temperature(velocities, mass=1.0) -> float:
+    """sum_i m_i |v_i|^2 / (2N - 2): the temperature of zero-momentum 2D velocities (N, 2)."""
+    v = np.asarray(velocities, dtype=np.float64)
+    m = np.broadcast_to(np.asarray(mass, dtype=np.float64), (v.shape[0],))
+    return float(np.einsum("i,ij,ij->", m, v, v) / (2 * v.shape[0] - 2))
+
+
+def _time_steps(times, dt: float) -> np.ndarray:
+    """Validate ``times`` and return them as integer step counts."""
+    try:
+        t = np.asarray(times, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"times must be numbers, got {times!r}") from None
+    if t.ndim != 1 or t.size == 0:
+        raise ValueError(f"times must be a non-empty 1D sequence, got shape {t.shape}")
+    if not np.all(np.isfinite(t)):
+        raise ValueError("times must be finite")
+    if np.any(t < 0):
+        raise ValueError(f"times must be >= 0, got min {t.min()}")
+    if np.any(np.diff(t) < 0):
+        k = int(np.flatnonzero(np.diff(t) < 0)[0])
+        raise ValueError(f"times must be non-decreasing, got times[{k}] = {t[k]} > times[{k + 1}] = {t[k + 1]}")
+    steps = np.rint(t / dt)
+    off = np.abs(t / dt - steps) > STEP_MULTIPLE_RTOL * np.maximum(1.0, steps)
+    if off.any():
+        k = int(np.flatnonzero(off)[0])
+        raise ValueError(f"times must be multiples of dt = {dt}, got times[{k}] = {t[k]!r}")
+    return steps.astype(np.int64)
+
+
+def _positive_int(value, name: str) -> int:
+    """``value`` as an int >= 1, or a ValueError naming the argument."""
+    try:
+        ok = not isinstance(value, bool) and int(value) == value and int(value) >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _split(n_runs: int, n_groups: int) -> list[range]:
+    """Runs 0..n_runs-1 as n_groups contiguous, nearly equal ranges."""
+    bounds = np.linspace(0, n_runs, n_groups + 1).round().astype(int)
+    return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def _default_workers(platform_name: str) -> int:
+    if platform_name != "CPU":
+        return 1  # one GPU context at a time; the Reference platform is for checks
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class _Progress:
+    """tqdm bar (or nothing) shared by the worker threads."""
+
+    def __init__(self, total, enabled):
+        self._bar = None
+        self._lock = threading.Lock()
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=int(total), unit="step", unit_scale=True, desc="isoconfigurational MD")
+
+    def update(self, n):
+        if self._bar is not None and n:
+            with self._lock:
+                self._bar.update(int(n))
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+
+
+def isoconfigurational_runs(positions, types, box, temperature, times, n_runs, seed, *, system=None,
+                            dt: float | None = None, platform: str | None = None,
+                            replicas_per_context: int | None = None, workers: int | None = None,
+                            threads: int | None = None, precision: str | None = None,
+                            layout: str | None = None, progress: bool = True,
+                            max_energy_drift: float | None = None, check_every: int | None = None,
+                            config=None) -> np.ndarray:
+    """NVE runs from one structure with fresh Maxwell-Boltzmann velocities; unwrapped positions at ``times``.
+
+    Args:
+        positions: (N, 2) initial positions [sigma] (wrapped or unwrapped).
+        types: (N,) integer types 0, 1, 2.
+        box: square box side [sigma].
+        temperature: T of the velocity draw [epsilon / k_B], see :func:`maxwell_boltzmann_velocities`.
+        times: non-decreasing times >= 0 [tau], multiples of dt; 0 gives the initial positions.
+        n_runs: number of runs (>= 1); run r uses the r-th velocity draw of ``numpy.random.default_rng(seed)``.
+        seed: anything ``numpy.random.default_rng`` accepts.
+        system: the PairPotential (default ``conf/system/ka2d_ternary.yaml``).
+        dt, platform, replicas_per_context, threads, precision, layout, max_energy_drift, check_every:
+            None takes ``conf/md/default.yaml`` (or ``config``, a dict/DictConfig of overrides).
+        workers: Contexts stepped concurrently (Python threads; OpenMM releases the GIL while stepping).
+            None: one per CPU core on the CPU platform (each with threads = cores // workers), else 1.
+        progress: show a tqdm bar over the integration steps.
+
+    Returns:
+        (n_runs, len(times), N, 2) float64 unwrapped positions [sigma].
+
+    Reproducibility: the velocities depend on ``seed`` only; trajectories are bit-identical for the same
+    inputs and the same platform, thread count and grouping of runs into Contexts (floating-point sums
+    differ otherwise, and chaos amplifies any difference). The CPU platform with several threads per
+    Context is not bit-reproducible.
+
+    Raises:
+        ValueError (naming the argument) for bad times, n_runs, temperature, dt or options;
+        ConfigurationError (a ValueError) for an invalid or overlapping configuration;
+        RuntimeError if a run explodes (non-finite energy or positions, or total energy per particle
+        drifting by more than ``max_energy_drift``), naming the time and the run(s).
+    """
+    cfg = md_config(config)
+    pot = resolve_system(system)
+    positions, types, box = validate_configuration(positions, types, box, where="isoconfigurational_runs")
+    interacting_pairs(positions, types, box, pot, where="isoconfigurational_runs")  # box size, overlaps
+    n = positions.shape[0]
+
+    dt = float(cfg.dt if dt is None else dt)
+    if not (np.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt must be finite and > 0, got {dt}")
+    temperature = float(temperature)
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+    n_runs = _positive_int(n_runs, "n_runs")
+    steps = _time_steps(times, dt)
+    rpc = _positive_int(cfg.replicas_per_context if replicas_per_context is None else replicas_per_context,
+                        "replicas_per_context")
+    check_every = _positive_int(cfg.check_every if check_every is None else check_every, "check_every")
+    max_drift = float(cfg.max_energy_drift if max_energy_drift is None else max_energy_drift)
+    if not max_drift > 0:
+        raise ValueError(f"max_energy_drift must be > 0, got {max_drift}")
+    plat = resolve_platform(cfg.platform if platform is None else platform)
+    plat_name = plat.getName()
+    workers = cfg.get("workers") if workers is None else workers
+    workers = _default_workers(plat_name) if workers is None else _positive_int(workers, "workers")
+    threads = cfg.threads if threads is None else threads
+    if threads is None and plat_name == "CPU" and workers > 1:
+        threads = max(1, _default_workers("CPU") // workers)
+    layout = cfg.layout if layout is None else layout
+    precision = cfg.precision if precision is None else precision
+
+    rng = np.random.default_rng(seed)
+    velocities = np.stack([maxwell_boltzmann_velocities(n, temperature, rng, pot.mass) for _ in range(n_runs)])
+
+    n_groups = max(math.ceil(n_runs / rpc), min(workers, n_runs))
+    groups = _split(n_runs, n_groups)
+    out = np.empty((n_runs, steps.size, n, 2))
+    bar = _Progress(len(groups) * int(steps[-1]), progress)
+    systems: dict[int, openmm.System] = {}
+    lock = threading.Lock()
+    stop = threading.Event()  # set when a group fails, so that the others stop at their next check
+
+    def system_for(n_rep):
+        with lock:
+            if n_rep not in systems:
+                systems[n_rep] = build_system(types, box, pot, n_replicas=n_rep, layout=layout,
+                                              spacing=float(cfg.replica_spacing))
+            return systems[n_rep]
+
+    def run_group(runs: range):
+        r = len(runs)
+        label = f"run {runs[0]}" if r == 1 else f"runs {runs[0]}-{runs[-1]}"
+        if stop.is_set():
+            return
+        context = make_context(system_for(r), plat_name, threads=threads, precision=precision, dt=dt)
+        try:
+            _integrate_group(context, runs, label, positions, velocities, steps, dt, pot.mass, out, bar,
+                             check_every, max_drift, float(cfg.replica_spacing), stop)
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            del context
+
+    try:
+        if workers == 1 or len(groups) == 1:
+            for g in groups:
+                run_group(g)
+        else:
+            with ThreadPoolExecutor(max_workers=min(workers, len(groups))) as pool:
+                for fut in [pool.submit(run_group, g) for g in groups]:
+                    fut.result()
+    finally:
+        bar.close()
+    return out
+
+
+def _integrate_group(context, runs, label, positions, velocities, steps, dt, mass, out, bar, check_every,
+                     max_drift, spacing, stop):
+    """Integrate the runs ``runs`` stacked in ``context``, writing their frames into ``out``."""
+    r = len(runs)
+    n = positions.shape[0]
+    integrator = context.getIntegrator()
+    context.setPositions(stacked_positions(positions, r, spacing))
+    f0 = context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(
+        openmm.unit.kilojoule_per_mole / openmm.unit.nanometer) / FORCE_KJ_PER_MOL_NM
+    v = np.zeros((r * n, 3))
+    v[:, :2] = velocities[runs.start:runs.stop].reshape(r * n, 2)
+    # leapfrog half-step offset: makes OpenMM's positions those of velocity Verlet from (x0, v0)
+    v -= 0.5 * dt * f0 / mass
+    v[:, 2] = 0.0  # in-plane motion only (f0_z is exactly 0 anyway)
+    context.setVelocities(v * VELOCITY_NM_PER_PS)
+
+    def energy():
+        st = context.getState(getEnergy=True)
+        return (st.getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
+                + st.getKineticEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)) / ENERGY_KJ_PER_MOL
+
+    def culprits():
+        """Runs whose layer holds non-finite numbers, else the run with the largest kinetic energy."""
+        try:
+            st = context.getState(getPositions=True, getVelocities=True)
+            x = unstack(st.getPositions(asNumpy=True)._value, r)
+            vv = unstack(st.getVelocities(asNumpy=True)._value, r)
+        except Exception:  # noqa: BLE001 - a courtesy for the message; the error raised below is the point
+            return "unknown"
+        bad = ~(np.isfinite(x).all(axis=(1, 2)) & np.isfinite(vv).all(axis=(1, 2)))
+        if bad.any():
+            return [runs[k] for k in np.flatnonzero(bad)]
+        return [runs[int(np.argmax(np.einsum("rni,rni->r", vv, vv)))]]
+
+    def exploded(when, why):
+        return RuntimeError(
+            f"isoconfigurational_runs: MD exploded {when} in {label} (culprit run(s) {culprits()}): {why}. "
+            "Check the configuration, T and dt."
+        )
+
+    e0 = energy()
+    n_total = r * n
+    done = 0
+    for k, target in enumerate(steps):
+        while done < target:
+            if stop.is_set():  # another group failed: its error is the one raised
+                return
+            chunk = min(check_every, int(target) - done)
+            try:
+                integrator.step(chunk)
+            except openmm.OpenMMException as exc:
+                # OpenMM stops somewhere inside the chunk without saying where
+                raise exploded(f"between t = {done * dt:g} and {(done + chunk) * dt:g}", f"OpenMM says {exc}") from exc
+            done += chunk
+            bar.update(chunk)
+            e = energy()
+            if not np.isfinite(e) or abs(e - e0) / n_total > max_drift:
+                raise exploded(f"at t = {done * dt:g} (step {done})",
+                               f"total energy per particle went from {e0 / n_total:.6g} to {e / n_total:.6g}"
+                               f" (allowed drift {max_drift:g})")
+        x = unstack(context.getState(getPositions=True, enforcePeriodicBox=False).getPositions(asNumpy=True)
+                    .value_in_unit(openmm.unit.nanometer), r) / LENGTH_NM
+        if not np.isfinite(x).all():
+            raise exploded(f"at t = {done * dt:g} (step {done})", "non-finite positions")
+        out[runs.start:runs.stop, k] = x

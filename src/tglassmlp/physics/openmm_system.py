@@ -1,0 +1,297 @@
+"""The 2D mixture as an OpenMM System: one CustomNonbondedForce, replicas stacked as z-layers.
+
+Units (the only place where reduced LJ units meet OpenMM's): sigma_00 = 1 nm, epsilon_00 = 1 kJ/mol,
+m = 1 amu. Then the time unit sqrt(m sigma^2 / epsilon) is exactly 1 ps (1 amu nm^2 / ps^2 = 1 kJ/mol),
+k_B T = T kJ/mol, i.e. T_kelvin = T / R with R the molar gas constant in kJ/mol/K, and forces come out in
+kJ/mol/nm = epsilon/sigma. Numbers therefore pass between the API and OpenMM unchanged; the constants
+below only document (and, should the mapping ever change, centralise) the conversion.
+
+2D in a 3D code: every particle of one replica sits in the plane z = (replica index) * spacing. Within a
+layer all dz are exactly 0.0, so the z-component of every pair force is exactly 0.0 (dz * (dV/dr)/r), and a
+particle with zero z-velocity never leaves its plane: no constraint or custom integrator is needed, and
+``tglassmlp.physics.md`` tests that z stays bit-for-bit constant. Layers are ``spacing`` > cutoff apart,
+also across the periodic z boundary (Lz = max(n_replicas, 2) * spacing), so replicas never interact.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import openmm
+from omegaconf import DictConfig, OmegaConf
+
+from tglassmlp.paths import config_dir
+from tglassmlp.physics.system import N_TYPES, PairPotential, resolve_system
+
+# ----------------------------------------------------------------------------------------- unit mapping
+LENGTH_NM = 1.0  # one sigma in nm
+ENERGY_KJ_PER_MOL = 1.0  # one epsilon in kJ/mol
+MASS_AMU = 1.0  # one m in amu (dalton)
+TIME_PS = float(np.sqrt(MASS_AMU * LENGTH_NM**2 / ENERGY_KJ_PER_MOL))  # one tau in ps (= 1)
+VELOCITY_NM_PER_PS = LENGTH_NM / TIME_PS
+FORCE_KJ_PER_MOL_NM = ENERGY_KJ_PER_MOL / LENGTH_NM
+MOLAR_GAS_CONSTANT_KJ = openmm.unit.MOLAR_GAS_CONSTANT_R.value_in_unit(
+    openmm.unit.kilojoule_per_mole / openmm.unit.kelvin
+)
+
+
+def temperature_kelvin(temperature: float) -> float:
+    """OpenMM temperature [K] of a reduced temperature T (k_B T = T epsilon = T kJ/mol)."""
+    return float(temperature) * ENERGY_KJ_PER_MOL / MOLAR_GAS_CONSTANT_KJ
+
+
+LAYOUTS = ("onehot", "table")
+# fastest first: "auto" takes the first one OpenMM can load
+PLATFORM_PREFERENCE = ("CUDA", "OpenCL", "CPU", "Reference")
+
+
+# ----------------------------------------------------------------------------------------- config
+@lru_cache(maxsize=4)
+def _load_md_config(name: str) -> DictConfig:
+    path = Path(config_dir()) / "md" / f"{name}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"unknown MD config '{name}': no file {path}")
+    return OmegaConf.load(path)
+
+
+def md_config(cfg: DictConfig | dict | str | None = None) -> DictConfig:
+    """The MD settings: ``conf/md/default.yaml`` (or ``conf/md/<name>.yaml``), with keys of ``cfg`` on top.
+
+    A dict or DictConfig may hold a subset of the keys (e.g. Hydra's ``md`` node with overrides).
+    """
+    if cfg is None or isinstance(cfg, str):
+        return _load_md_config(cfg or "default")
+    return OmegaConf.merge(_load_md_config("default"), cfg)
+
+
+# ----------------------------------------------------------------------------------------- the force
+def _num(x: float) -> str:
+    """A float as Lepton source at full double precision (parenthesised so a sign never binds wrongly)."""
+    return f"({float(x)!r})"
+
+
+def _energy_expression(pot: PairPotential, eps_expr: str, sig2_expr: str) -> str:
+    """Lepton expression of V_ab(r) with the pair's epsilon and sigma^2 given as sub-expressions.
+
+    Written in y = (r/s)^2 so that one division gives (s/r)^6 and the polynomial tail is Horner form.
+    The factor (1 - step(y - rc^2)) is zero for r >= cutoff * sigma_ab, as in the numpy reference.
+    """
+    return (
+        f"4*eps*(inv6*(inv6 - 1) + {_num(pot.c0)} + y*({_num(pot.c2)} + {_num(pot.c4)}*y))"
+        f"*(1 - step(y - {_num(pot.cutoff**2)}));"
+        "inv6 = 1/(y*y*y);"
+        "y = r*r/sig2;"
+        f"eps = {eps_expr};"
+        f"sig2 = {sig2_expr}"
+    )
+
+
+def _onehot_force(pot: PairPotential, types: np.ndarray) -> openmm.CustomNonbondedForce:
+    """Pair parameters as sums of products of per-particle numbers.
+
+    Particle 1 carries the rows eps[t1, :] and sigma^2[t1, :] of the tables, particle 2 its one-hot type
+    vector w(t2), so eps_12 = sum_b eps[t1, b] w_b(t2): 3 products per parameter instead of a table lookup.
+    The expression is not symmetric in form, but its value is (the tables are symmetric), which is all
+    OpenMM needs: each pair is evaluated once.
+    """
+    eps_expr = " + ".join(f"e{b}1*w{b}2" for b in range(N_TYPES))
+    sig2_expr = " + ".join(f"s{b}1*w{b}2" for b in range(N_TYPES))
+    force = openmm.CustomNonbondedForce(_energy_expression(pot, eps_expr, sig2_expr))
+    names = [f"e{b}" for b in range(N_TYPES)] + [f"s{b}" for b in range(N_TYPES)] + [f"w{b}" for b in range(N_TYPES)]
+    for name in names:
+        force.addPerParticleParameter(name)
+    sig2 = pot.sigma**2
+    rows = [
+        [*map(float, pot.epsilon[t] * ENERGY_KJ_PER_MOL), *map(float, sig2[t] * LENGTH_NM**2),
+         *map(float, np.eye(N_TYPES)[t])]
+        for t in range(N_TYPES)
+    ]
+    for t in types:
+        force.addParticle(rows[t])
+    return force
+
+
+def _table_force(pot: PairPotential, types: np.ndarray) -> openmm.CustomNonbondedForce:
+    """Pair parameters looked up in 3x3 Discrete2DFunction tables indexed by a per-particle type number."""
+    force = openmm.CustomNonbondedForce(_energy_expression(pot, "eps_table(type1, type2)", "sig2_table(type1, type2)"))
+    force.addPerParticleParameter("type")
+    # Discrete2DFunction values run over the first index fastest; the tables are symmetric anyway
+    force.addTabulatedFunction(
+        "eps_table", openmm.Discrete2DFunction(N_TYPES, N_TYPES, (pot.epsilon * ENERGY_KJ_PER_MOL).T.ravel().tolist())
+    )
+    force.addTabulatedFunction(
+        "sig2_table", openmm.Discrete2DFunction(N_TYPES, N_TYPES, ((pot.sigma * LENGTH_NM) ** 2).T.ravel().tolist())
+    )
+    for t in types:
+        force.addParticle([float(t)])
+    return force
+
+
+def _check_types(types) -> np.ndarray:
+    arr = np.asarray(types)
+    if arr.ndim != 1 or arr.size < 2:
+        raise ValueError(f"build_system: types must be a 1D array of N >= 2 integers, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr))):
+            raise ValueError(f"build_system: types must be integers 0..{N_TYPES - 1}, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if arr.min() < 0 or arr.max() >= N_TYPES:
+        raise ValueError(f"build_system: types must be in 0..{N_TYPES - 1}, got {sorted(set(arr.tolist()))}")
+    return arr
+
+
+def layer_box_height(n_replicas: int, spacing: float) -> float:
+    """Periodic box height Lz [sigma] for ``n_replicas`` layers ``spacing`` apart.
+
+    At least two spacings: OpenMM needs every box side >= 2 cutoffs, and with a single layer its own
+    periodic image must still be further away than the cutoff.
+    """
+    return max(int(n_replicas), 2) * float(spacing)
+
+
+def build_system(types, box, system=None, *, n_replicas: int = 1, layout: str | None = None,
+                 spacing: float | None = None) -> openmm.System:
+    """OpenMM System of ``n_replicas`` non-interacting copies of one 2D configuration's particles.
+
+    Args:
+        types: (N,) integer types 0, 1, 2 of one replica.
+        box: square box side L [sigma]; must exceed twice the largest cutoff.
+        system: the PairPotential (default ``conf/system/ka2d_ternary.yaml``), a config node or a name.
+        n_replicas: number of copies, stacked as z-layers (particle r * N + i is particle i of replica r).
+        layout: "onehot" or "table" (see the module docstring and the benchmark); None = ``conf/md``.
+        spacing: z distance between layers [sigma], > the largest cutoff; None = ``conf/md``.
+
+    Returns:
+        An ``openmm.System`` with n_replicas * N particles of mass m, box vectors (L,0,0), (0,L,0),
+        (0,0,Lz) and one CutoffPeriodic CustomNonbondedForce (cutoff = largest cutoff_ab, the per-pair
+        cutoff inside the expression; no switching, no long-range correction). No CMMotionRemover: the
+        runs are NVE and their initial momentum is zero by construction. Place particles with
+        :func:`stacked_positions`.
+    """
+    pot = resolve_system(system)
+    cfg = md_config()
+    layout = cfg.layout if layout is None else layout
+    spacing = float(cfg.replica_spacing if spacing is None else spacing)
+    types = _check_types(types)
+    if layout not in LAYOUTS:
+        raise ValueError(f"build_system: layout must be one of {LAYOUTS}, got {layout!r}")
+    if int(n_replicas) != n_replicas or n_replicas < 1:
+        raise ValueError(f"build_system: n_replicas must be a positive integer, got {n_replicas!r}")
+    n_replicas = int(n_replicas)
+    box = float(box)
+    rc = pot.max_cutoff
+    if not np.isfinite(box) or box <= 2.0 * rc:
+        raise ValueError(f"build_system: box side {box} must exceed twice the largest cutoff {rc}")
+    if not spacing > rc:
+        raise ValueError(f"build_system: replica spacing {spacing} must exceed the largest cutoff {rc} "
+                         "(else layers interact)")
+
+    omm = openmm.System()
+    omm.setDefaultPeriodicBoxVectors(
+        openmm.Vec3(box * LENGTH_NM, 0, 0), openmm.Vec3(0, box * LENGTH_NM, 0),
+        openmm.Vec3(0, 0, layer_box_height(n_replicas, spacing) * LENGTH_NM),
+    )
+    for _ in range(n_replicas * types.size):
+        omm.addParticle(pot.mass * MASS_AMU)
+    all_types = np.tile(types, n_replicas)
+    force = _onehot_force(pot, all_types) if layout == "onehot" else _table_force(pot, all_types)
+    force.setNonbondedMethod(openmm.CustomNonbondedForce.CutoffPeriodic)
+    force.setCutoffDistance(rc * LENGTH_NM)
+    force.setUseSwitchingFunction(False)
+    force.setUseLongRangeCorrection(False)
+    omm.addForce(force)
+    return omm
+
+
+def stacked_positions(positions, n_replicas: int = 1, spacing: float | None = None) -> np.ndarray:
+    """OpenMM positions [nm] of replicas stacked as z-layers.
+
+    Args:
+        positions: (N, 2) positions shared by all replicas, or (n_replicas, N, 2) one set per replica [sigma].
+        n_replicas: number of layers (ignored for a 3D input, whose first axis counts them).
+        spacing: layer distance [sigma]; None = ``conf/md``.
+
+    Returns:
+        (n_replicas * N, 3) float64 array, z = replica index * spacing.
+    """
+    spacing = float(md_config().replica_spacing if spacing is None else spacing)
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.ndim == 2:
+        pos = np.broadcast_to(pos, (int(n_replicas), *pos.shape))
+    if pos.ndim != 3 or pos.shape[2] != 2:
+        raise ValueError(f"stacked_positions: positions must be (N, 2) or (R, N, 2), got {np.shape(positions)}")
+    r, n, _ = pos.shape
+    out = np.empty((r, n, 3))
+    out[:, :, :2] = pos * LENGTH_NM
+    out[:, :, 2] = (np.arange(r) * spacing * LENGTH_NM)[:, None]
+    return out.reshape(r * n, 3)
+
+
+def unstack(array3d, n_replicas: int) -> np.ndarray:
+    """(n_replicas * N, 3) OpenMM positions/forces/velocities -> (n_replicas, N, 2) in-plane components."""
+    a = np.asarray(array3d, dtype=np.float64)
+    return a.reshape(n_replicas, -1, 3)[:, :, :2]
+
+
+# ----------------------------------------------------------------------------------------- platforms
+def available_platforms() -> list[str]:
+    """Names of the OpenMM platforms that loaded on this machine."""
+    return [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+
+
+def resolve_platform(platform: str | None = "auto") -> openmm.Platform:
+    """The OpenMM platform for a name (case-insensitive) or "auto" (fastest present)."""
+    names = available_platforms()
+    if platform is None or str(platform).lower() == "auto":
+        for name in PLATFORM_PREFERENCE:
+            if name in names:
+                return openmm.Platform.getPlatformByName(name)
+    by_lower = {n.lower(): n for n in names}
+    key = str(platform).lower()
+    if key not in by_lower:
+        failures = "; ".join(openmm.Platform.getPluginLoadFailures()) or "none"
+        raise ValueError(
+            f"OpenMM platform {platform!r} is not available; available: {', '.join(names)} (or 'auto'). "
+            f"Plugin load failures: {failures}"
+        )
+    return openmm.Platform.getPlatformByName(by_lower[key])
+
+
+def make_context(system: openmm.System, platform: str | None = "auto", threads: int | None = None,
+                 precision: str | None = None, *, integrator: openmm.Integrator | None = None,
+                 dt: float | None = None) -> openmm.Context:
+    """A Context for ``system`` on the requested platform.
+
+    Args:
+        system: from :func:`build_system`.
+        platform: "auto" (CUDA > OpenCL > CPU > Reference, the first present), or a platform name.
+        threads: CPU platform thread count (None = OpenMM's default); ignored elsewhere.
+        precision: CUDA/OpenCL precision "single", "mixed" or "double" (None = ``conf/md``); the CPU
+            platform is always mixed (single-precision forces) and Reference always double, so it is ignored there.
+        integrator: default a ``VerletIntegrator`` with step ``dt`` [tau] (None = ``conf/md``).
+
+    Raises:
+        ValueError for an unknown or unavailable platform (the message lists the available ones) or bad options.
+    """
+    cfg = md_config()
+    plat = resolve_platform(platform)
+    name = plat.getName()
+    props = {}
+    if threads is not None:
+        if int(threads) != threads or threads < 1:
+            raise ValueError(f"make_context: threads must be a positive integer, got {threads!r}")
+        if name == "CPU":
+            props["Threads"] = str(int(threads))
+    precision = cfg.precision if precision is None else precision
+    if name in ("CUDA", "OpenCL"):
+        if precision not in ("single", "mixed", "double"):
+            raise ValueError(f"make_context: precision must be single, mixed or double, got {precision!r}")
+        props["Precision"] = precision
+    if integrator is None:
+        dt = float(cfg.dt if dt is None else dt)
+        if not (np.isfinite(dt) and dt > 0):
+            raise ValueError(f"make_context: dt must be positive, got {dt}")
+        integrator = openmm.VerletIntegrator(dt * TIME_PS)
+    return openmm.Context(system, integrator, plat, props)
