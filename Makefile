@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo env clean-env benchmarks
+.PHONY: test demo demo-data env clean-env benchmarks
 
 env: $(STAMP)
 
@@ -22,6 +22,13 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python simulate.py
+
+# Regenerates data/demo (about 1.5 hours on 2 cores; finished shards are skipped on a rerun).
+DEMO_T := 0.6,0.5,0.45,0.4,0.35
+DEMO_STRUCTURES := range(0,5)
+demo-data: $(STAMP)
+	$(BIN)/python simulate.py -m dataset=demo structure=null temperature=$(DEMO_T) structure_index='$(DEMO_STRUCTURES)'
+	$(BIN)/python -m tglassmlp.data.export outputs/datasets/demo data/demo
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/md_throughput.py

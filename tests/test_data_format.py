@@ -42,6 +42,7 @@ def make_fields(n=12, runs=3, n_times=4, n_desc=5, seed=0, traj_dtype=np.float32
     return {
         "positions": rng.uniform(0, 4, (n, 2)),
         "types": rng.integers(0, 3, n),
+        "equilibration_energy": rng.normal(-2.8, 0.01, 20).astype(np.float32),
         "inherent_positions": rng.uniform(0, 4, (n, 2)),
         "particle_energies": rng.normal(-3, 0.2, n),
         "times": np.cumsum(rng.uniform(0.1, 1, n_times)),
@@ -106,7 +107,7 @@ def test_trajectories_are_chunked_per_run_and_frame(shard_file):
 def test_lazy_read_of_some_runs_and_frames(shard_file):
     path, fields = shard_file
     with open_shard(path) as s:
-        assert s.dims == {"N": 12, "R": 3, "T_n": 4, "D": 5}
+        assert s.dims == {"N": 12, "S": 20, "R": 3, "T_n": 4, "D": 5}
         assert s.shape("trajectories") == (3, 4, 12, 2)
         part = s.read("trajectories", runs=[2, 0], frames=slice(1, 3))
         np.testing.assert_array_equal(part, fields["trajectories"][[2, 0]][:, 1:3])
@@ -220,7 +221,7 @@ def test_overwrite_refused_unless_asked(shard_file):
 
 def test_update_shard_adds_a_stage(tmp_path):
     fields = make_fields()
-    path = write_shard(tmp_path / "s.h5", {k: fields[k] for k in ("positions", "types", "inherent_positions",
+    path = write_shard(tmp_path / "s.h5", {k: fields[k] for k in ("positions", "types", "equilibration_energy", "inherent_positions",
                                                              "particle_energies")}, make_attrs(structure_index=3))
     created = read_shard(path).attrs["created"]
     update_shard(path, {"descriptors": fields["descriptors"]}, field_attrs=names())

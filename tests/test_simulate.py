@@ -20,9 +20,9 @@ N_SMALL, BOX_SMALL = 50, 7.5
 
 
 def make_cfg(tmp_path, structure, **overrides):
-    args = [f"structure={structure}", f"paths.output_dir={tmp_path / 'out'}", "dataset=test",
-            "isoconfigurational.n_runs=2", "isoconfigurational.t_min=0.05", "isoconfigurational.t_max=0.5",
-            "isoconfigurational.n_times=3", "md.platform=Reference"]
+    args = [f"structure={structure}", f"paths.output_dir={tmp_path / 'out'}", "dataset.name=test",
+            "dataset.isoconfigurational.n_runs=2", "dataset.isoconfigurational.t_min=0.05",
+            "dataset.default_t_max=0.5", "dataset.isoconfigurational.n_times=3", "md.platform=Reference"]
     args += [f"{k}={v}" for k, v in overrides.items()]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose(config_name="simulate", overrides=args)
@@ -41,18 +41,28 @@ def small_structure(tmp_path):
 def test_shard_has_every_stage_and_reruns_skip(tmp_path, small_structure):
     cfg = make_cfg(tmp_path, small_structure)
     first = simulate_shard(cfg)
-    assert first["ran"] == ["inherent_structure", "isoconfigurational"]
+    assert first["ran"] == ["structure", "inherent_structure", "isoconfigurational"]
     shard = read_shard(first["shard"])
     assert shard["trajectories"].shape == (2, 3, N_SMALL, 2)
+    assert shard["bond_breaking"].shape == (2, 3, N_SMALL)
+    np.testing.assert_allclose(shard["propensity"], shard["bond_breaking"].mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(shard["times"], [0.05, 0.16, 0.5])
     np.testing.assert_allclose(shard["inherent_positions"],
                                inherent_structure(shard["positions"], shard["types"], BOX_SMALL), atol=1e-6)
     assert shard.attrs["temperature"] == 0.5 and shard.attrs["seed"] == 0
     before = open(first["shard"], "rb").read()
     second = simulate_shard(cfg)
-    assert second["ran"] == [] and second["skipped"] == ["inherent_structure", "isoconfigurational"]
+    assert second["ran"] == [] and second["skipped"] == ["structure", "inherent_structure", "isoconfigurational"]
     assert open(first["shard"], "rb").read() == before  # untouched
     np.testing.assert_allclose(second["msd"], first["msd"])
+    # the shippable copy keeps structures and labels, drops the trajectories
+    from tglassmlp.data.export import export_dataset
+
+    (exported,) = export_dataset(tmp_path / "out" / "datasets" / "test", tmp_path / "shipped")
+    small = read_shard(exported)
+    assert "trajectories" not in small.fields
+    np.testing.assert_array_equal(small["propensity"], shard["propensity"])
+    assert export_dataset(tmp_path / "out" / "datasets" / "test", tmp_path / "shipped") == []  # resumes
 
 
 def test_killed_after_first_stage_resumes_with_md_only(tmp_path, small_structure, monkeypatch):
@@ -69,7 +79,7 @@ def test_killed_after_first_stage_resumes_with_md_only(tmp_path, small_structure
     shard_file = tmp_path / "out" / "datasets" / "test" / "T0.500" / "s0000.h5"
     assert set(read_shard(shard_file).fields) == {"positions", "types", "inherent_positions", "particle_energies"}
     resumed = simulate_shard(cfg)
-    assert resumed["ran"] == ["isoconfigurational"] and resumed["skipped"] == ["inherent_structure"]
+    assert resumed["ran"] == ["isoconfigurational"] and resumed["skipped"] == ["structure", "inherent_structure"]
 
 
 def test_bad_inputs(tmp_path, small_structure):
@@ -88,10 +98,27 @@ def test_bad_inputs(tmp_path, small_structure):
 
 def test_cli_runs_the_glassbench_demo_structure(tmp_path, glassbench_npz):
     result = subprocess.run(
-        [sys.executable, "simulate.py", f"paths.output_dir={tmp_path}", "isoconfigurational.n_runs=2",
-         "isoconfigurational.t_max=0.1", "isoconfigurational.n_times=2", "md.platform=CPU"],
+        [sys.executable, "simulate.py", f"paths.output_dir={tmp_path}", "dataset.isoconfigurational.n_runs=2",
+         "dataset.default_t_max=0.1", "dataset.isoconfigurational.n_times=2", "md.platform=CPU"],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "GlassBench's own 20 runs at t = 0.1" in result.stdout
     assert (tmp_path / "datasets" / "physics_demo" / "T0.230" / "s0202.h5").is_file()
+
+
+def test_swap_mc_structure_without_md(tmp_path):
+    """structure=null: swap Monte Carlo makes the structure; a temperature without MD stops after stage 2."""
+    cfg = make_cfg(tmp_path, "null", temperature=1.0, structure_index=3, **{
+        "dataset.n_particles": 86, "dataset.default_t_max": "null", "dataset.max_sweeps": 400,
+        "swap.first_block_sweeps": 200, "swap.melt_sweeps": 20, "swap.anneal_sweeps": 20,
+        "swap.adapt_sweeps_at_target": 40})
+    summary = simulate_shard(cfg)
+    assert summary["ran"] == ["structure", "inherent_structure"]
+    shard = read_shard(summary["shard"])
+    assert shard.attrs["source"] == "swap_mc" and shard.attrs["structure_index"] == 3
+    assert shard.attrs["equilibrated"] in (0, 1)
+    assert summary["equilibrated"] == bool(shard.attrs["equilibrated"])
+    assert "acceptance_swap" in shard.attrs["equilibration_report"]
+    assert np.bincount(shard["types"], minlength=3).tolist() == [40, 22, 24]
+    assert "times" not in shard.fields

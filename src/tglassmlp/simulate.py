@@ -1,13 +1,19 @@
-"""simulate.py's work as plain functions: structure -> inherent structure, energies, isoconfigurational MD.
+"""simulate.py's work as plain functions: one (temperature, structure) shard, stage by stage.
 
-Each (temperature, structure) shard is written in stages, each stage atomically (see docs/data-format.md):
-a rerun skips the stages a shard already holds, so a killed job loses at most the stage it was in.
+Stages (each written atomically into the shard, see docs/data-format.md; a rerun skips what is there):
+1. ``structure``: the equilibrium configuration, read from a file (GlassBench npz or our shard) or made
+   by swap Monte Carlo at T (with its equilibration report; a failed criterion is flagged in the shard);
+2. ``inherent_structure``: local energy minimum and per-particle energies;
+3. ``isoconfigurational``: NVE runs with fresh velocities at the dataset's times (where the dataset asks for
+   MD at this temperature), then bond breaking C_B^i(t) per run and the propensity (mean over runs).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,14 +30,16 @@ from tglassmlp.data import (
     update_shard,
     write_shard,
 )
+from tglassmlp.observables.bond_breaking import bond_breaking
 from tglassmlp.physics import inherent_structure, particle_energies
 from tglassmlp.physics.system import system_from_config
 from tglassmlp.timegrid import log_spaced_times
 
 log = logging.getLogger(__name__)
 
-STRUCTURE_FIELDS = ("positions", "types", "inherent_positions", "particle_energies")
-MD_FIELDS = ("times", "trajectories")
+STRUCTURE_FIELDS = ("positions", "types")
+INHERENT_FIELDS = ("inherent_positions", "particle_energies")
+MD_FIELDS = ("times", "bond_breaking", "propensity")
 
 
 @dataclass
@@ -57,78 +65,160 @@ def load_structure(path) -> Structure:
     if path.suffix in (".h5", ".hdf5"):
         shard = read_shard(path, fields=["positions", "types"])
         return Structure(shard["positions"], shard["types"], float(shard.attrs["box"]),
-                         float(shard.attrs["temperature"]), None, f"shard:{path.name}")
+                         float(shard.attrs["temperature"]), shard.attrs.get("structure_index"),
+                         f"shard:{path.name}")
     raise ValueError(f"unknown structure file type '{path.suffix}' for {path}: expected a GlassBench .npz "
                      "or a tglassmlp .h5 shard")
 
 
-def simulate_shard(cfg: DictConfig) -> dict:
-    """Run the stages of one shard described by ``cfg`` (conf/simulate.yaml) and return a summary.
+def shard_seeds(seed: int, temperature: float, index: int) -> tuple[int, int]:
+    """Independent (swap MC, MD) seeds for one shard, derived from the run seed, T and the structure index."""
+    ss = np.random.SeedSequence([int(seed), int(index), int(round(temperature * 1e6))])
+    a, b = ss.generate_state(2, dtype=np.uint32)
+    return int(a), int(b)
 
-    Returns:
-        dict with the shard path, temperature, the stages run and skipped, inherent-structure energy per
-        particle [epsilon] and, when MD ran, the times [tau] and mean-squared displacement per time [sigma^2].
-    """
-    system = system_from_config(cfg.system)
-    structure = load_structure(cfg.structure)
-    temperature = cfg.temperature if cfg.temperature is not None else structure.temperature
+
+def md_times(cfg: DictConfig, temperature: float):
+    """Observation times [tau] of the isoconfigurational runs at T, or None where the dataset has no MD."""
+    ds = cfg.dataset
+    t_max = ds.default_t_max
+    for sp in ds.state_points:
+        if np.isclose(float(sp.temperature), temperature, rtol=0, atol=1e-9):
+            t_max = sp.t_max
+            break
+    if t_max is None or ds.isoconfigurational.n_runs < 1:
+        return None
+    iso = ds.isoconfigurational
+    return log_spaced_times(iso.t_min, t_max, iso.n_times, cfg.md.dt)
+
+
+def _resolve_temperature(cfg: DictConfig, structure: Structure | None) -> float:
+    temperature = cfg.temperature
+    if temperature is None and structure is not None:
+        temperature = structure.temperature
     if temperature is None:
-        raise ValueError(f"{cfg.structure}: the file does not say its temperature; set temperature=T")
+        where = cfg.structure if cfg.structure is not None else "swap Monte Carlo"
+        raise ValueError(f"{where}: no temperature given and the input does not say one; set temperature=T")
     temperature = float(temperature)
     if not (np.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be finite and > 0, got {temperature}")
-    index = cfg.structure_index if cfg.structure_index is not None else (structure.index or 0)
-    path = shard_path(Path(cfg.paths.output_dir) / "datasets" / cfg.dataset, temperature, int(index))
+    return temperature
+
+
+def simulate_shard(cfg: DictConfig) -> dict:
+    """Run the missing stages of the shard described by ``cfg`` (conf/simulate.yaml); return a summary.
+
+    Returns:
+        dict with the shard path, temperature, stages run and skipped, the inherent-structure energy per
+        particle [epsilon], the equilibration flag, and where MD ran: times [tau], mean-squared displacement
+        [sigma^2] and the type-0 mean propensity per time.
+    """
+    system = system_from_config(cfg.system)
+    structure = load_structure(cfg.structure) if cfg.structure is not None else None
+    temperature = _resolve_temperature(cfg, structure)
+    index = cfg.structure_index
+    if index is None:
+        index = structure.index if structure is not None and structure.index is not None else 0
+    index = int(index)
+    if index < 0:
+        raise ValueError(f"structure_index must be >= 0, got {index}")
+    swap_seed, md_seed = shard_seeds(cfg.seed, temperature, index)
+    path = shard_path(Path(cfg.paths.output_dir) / "datasets" / cfg.dataset.name, temperature, index)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved.pop("hydra", None)
     summary = {"shard": str(path), "temperature": temperature, "ran": [], "skipped": []}
 
+    if cfg.overwrite and path.exists():
+        path.unlink()
     existing = set()
-    if path.exists() and not cfg.overwrite:
-        with open_shard(path) as reader:  # metadata only: the trajectories are not loaded
+    if path.exists():
+        with open_shard(path) as reader:  # metadata only: nothing large is loaded
             existing = set(reader.fields)
+
+    # ---- stage 1: the equilibrium structure
     if set(STRUCTURE_FIELDS) <= existing:
-        summary["skipped"].append("inherent_structure")
+        summary["skipped"].append("structure")
         shard = read_shard(path, fields=list(STRUCTURE_FIELDS))
-        x_is, energies = shard["inherent_positions"], shard["particle_energies"]
+        positions, types, box = shard["positions"], shard["types"].astype(np.int64), float(shard.attrs["box"])
+        equilibrated = shard.attrs.get("equilibrated", 1)
+    else:
+        attrs = {"temperature": temperature, "box": None, "seed": int(cfg.seed), "structure_index": index,
+                 "config_hash": config_hash(resolved), "config": OmegaConf.to_yaml(resolved),
+                 "package_versions": package_versions()}
+        fields = {}
+        if structure is not None:
+            positions, types, box = structure.positions, structure.types, structure.box
+            attrs["source"] = structure.source
+            equilibrated = 1
+        else:
+            from tglassmlp.physics.swap_mc import equilibrium_structure, load_swap_settings
+
+            settings = load_swap_settings(**OmegaConf.to_container(cfg.swap, resolve=True))
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # the flag below says it, in the shard
+                positions, types, box, report = equilibrium_structure(
+                    temperature, int(cfg.dataset.n_particles), swap_seed, system=system, settings=settings,
+                    max_sweeps=cfg.dataset.max_sweeps, progress=False)
+            equilibrated = int(report.criterion_met)
+            attrs.update(source="swap_mc", equilibrated=equilibrated,
+                         equilibration_report=json.loads(json.dumps(report.to_dict(), default=float)))
+            fields["equilibration_energy"] = np.asarray(report.energy_trace, dtype=np.float32)
+            log.info("swap MC at T = %g: %d sweeps, criterion %s (%.0f s)%s", temperature, report.sweeps_total,
+                     "met" if equilibrated else "NOT met", time.perf_counter() - t0,
+                     "" if equilibrated else f": {report.reasons}")
+        attrs["box"] = float(box)
+        fields.update(positions=positions, types=types)
+        write_shard(path, fields, attrs)
+        existing = set(fields)
+        summary["ran"].append("structure")
+    summary["equilibrated"] = bool(equilibrated)
+    if not equilibrated:
+        log.warning("%s: the structure did NOT meet the equilibration criterion; it is flagged in the shard "
+                    "(attribute equilibrated = 0) and refused downstream unless allowed", path)
+
+    # ---- stage 2: inherent structure and per-particle energies
+    if set(INHERENT_FIELDS) <= existing:
+        summary["skipped"].append("inherent_structure")
+        energies = read_shard(path, fields=["particle_energies"])["particle_energies"]
     else:
         t0 = time.perf_counter()
-        x_is, report = inherent_structure(structure.positions, structure.types, structure.box, system,
-                                          max_force=cfg.inherent_structure.max_force, return_report=True)
-        energies = particle_energies(x_is, structure.types, structure.box, system)
-        attrs = {
-            "temperature": temperature, "n_particles": len(structure.types), "box": structure.box,
-            "seed": int(cfg.seed), "config_hash": config_hash(resolved),
-            "config": OmegaConf.to_yaml(resolved), "package_versions": package_versions(),
-            "source": structure.source, "inherent_max_force": report.max_force,
-        }
-        write_shard(path, {"positions": structure.positions, "types": structure.types,
-                           "inherent_positions": x_is, "particle_energies": energies}, attrs,
-                    overwrite=bool(cfg.overwrite) or path.exists())
+        x_is, report = inherent_structure(positions, types, box, system, max_force=cfg.inherent_structure.max_force,
+                                          return_report=True)
+        energies = particle_energies(x_is, types, box, system)
+        update_shard(path, {"inherent_positions": x_is, "particle_energies": energies},
+                     {"inherent_max_force": report.max_force})
         summary["ran"].append("inherent_structure")
-        log.info("inherent structure: E/N = %.5f, max|F| = %.2e (%.1f s)", report.energy_final,
-                 report.max_force, time.perf_counter() - t0)
+        log.info("inherent structure: E/N = %.5f, max|F| = %.2e (%.1f s)", report.energy_final, report.max_force,
+                 time.perf_counter() - t0)
     summary["inherent_energy"] = float(energies.mean())
 
-    iso = cfg.isoconfigurational
-    if iso.n_runs > 0:
-        if set(MD_FIELDS) <= existing:
-            summary["skipped"].append("isoconfigurational")
-            shard = read_shard(path, fields=list(MD_FIELDS))
-            times, runs = shard["times"], shard["trajectories"]
-        else:
-            from tglassmlp.physics.md import isoconfigurational_runs
+    # ---- stage 3: isoconfigurational MD, bond breaking, propensity
+    times = md_times(cfg, temperature)
+    if times is None:
+        return summary
+    if set(MD_FIELDS) <= existing:
+        summary["skipped"].append("isoconfigurational")
+        shard = read_shard(path, fields=list(MD_FIELDS) + (["trajectories"] if "trajectories" in existing else []))
+        times, propensity = shard["times"], shard["propensity"]
+        runs = shard.fields.get("trajectories")
+    else:
+        from tglassmlp.physics.md import isoconfigurational_runs
 
-            times = log_spaced_times(iso.t_min, iso.t_max, iso.n_times, cfg.md.dt)
-            runs = isoconfigurational_runs(
-                structure.positions, structure.types, structure.box, temperature, times, int(iso.n_runs),
-                int(cfg.seed), system=system, dt=cfg.md.dt, platform=cfg.md.platform,
-            )
-            update_shard(path, {"times": times, "trajectories": runs}, {"md_seed": int(cfg.seed)})
-            summary["ran"].append("isoconfigurational")
-        disp = np.asarray(runs) - structure.positions
-        summary["times"] = np.asarray(times).tolist()
-        summary["msd"] = (disp**2).sum(-1).mean(axis=(0, 2)).tolist()
+        runs = isoconfigurational_runs(positions, types, box, temperature, times,
+                                       int(cfg.dataset.isoconfigurational.n_runs), md_seed, system=system,
+                                       config=cfg.md)
+        c_b = bond_breaking(positions, runs, types, box, system=system)  # (R, T_n, N)
+        propensity = c_b.mean(axis=0)
+        new = {"times": times, "bond_breaking": c_b.astype(np.float32), "propensity": propensity.astype(np.float32)}
+        if cfg.dataset.store_trajectories:
+            new["trajectories"] = runs
+        update_shard(path, new, {"md_seed": md_seed})
+        summary["ran"].append("isoconfigurational")
+    summary["times"] = np.asarray(times).tolist()
+    summary["mean_propensity_type0"] = np.asarray(propensity)[:, types == 0].mean(axis=1).tolist()
+    if runs is not None:
+        summary["msd"] = ((np.asarray(runs) - positions) ** 2).sum(-1).mean(axis=(0, 2)).tolist()
     return summary
 
 
@@ -137,16 +227,22 @@ def print_summary(summary: dict, cfg: DictConfig) -> None:
     T = summary["temperature"]
     print(f"\nshard: {summary['shard']}")
     print(f"  stages run: {summary['ran'] or 'none'}; already present: {summary['skipped'] or 'none'}")
+    if not summary["equilibrated"]:
+        print("  WARNING: structure flagged as not equilibrated (see the shard's equilibration_report)")
     print(f"  inherent-structure energy per particle: {summary['inherent_energy']:.5f} epsilon")
-    if "msd" not in summary:
+    if "times" not in summary:
         return
-    print(f"  mean-squared displacement at T = {T:g} (ballistic limit 2 T t^2 for m = 1 in 2D):")
-    print(f"  {'t':>10} {'MSD':>12} {'2 T t^2':>12}")
-    for t, msd in zip(summary["times"], summary["msd"]):
-        print(f"  {t:10.3f} {msd:12.5g} {2 * T * t * t:12.5g}")
-    structure = Path(cfg.structure)
-    if structure.suffix == ".npz":
-        gb = read_glassbench(structure)
+    msd = summary.get("msd")
+    print(f"  T = {T:g}: type-0 mean bond-breaking propensity <C_B>(t)"
+          + (" and mean-squared displacement (ballistic limit 2 T t^2 shown for t <= 1):" if msd else ":"))
+    print(f"  {'t':>10} {'<C_B>':>8}" + (f" {'MSD':>12} {'2 T t^2':>12}" if msd else ""))
+    for k, t in enumerate(summary["times"]):
+        row = f"  {t:10.3f} {summary['mean_propensity_type0'][k]:8.4f}"
+        if msd:
+            row += f" {msd[k]:12.5g}" + (f" {2 * T * t * t:12.5g}" if t <= 1.0 else "")
+        print(row)
+    if cfg.structure is not None and Path(cfg.structure).suffix == ".npz" and msd:
+        gb = read_glassbench(cfg.structure)
         if gb.time is not None and gb.run_positions is not None:
             ref = ((gb.run_positions - gb.positions) ** 2).sum(-1).mean()
             print(f"  GlassBench's own {len(gb.run_positions)} runs at t = {gb.time:g}: MSD = {ref:.5g}")

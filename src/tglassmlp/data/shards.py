@@ -101,6 +101,7 @@ DIMENSIONS: dict[str, str] = {
     "N": "number of particles (equals the attribute `n_particles`)",
     "R": "number of isoconfigurational runs",
     "T_n": "number of observation times (the length of `times`)",
+    "S": "number of recorded swap Monte Carlo sweeps of the equilibration run",
     "D": "number of descriptor columns (the length of `descriptor_names`; 176 before zero-variance columns are dropped)",
 }
 
@@ -110,6 +111,9 @@ _FIELD_LIST = (
               required=True),
     FieldSpec("types", ("N",), "i", "int8", ("int8", "int16", "int32", "int64"), "-",
               "particle type 0, 1, 2; 0 is the paper's large type 1", required=True, bounds=(0, 2)),
+    FieldSpec("equilibration_energy", ("S",), "f", "float32", ("float32", "float64"), "epsilon",
+              "potential energy per particle along the swap Monte Carlo run at T (the report's energy trace)",
+              compress=True),
     FieldSpec("inherent_positions", ("N", 2), "f", "float64", ("float64",), "sigma",
               "inherent structure: local energy minimum reached from `positions`"),
     FieldSpec("particle_energies", ("N",), "f", "float64", ("float64",), "epsilon",
@@ -181,6 +185,10 @@ _ATTR_LIST = (
     AttrSpec("inherent_max_force", "float", "epsilon/sigma",
              "largest force component max over i, alpha of abs(F_i,alpha) left on the inherent structure", required=False),
     AttrSpec("md_seed", "int", "-", "seed of the isoconfigurational MD runs (velocity draws)", required=False),
+    AttrSpec("equilibrated", "int", "-", "1 if the swap Monte Carlo run met its equilibration criterion, 0 if not "
+             "(such a structure is flagged and refused by training unless explicitly allowed)", required=False),
+    AttrSpec("equilibration_report", "json", "-", "swap Monte Carlo report: acceptance rates, decorrelation "
+             "times [sweeps], stationarity test, criterion and reasons (JSON object)", required=False),
 )
 
 #: Every known root attribute, in canonical order.

@@ -1,0 +1,488 @@
+"""LightningDataModule of tGlassMLP: (standardised descriptors, T, c) -> propensity of the type-0 particles.
+
+Dataset contract (``docs/data-format.md``): a root directory of shards ``<root>/T<T:.3f>/s<k:04d>.h5``. Every
+shard has ``positions``, ``types``, ``inherent_positions`` and the attributes ``temperature`` and ``box``;
+shards at MD temperatures also have ``times`` (T_n,) [tau] and ``propensity`` (T_n, N). ``descriptors``
+(N, D) may be present; when absent they are computed from the inherent structure with
+:func:`~tglassmlp.observables.structural_descriptors` and cached on disk (``cache_dir``).
+
+What one sample is (paper Sec. II, App. B): the type-0 particles (the paper's type 1) of one structure at one
+state point (T, c), c = <C_B(t)> a level of the temperature's average bond-breaking curve
+
+    <C_B>(t) = mean over the structures at T of  mean over type-0 particles of  propensity_i(t),
+
+and the labels are each particle's propensity at the time t* where <C_B>(t*) = c (linear in log t,
+:func:`~tglassmlp.observables.labels_at_levels`). One batch is one sample (structures may differ in N_0).
+
+Decisions (documented because the paper leaves them open):
+
+* The train/test split is by structure, separately at each temperature, drawn from ``split_seed`` and the
+  temperature only; it does not depend on the training seed, so an ensemble of seeds (paper Sec. II E: "the
+  same dataset but with different initial weights") shares one split. Validation uses the test structures
+  (monitoring only: nothing is selected on it).
+* <C_B>(t) uses every structure of the temperature (train and test): it defines the time axis c of the
+  temperature, a property of the state point rather than of one structure.
+* The descriptor standardisation (:class:`~tglassmlp.observables.DescriptorScaler`) is fitted on the type-0
+  particles of the training structures only; ``label_std`` is the std of every training label (L1 of the
+  loss).
+* The neighbour weights of the loss use the thermal ``positions`` (the configuration the MD runs start from).
+
+Hook for transferred labels (the two-step procedure, a later issue): ``label_source`` replaces the MD labels
+by any object with the :class:`LabelSource` interface; it is not built here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from tglassmlp.data.shards import open_shard, parse_shard_path, read_shard
+from tglassmlp.model.loss import DEFAULT_RADII, DEFAULT_WIDTH, neighbour_weights
+from tglassmlp.observables import DescriptorScaler, descriptor_names, labels_at_levels, structural_descriptors
+
+log = logging.getLogger(__name__)
+
+#: Fields read from every shard (trajectories and bond breaking are never loaded: they are large).
+_READ_FIELDS = ("positions", "types", "inherent_positions", "times", "propensity", "descriptors")
+
+#: How the demo dataset is made, quoted in the error for a missing root.
+MAKE_DATA_HINT = ("generate the demo dataset with `make demo` (or point data.root=PATH at a dataset "
+                  "directory of shards <root>/T<T>/s<k>.h5, see docs/data-format.md)")
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset root is missing or holds no shards (the message says how to make one)."""
+
+
+def format_temperature(temperature: float) -> str:
+    """``T0.600``: the temperature as in shard directory names."""
+    return f"T{float(temperature):.3f}"
+
+
+def format_level(level: float) -> str:
+    """``c0.50``; more decimals only when two decimals would not represent the level (0.875 -> c0.875)."""
+    c = float(level)
+    return f"c{c:.2f}" if abs(c - round(c, 2)) < 1e-9 else f"c{c:g}"
+
+
+def state_point_name(temperature: float, level: float) -> str:
+    """Readable name of a state point, used in metric names: ``T0.600_c0.50``."""
+    return f"{format_temperature(temperature)}_{format_level(level)}"
+
+
+@dataclass
+class StructureRecord:
+    """One structure (shard) in memory; only type-0 particles are kept for the learning problem.
+
+    Attributes:
+        temperature: T [epsilon/k_B].
+        index: structure index k (file s<k>.h5).
+        path: the shard file.
+        box: square box side [sigma].
+        reference: (N,) bool, the particles of the reference type (type 0).
+        descriptors: (N_0, D) raw descriptors of the reference particles (before standardisation).
+        positions: (N_0, 2) thermal positions of the reference particles [sigma].
+        times: (T_n,) [tau] or None (no MD at this temperature).
+        propensity: (T_n, N_0) or None.
+        features: (N_0, F) standardised descriptors (float32), set by the data module after fitting.
+        names: (D,) descriptor column names.
+    """
+
+    temperature: float
+    index: int
+    path: Path
+    box: float
+    reference: np.ndarray
+    descriptors: np.ndarray
+    positions: np.ndarray
+    times: np.ndarray | None = None
+    propensity: np.ndarray | None = None
+    features: np.ndarray | None = None
+    names: list[str] = field(default_factory=list)
+
+    @property
+    def n_reference(self) -> int:
+        return int(self.reference.sum())
+
+
+@dataclass
+class Sample:
+    """One learning example: structure ``structure`` (position in the module's list) at state point (T, c).
+
+    ``labels`` (N_0,) are the true propensities of the reference particles; ``t_star`` [tau] the crossing time
+    (NaN for labels that do not come from MD).
+    """
+
+    structure: int
+    temperature: float
+    level: float
+    labels: np.ndarray
+    t_star: float = float("nan")
+
+    @property
+    def name(self) -> str:
+        return state_point_name(self.temperature, self.level)
+
+
+class LabelSource(Protocol):
+    """Where labels come from (hook for the transferred labels of the two-step procedure, a later issue).
+
+    ``labels(structures, temperature, levels)`` gets the :class:`StructureRecord` s of one temperature and the
+    requested levels and returns ``{level: (labels: S arrays (N_0,), t_star (S,) [tau] or NaN)}`` for the levels
+    it can provide; levels it leaves out are skipped with a warning.
+    """
+
+    def labels(self, structures: Sequence[StructureRecord], temperature: float,
+               levels: Sequence[float]) -> dict[float, tuple[np.ndarray, np.ndarray]]: ...
+
+
+class MDLabels:
+    """Labels from the MD propensities of the shards (the default :class:`LabelSource`)."""
+
+    def curve(self, structures: Sequence[StructureRecord], temperature: float) -> tuple[np.ndarray, np.ndarray]:
+        """(times (T_n,) [tau], <C_B>(t) (T_n,)): mean over structures of the type-0 mean propensity."""
+        with_md = [s for s in structures if s.propensity is not None]
+        if not with_md:
+            raise ValueError(f"{format_temperature(temperature)}: no shard has 'times' and 'propensity'")
+        times = with_md[0].times
+        for s in with_md[1:]:
+            if s.times.shape != times.shape or not np.allclose(s.times, times, rtol=1e-9, atol=0.0):
+                raise ValueError(f"{s.path}: its 'times' differ from those of {with_md[0].path}; the average "
+                                 "curve <C_B>(t) needs one time grid per temperature")
+        curve = np.mean([s.propensity.mean(axis=1) for s in with_md], axis=0)
+        return times, curve
+
+    def labels(self, structures, temperature, levels):
+        times, curve = self.curve(structures, temperature)
+        out = {}
+        per_structure = [labels_at_levels(times, s.propensity, curve, levels) for s in structures]
+        for k, c in enumerate(levels):
+            t_star = np.array([ts[k] for ts, _ in per_structure])
+            if not np.all(np.isfinite(t_star)):
+                continue  # the level is not reached within the simulated window
+            out[float(c)] = ([lab[k] for _, lab in per_structure], t_star)
+        return out
+
+
+class PropensityDataset(Dataset):
+    """Map-style dataset over :class:`Sample` s; items are dicts of tensors (see :meth:`__getitem__`).
+
+    The neighbour weights (K, N_0, N_0) of a structure are computed on first use and kept in memory, shared
+    by all state points of the structure (3 x 430^2 float32 = 2.2 MB for N = 1290).
+    """
+
+    def __init__(self, samples: Sequence[Sample], structures: Sequence[StructureRecord],
+                 weights_cache: dict[int, torch.Tensor], radii: Sequence[float], width: float):
+        self.samples = list(samples)
+        self.structures = structures
+        self._weights = weights_cache
+        self.radii, self.width = tuple(radii), float(width)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def weights(self, structure: int) -> torch.Tensor:
+        if structure not in self._weights:
+            s = self.structures[structure]
+            self._weights[structure] = neighbour_weights(s.positions, s.box, self.radii, self.width)
+        return self._weights[structure]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        """Keys: descriptors (N_0, F) float32, temperature () , level (), target (N_0,), neighbour_weights
+        (K, N_0, N_0), positions (N_0, 2) [sigma], box (), structure () int (index into the structure list),
+        sample () int (index of the sample)."""
+        sample = self.samples[i]
+        s = self.structures[sample.structure]
+        return {
+            "descriptors": torch.from_numpy(s.features),
+            "temperature": torch.tensor(sample.temperature, dtype=torch.float32),
+            "level": torch.tensor(sample.level, dtype=torch.float32),
+            "target": torch.from_numpy(sample.labels.astype(np.float32)),
+            "neighbour_weights": self.weights(sample.structure),
+            "positions": torch.from_numpy(s.positions.astype(np.float32)),
+            "box": torch.tensor(s.box, dtype=torch.float32),
+            "structure": torch.tensor(sample.structure),
+            "sample": torch.tensor(i),
+        }
+
+
+def _descriptor_cache_key(path: Path) -> str:
+    """Hash of the shard's absolute path, size and mtime: a rewritten shard gets a new key."""
+    st = path.stat()
+    text = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """np.save to a temporary file in the same directory, then os.replace (a killed job leaves no half file;
+    concurrent jobs computing the same entry both write complete files, the last rename wins)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def shard_descriptors(shard, cache_dir: str | os.PathLike | None) -> tuple[np.ndarray, list[str]]:
+    """((N, D) descriptors, D column names) of a shard: the stored field, else the cache, else computed (and
+    then cached)."""
+    if "descriptors" in shard:
+        names = shard.field_attrs.get("descriptors", {}).get("descriptor_names")
+        return np.asarray(shard["descriptors"], dtype=np.float64), list(names)
+    cached = None
+    if cache_dir is not None:
+        cached = Path(cache_dir) / f"{_descriptor_cache_key(Path(shard.path))}.npy"
+        if cached.is_file():
+            try:
+                values = np.load(cached, allow_pickle=False)
+                if values.shape[0] == shard["types"].shape[0]:
+                    return values, descriptor_names()
+            except (OSError, ValueError):
+                pass  # unreadable cache entry: recompute and replace it
+            log.warning("descriptor cache entry %s is unusable; recomputing", cached)
+    if "inherent_positions" not in shard:
+        raise ValueError(f"{shard.path}: no 'descriptors' and no 'inherent_positions' to compute them from")
+    values = structural_descriptors(shard["inherent_positions"], shard["types"], float(shard.box))
+    if cached is not None:
+        _atomic_save_npy(cached, values)
+    return values, descriptor_names()
+
+
+def _as_state_points(state_points, temperatures, levels) -> dict[float, list[float]] | None:
+    """{T: [c, ...]} from the config; None = every MD temperature of the root at ``levels``."""
+    if state_points is not None:
+        out = {}
+        for t, cs in dict(state_points).items():
+            cs = [cs] if isinstance(cs, (int, float)) else list(cs)
+            out[round(float(t), 3)] = [float(c) for c in cs]
+        return out
+    if temperatures is not None:
+        return {round(float(t), 3): [float(c) for c in levels] for t in temperatures}
+    return None
+
+
+class PropensityDataModule(pl.LightningDataModule):
+    """Serve (standardised descriptors of the type-0 particles, T, c) -> their propensity.
+
+    Args:
+        root: dataset directory of shards ``<root>/T<T:.3f>/s<k:04d>.h5``.
+        state_points: {T: [c, ...]} pairs to learn (keys may be floats or strings). A level that the
+            temperature's <C_B>(t) does not reach is skipped with a warning.
+        temperatures: used when ``state_points`` is None: these temperatures at every ``levels`` value.
+        levels: the <C_B> levels used with ``temperatures``, or with every MD temperature found in ``root``
+            when both ``state_points`` and ``temperatures`` are None.
+        train_fraction: fraction of each temperature's structures used for training (at least one structure
+            stays on each side when there are two or more).
+        split_seed: seed of the structure split (independent of the training seed, see module docstring).
+        max_structures: keep only the first structures (sorted by index) of each temperature (quick runs).
+        cache_dir: directory for descriptors computed from shards that lack them (None: no disk cache).
+        reference_type: the particle type whose propensity is learnt (0 = the paper's type 1).
+        radii, width: shells of the loss's neighbour weights [sigma] (take them from the loss config).
+        shuffle: shuffle the training samples each epoch (global torch RNG: reproducible after seeding).
+        num_workers: DataLoader workers (0: everything stays in this process, the weights cache included).
+        label_source: a :class:`LabelSource` replacing the MD labels (transferred labels; not built yet).
+
+    After :meth:`setup`: ``scaler`` (fitted DescriptorScaler), ``n_features``, ``label_std``,
+    ``state_points`` (the kept (T, c) pairs, sorted), ``train_samples``/``test_samples``, ``structures``.
+    """
+
+    def __init__(self, root: str | os.PathLike, state_points: Mapping | None = None,
+                 temperatures: Sequence[float] | None = None,
+                 levels: Sequence[float] = (0.9, 0.8, 0.65, 0.5), train_fraction: float = 0.8,
+                 split_seed: int = 0, max_structures: int | None = None,
+                 cache_dir: str | os.PathLike | None = "outputs/cache/descriptors", reference_type: int = 0,
+                 radii: Sequence[float] = DEFAULT_RADII, width: float = DEFAULT_WIDTH, shuffle: bool = True,
+                 num_workers: int = 0, label_source: LabelSource | None = None):
+        super().__init__()
+        if not 0.0 < float(train_fraction) < 1.0:
+            raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+        self.root = Path(root)
+        self.requested = _as_state_points(state_points, temperatures, levels)
+        self.levels = [float(c) for c in levels]
+        self.train_fraction = float(train_fraction)
+        self.split_seed = int(split_seed)
+        self.max_structures = None if max_structures is None else int(max_structures)
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.reference_type = int(reference_type)
+        self.radii, self.width = tuple(float(r) for r in radii), float(width)
+        self.shuffle = bool(shuffle)
+        self.num_workers = int(num_workers)
+        self.label_source = label_source
+        self._ready = False
+        self.structures: list[StructureRecord] = []
+        self.train_samples: list[Sample] = []
+        self.test_samples: list[Sample] = []
+        self.state_points: list[tuple[float, float]] = []
+        self.scaler: DescriptorScaler | None = None
+        self.label_std: float | None = None
+        self._weights: dict[int, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------------------------------- discovery
+    def shard_paths(self) -> dict[float, list[Path]]:
+        """{T: [shard paths sorted by structure index]} of the temperatures to use (nothing is read)."""
+        if not self.root.is_dir():
+            raise DatasetNotFoundError(f"dataset root {self.root} does not exist: {MAKE_DATA_HINT}")
+        found: dict[float, list[tuple[int, Path]]] = {}
+        for path in sorted(self.root.glob("T*/s*.h5")):
+            try:
+                t, k = parse_shard_path(path)
+            except ValueError:
+                continue
+            found.setdefault(round(t, 3), []).append((k, path))
+        if not found:
+            raise DatasetNotFoundError(f"dataset root {self.root} holds no shards T<T>/s<k>.h5: {MAKE_DATA_HINT}")
+        wanted = sorted(found) if self.requested is None else sorted(self.requested)
+        missing = [t for t in wanted if t not in found]
+        if missing:
+            raise DatasetNotFoundError(f"{self.root}: no shards for temperature(s) {missing} requested by the data "
+                                       f"config; present: {sorted(found)}")
+        out = {}
+        for t in wanted:
+            paths = [p for _, p in sorted(found[t])]
+            out[t] = paths if self.max_structures is None else paths[: self.max_structures]
+        return out
+
+    def split(self, temperature: float, indices: Sequence[int]) -> tuple[list[int], list[int]]:
+        """(train, test) structure indices at one temperature, deterministic in (split_seed, T)."""
+        idx = np.asarray(sorted(indices))
+        if len(idx) < 2:
+            raise ValueError(f"{self.root}/{format_temperature(temperature)}: {len(idx)} structure(s); need at "
+                             "least 2 for a train/test split")
+        rng = np.random.default_rng([self.split_seed, int(round(temperature * 1000))])
+        perm = rng.permutation(idx)
+        n_train = int(np.clip(round(self.train_fraction * len(idx)), 1, len(idx) - 1))
+        return sorted(perm[:n_train].tolist()), sorted(perm[n_train:].tolist())
+
+    def _read(self, path: Path, need_md: bool) -> StructureRecord:
+        temperature, index = parse_shard_path(path)
+        with open_shard(path) as reader:  # header only: which optional fields exist
+            present = set(reader.fields)
+        # never the trajectories or per-run bond breaking: they are large and not needed here
+        shard = read_shard(path, fields=[f for f in _READ_FIELDS if f in present])
+        if need_md and not ("times" in shard and "propensity" in shard):
+            raise ValueError(f"{path}: shard lacks 'times'/'propensity' (not an MD temperature); labels for it "
+                             "need a label_source (transferred labels)")
+        types = np.asarray(shard["types"])
+        reference = types == self.reference_type
+        if reference.sum() < 2:
+            raise ValueError(f"{path}: fewer than 2 particles of the reference type {self.reference_type}")
+        desc, names = shard_descriptors(shard, self.cache_dir)
+        rec = StructureRecord(names=names, temperature=temperature, index=index, path=path, box=float(shard.box),
+                              reference=reference, descriptors=desc[reference],
+                              positions=np.asarray(shard["positions"], dtype=np.float64)[reference])
+        if "times" in shard and "propensity" in shard:
+            rec.times = np.asarray(shard["times"], dtype=np.float64)
+            rec.propensity = np.asarray(shard["propensity"], dtype=np.float64)[:, reference]
+        return rec
+
+    # ------------------------------------------------------------------------------------------- setup
+    def setup(self, stage: str | None = None) -> None:
+        """Read shards, make labels at the state points, split, fit the scaler. Idempotent."""
+        if self._ready:
+            return
+        paths = self.shard_paths()
+        source = self.label_source or MDLabels()
+        names = None
+        train_blocks = []
+        for t, t_paths in paths.items():
+            levels = self.levels if self.requested is None else self.requested[t]
+            # shards below T_min lack MD: only a label source can supply labels for them
+            recs = [self._read(p, need_md=self.label_source is None) for p in t_paths]
+            train_idx, test_idx = self.split(t, [r.index for r in recs])
+            offset = len(self.structures)
+            self.structures.extend(recs)
+            labelled = source.labels(recs, t, levels)
+            for c in levels:
+                if float(c) not in labelled:
+                    log.warning("%s: <C_B>(t) does not reach the level c = %g within the simulated times; "
+                                "state point skipped", format_temperature(t), c)
+                    continue
+                labels, t_star = labelled[float(c)]
+                self.state_points.append((t, float(c)))
+                for j, rec in enumerate(recs):
+                    sample = Sample(offset + j, t, float(c), np.asarray(labels[j], dtype=np.float64),
+                                    float(t_star[j]))
+                    (self.train_samples if rec.index in train_idx else self.test_samples).append(sample)
+            train_blocks += [r.descriptors for r in recs if r.index in train_idx]
+            for rec in recs:
+                if names is None:
+                    names = rec.names
+                elif rec.names != names:
+                    raise ValueError(f"{rec.path}: descriptor columns differ from those of "
+                                     f"{self.structures[0].path}; one dataset must use one descriptor set")
+        if not self.train_samples:
+            raise ValueError(f"{self.root}: no state point of {self.requested or self.levels} is reached; nothing "
+                             "to train on")
+        self.state_points.sort()
+        self.scaler = DescriptorScaler(names=names).fit(train_blocks)
+        for rec in self.structures:
+            rec.features = self.scaler.transform(rec.descriptors).astype(np.float32)
+        self.label_std = float(np.concatenate([s.labels for s in self.train_samples]).std())
+        self._ready = True
+        log.info("data: %d structures, %d state points, %d train / %d test samples, %d of %d descriptor "
+                 "columns kept, label std %.4f", len(self.structures), len(self.state_points),
+                 len(self.train_samples), len(self.test_samples), self.scaler.n_kept,
+                 len(self.scaler.kept), self.label_std)
+
+    # ------------------------------------------------------------------------------------------- accessors
+    @property
+    def n_features(self) -> int:
+        """Number of standardised descriptor columns the network sees (M_S)."""
+        self._require("n_features")
+        return self.scaler.n_kept
+
+    @property
+    def training_state_points(self) -> list[tuple[float, float]]:
+        """Distinct (T, c) of the training samples (for the network's state-feature normalisation)."""
+        return sorted({(s.temperature, s.level) for s in self.train_samples})
+
+    def dataset_hash(self) -> str:
+        """16 hex digits identifying the shards used: relative path, size, and the shard's config hash and
+        creation/update times (cheap: shards hold trajectories, so no content is hashed)."""
+        h = hashlib.sha256()
+        for paths in self.shard_paths().values():
+            for p in paths:
+                with_attrs = read_shard_attrs(p)
+                h.update(f"{p.relative_to(self.root)}|{p.stat().st_size}|{with_attrs}\n".encode())
+        return h.hexdigest()[:16]
+
+    def _require(self, what: str):
+        if not self._ready:
+            raise RuntimeError(f"PropensityDataModule.{what}: call setup() first")
+
+    def _loader(self, samples, shuffle: bool) -> DataLoader:
+        self._require("dataloaders")
+        ds = PropensityDataset(samples, self.structures, self._weights, self.radii, self.width)
+        # batch_size 1: one batch = the reference particles of one structure at one state point
+        return DataLoader(ds, batch_size=1, shuffle=shuffle, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_samples, self.shuffle)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.test_samples, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_samples, False)
+
+
+def read_shard_attrs(path: Path) -> str:
+    """'config_hash|created|updated' of a shard, read from its header only."""
+    with open_shard(path) as reader:
+        a = reader.attrs
+        return f"{a.get('config_hash', '')}|{a.get('created', '')}|{a.get('updated', '')}"

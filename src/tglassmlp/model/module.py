@@ -1,0 +1,229 @@
+"""LightningModule of tGlassMLP: the paper's staged Adam schedule and per-state-point evaluation.
+
+Training (paper App. B, Table II): the epochs are split into stages (``conf/schedule/*.yaml``, read with
+:func:`~tglassmlp.model.loss.training_stages`); at the start of every epoch the module looks up the stage of
+that epoch and sets the Adam learning rate and the loss kind ('mse' = :class:`PropensityMSELoss`,
+'glassmlp' = the configured :class:`GlassMLPLoss`). One Adam optimiser is kept across stages (its moment
+estimates carry over; only the learning rate changes).
+
+Evaluation, per state point (T, c) over the evaluated structures s = 1..S with N_0 reference particles each:
+
+    pearson          mean over s of Pearson(prediction_s, target_s)        (particles of one structure)
+    mae              mean over s and i of |prediction - target|
+    chi4_true/pred   N_0 [<Cbar^2> - <Cbar>^2],  Cbar_s = mean_i of target / prediction   (paper Eq. (9))
+    self_consistency |mean over s of mean_i prediction - c|                   (paper Sec. II E)
+
+logged as ``<split>/T0.600_c0.50/<metric>`` and averaged over state points as ``<split>/avg/<metric>``.
+chi_4 over few structures is a noisy estimate; it is reported for comparison between prediction and MD on the
+same structures.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from tglassmlp.model.loss import GlassMLPLoss, PropensityMSELoss, TrainingStage, training_stages
+
+log = logging.getLogger(__name__)
+
+METRICS = ("pearson", "mae", "chi4_true", "chi4_pred", "self_consistency")
+
+
+def _state_point_name(temperature: float, level: float) -> str:
+    # local import keeps model/ free of a hard dependency on data/ at import time
+    from tglassmlp.data.datamodule import state_point_name
+
+    return state_point_name(temperature, level)
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation of two (N,) arrays; NaN when either is constant."""
+    x = np.asarray(x, dtype=np.float64) - np.mean(x)
+    y = np.asarray(y, dtype=np.float64) - np.mean(y)
+    denom = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / denom) if denom > 0 else float("nan")
+
+
+def state_point_metrics(predictions: Sequence[np.ndarray], targets: Sequence[np.ndarray],
+                        level: float) -> dict[str, float]:
+    """Metrics of one state point (module docstring) from S structures' (N_0,) predictions and targets."""
+    if len(predictions) != len(targets) or not predictions:
+        raise ValueError(f"need as many predictions as targets (>= 1), got {len(predictions)}, {len(targets)}")
+    pred_means = np.array([np.mean(p) for p in predictions])
+    true_means = np.array([np.mean(t) for t in targets])
+    n0 = float(np.mean([len(t) for t in targets]))
+    return {
+        "pearson": float(np.nanmean([pearson(p, t) for p, t in zip(predictions, targets)])),
+        "mae": float(np.mean(np.abs(np.concatenate(predictions) - np.concatenate(targets)))),
+        "chi4_true": n0 * float(true_means.var()),
+        "chi4_pred": n0 * float(pred_means.var()),
+        "self_consistency": abs(float(pred_means.mean()) - float(level)),
+    }
+
+
+@dataclass
+class EvalRecord:
+    """One evaluated sample: state point, structure (index into the data module's list), arrays (N_0,)."""
+
+    temperature: float
+    level: float
+    structure: int
+    prediction: np.ndarray
+    target: np.ndarray
+
+
+def summarise(records: Sequence[EvalRecord], prefix: str) -> dict[str, float]:
+    """``{prefix}/<state point>/<metric>`` and ``{prefix}/avg/<metric>`` from evaluated samples."""
+    groups: dict[tuple[float, float], list[EvalRecord]] = {}
+    for r in records:
+        groups.setdefault((r.temperature, r.level), []).append(r)
+    out: dict[str, float] = {}
+    per_metric: dict[str, list[float]] = {m: [] for m in METRICS}
+    for (t, c), recs in sorted(groups.items()):
+        values = state_point_metrics([r.prediction for r in recs], [r.target for r in recs], c)
+        name = _state_point_name(t, c)
+        for m, v in values.items():
+            out[f"{prefix}/{name}/{m}"] = v
+            per_metric[m].append(v)
+    for m, vs in per_metric.items():
+        if vs:
+            out[f"{prefix}/avg/{m}"] = float(np.nanmean(vs))
+    return out
+
+
+class TGlassMLPModule(pl.LightningModule):
+    """Train a :class:`~tglassmlp.model.network.TGlassMLP` with the staged schedule; evaluate per state point.
+
+    Args:
+        network: the TGlassMLP (its ``n_descriptors`` must match the data's standardised columns).
+        loss: the phase-2 loss (GlassMLPLoss); the 'mse' stages use :class:`PropensityMSELoss`.
+        schedule: a schedule mapping (``conf/schedule/paper.yaml``) or a list of :class:`TrainingStage`.
+        label_std: std of the training labels (L1 of the loss); the data module's ``label_std``.
+        descriptor_scaler: ``DescriptorScaler.to_dict()`` of the training data, stored in checkpoints so that a
+            checkpoint alone can standardise new structures.
+
+    Batches are the dicts of :class:`~tglassmlp.data.datamodule.PropensityDataset` with batch size 1.
+    After ``trainer.test``: ``test_records`` holds every evaluated sample (for figures), ``test_metrics`` the
+    summary.
+    """
+
+    def __init__(self, network: nn.Module, loss: GlassMLPLoss, schedule: Mapping | Sequence[TrainingStage],
+                 label_std: float | None = None, descriptor_scaler: Mapping | None = None):
+        super().__init__()
+        self.network = network
+        self.losses = nn.ModuleDict({"mse": PropensityMSELoss(), "glassmlp": loss})
+        self.stages = (list(schedule) if not isinstance(schedule, Mapping) else training_stages(schedule))
+        if not self.stages or self.total_epochs < 1:
+            raise ValueError("the schedule has no epochs")
+        self.label_std = None if label_std is None else float(label_std)
+        self.descriptor_scaler = None if descriptor_scaler is None else dict(descriptor_scaler)
+        self._records: list[EvalRecord] = []
+        self.test_records: list[EvalRecord] = []
+        self.test_metrics: dict[str, float] = {}
+
+    # ------------------------------------------------------------------------------------------- schedule
+    @property
+    def total_epochs(self) -> int:
+        return sum(s.epochs for s in self.stages)
+
+    def stage_at(self, epoch: int) -> TrainingStage:
+        """The stage that owns ``epoch`` (0-based); epochs past the schedule stay in the last stage."""
+        end = 0
+        for stage in self.stages:
+            end += stage.epochs
+            if epoch < end:
+                return stage
+        return self.stages[-1]
+
+    @property
+    def stage(self) -> TrainingStage:
+        return self.stage_at(self.current_epoch)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.network.parameters(), lr=self.stages[0].lr)
+
+    def on_train_epoch_start(self) -> None:
+        stage = self.stage
+        for opt in self.trainer.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = stage.lr
+        if self.current_epoch == 0 or self.stage_at(self.current_epoch - 1) is not stage:
+            log.info("epoch %d: stage %s (%s loss, lr %.1e)", self.current_epoch, stage.name or "?", stage.loss,
+                     stage.lr)
+
+    # ------------------------------------------------------------------------------------------- steps
+    def forward(self, descriptors, temperature, level):
+        """(B, N_0, F), (B,), (B,) -> (B, N_0) predicted propensity (see TGlassMLP.forward)."""
+        return self.network(descriptors, temperature, level)
+
+    def _loss(self, batch, pred, kind: str):
+        return self.losses[kind](pred, batch["target"], neighbour_weights=batch["neighbour_weights"],
+                                 label_std=self.label_std)
+
+    def training_step(self, batch, batch_idx):
+        stage = self.stage
+        pred = self(batch["descriptors"], batch["temperature"], batch["level"])
+        total, terms = self._loss(batch, pred, stage.loss)
+        # per-epoch means only: per-step rows would flood the tracking store for no use
+        self.log("train/loss", total, on_step=False, on_epoch=True, prog_bar=True, batch_size=1)
+        for name, value in terms.items():
+            if name != "loss":
+                self.log(f"train/{stage.loss}/{name}", value, on_step=False, on_epoch=True, batch_size=1)
+        self.log("train/lr", stage.lr, on_step=False, on_epoch=True, batch_size=1)
+        return total
+
+    def _evaluate(self, batch) -> torch.Tensor:
+        pred = self(batch["descriptors"], batch["temperature"], batch["level"])
+        for b in range(pred.shape[0]):
+            self._records.append(EvalRecord(float(batch["temperature"][b]), float(batch["level"][b]),
+                                            int(batch["structure"][b]), pred[b].detach().cpu().numpy(),
+                                            batch["target"][b].detach().cpu().numpy()))
+        return pred
+
+    def validation_step(self, batch, batch_idx):
+        pred = self._evaluate(batch)
+        total, _ = self._loss(batch, pred, self.stage.loss)
+        self.log("val/loss", total, on_step=False, on_epoch=True, prog_bar=True, batch_size=1)
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch)
+
+    def on_validation_epoch_start(self) -> None:
+        self._records = []
+
+    def on_test_epoch_start(self) -> None:
+        self._records = []
+
+    def _round_off(self, prefix: str) -> dict[str, float]:
+        metrics = summarise(self._records, prefix)
+        finite = {k: v for k, v in metrics.items() if np.isfinite(v)}
+        if finite:
+            self.log_dict(finite, batch_size=1)
+        return metrics
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._round_off("val")
+        self._records = []
+
+    def on_test_epoch_end(self) -> None:
+        self.test_metrics = self._round_off("test")
+        self.test_records, self._records = self._records, []
+
+    # ------------------------------------------------------------------------------------------- persistence
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Plain lists (no numpy objects): a checkpoint stays loadable with torch.load(weights_only=True).
+        if self.descriptor_scaler is not None:
+            checkpoint["descriptor_scaler"] = {k: np.asarray(v).tolist() for k, v in self.descriptor_scaler.items()}
+        checkpoint["label_std"] = self.label_std
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.descriptor_scaler = checkpoint.get("descriptor_scaler", self.descriptor_scaler)
+        self.label_std = checkpoint.get("label_std", self.label_std)

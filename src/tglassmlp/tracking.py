@@ -1,0 +1,343 @@
+"""MLflow conventions of the project: one experiment per study, one run per training job.
+
+* Store: ``sqlite:///outputs/mlflow.db`` by default (a database, not a ./mlruns folder); artefacts under
+  ``outputs/mlflow-artifacts/<experiment id>/<run id>/artifacts``. A relative sqlite path is made absolute
+  (a job that changes directory still writes to the same database).
+* Parallel jobs (Hydra joblib/SLURM launchers) share the store. The database schema and the experiment are
+  created once before the jobs start (:class:`PrepareTrackingStore`, a Hydra callback run at
+  ``on_multirun_start``); creation is also get-or-create with retries, so a job started without the callback
+  tolerates a concurrent creator. Writes retry briefly on a locked sqlite database.
+* A store that cannot be reached fails the job before any data is read or any epoch is spent
+  (:meth:`MlflowTracking.prepare`).
+* Tags of every run: ``seed``, ``sweep_id`` (the Hydra multirun directory, or the run directory of a single
+  job), ``dataset_hash``, ``git_commit`` (+ ``git_dirty``), and MLflow's own ``mlflow.source.git.commit``.
+  Params are a curated set (model sizes, schedule, data state points, seed), not the flattened config.
+
+Lightning sees the run through :class:`MlflowRunLogger`, which logs metrics only (params and tags are set
+here, once).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
+from pytorch_lightning.utilities import rank_zero_only
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: MLflow refuses longer param values (MLflow >= 2.x allows 6000 characters).
+MAX_PARAM_LENGTH = 6000
+
+
+class TrackingStoreError(RuntimeError):
+    """The MLflow tracking store cannot be reached or used (the message names the URI and the fix)."""
+
+
+# ------------------------------------------------------------------------------------------------- store
+def normalize_tracking_uri(uri: str) -> str:
+    """Absolute sqlite path for a relative ``sqlite:///relative/path.db``; other URIs are returned unchanged.
+
+    (``sqlite:///`` + a relative path is relative to the working directory; ``sqlite:////abs`` is absolute.)
+    """
+    uri = str(uri)
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///"):]
+        if not path.startswith("/") and path != ":memory:":
+            return "sqlite:///" + str(Path(path).resolve())
+    elif "://" not in uri and not uri.startswith("databricks"):
+        raise TrackingStoreError(f"tracking URI {uri!r} is a plain path, which MLflow treats as a ./mlruns-style "
+                                 f"folder store; use sqlite:///{uri}.db (or an http:// server)")
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite URI, None for other stores."""
+    uri = normalize_tracking_uri(uri)
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def check_tracking_uri(uri: str, timeout: float = 10.0) -> str:
+    """Fail fast (TrackingStoreError) when the store cannot be reached; returns the normalised URI.
+
+    sqlite: the directory must be creatable and the file writable (opened with the sqlite3 module, which
+    creates it). http(s): ``<uri>/health`` must answer within ``timeout`` seconds (MLflow's own client would
+    retry for minutes before giving up).
+    """
+    uri = normalize_tracking_uri(uri)
+    db = sqlite_path(uri)
+    if db is not None:
+        import sqlite3
+
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(str(db), timeout=timeout)
+            try:
+                con.execute("PRAGMA schema_version").fetchone()
+            finally:
+                con.close()
+        except (OSError, sqlite3.Error) as exc:
+            raise TrackingStoreError(f"MLflow tracking store {uri} cannot be opened ({type(exc).__name__}: {exc}); "
+                                     "set logger.tracking_uri=sqlite:///WRITABLE/PATH.db") from None
+    elif uri.startswith(("http://", "https://")):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                if resp.status != 200:
+                    raise TrackingStoreError(f"MLflow server {uri} answered {resp.status} on /health")
+        except (urllib.error.URLError, OSError) as exc:
+            raise TrackingStoreError(f"MLflow server {uri} cannot be reached ({exc}); start it (make ui / "
+                                     "mlflow server) or set logger.tracking_uri=sqlite:///outputs/mlflow.db") from None
+    return uri
+
+
+def _is_transient(exc: Exception) -> bool:
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return any(s in text for s in ("database is locked", "database table is locked", "busy",
+                                   "already exists", "unique constraint", "integrityerror", "operationalerror"))
+
+
+def retry(fn: Callable[[], T], what: str, attempts: int = 8, delay: float = 0.25) -> T:
+    """Call ``fn``, retrying with exponential back-off on errors of a shared sqlite store (locked database,
+    concurrent creation); other errors propagate at once."""
+    for k in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:  # MLflow wraps sqlalchemy errors in MlflowException
+            if k == attempts - 1 or not _is_transient(exc):
+                raise
+            log.debug("%s: %s; retrying", what, exc)
+            time.sleep(delay * 2**k)
+    raise AssertionError("unreachable")
+
+
+def get_or_create_experiment(client, name: str, artifact_location: str | None = None) -> str:
+    """Experiment id of ``name``, creating it if needed; safe when several processes race to create it."""
+    from mlflow.exceptions import MlflowException
+
+    def attempt() -> str:
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                raise TrackingStoreError(f"MLflow experiment {name!r} is deleted in this store; restore it "
+                                         "(mlflow experiments restore) or choose another study name")
+            return exp.experiment_id
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_ALREADY_EXISTS" or _is_transient(exc):
+                # another process won the race: read its experiment on the next attempt
+                raise RuntimeError(f"already exists: {exc}") from exc
+            raise
+
+    return retry(attempt, f"experiment {name!r}")
+
+
+def make_client(uri: str):
+    """An MlflowClient on a normalised URI. For sqlite the schema is created (or migrated) here."""
+    from mlflow.tracking import MlflowClient
+
+    return retry(lambda: MlflowClient(tracking_uri=uri), f"open {uri}")
+
+
+# ------------------------------------------------------------------------------------------------ provenance
+def git_commit(root: str | os.PathLike | None = None) -> tuple[str, bool]:
+    """(HEAD commit hash or 'unknown', whether the work tree has uncommitted changes)."""
+    from tglassmlp.paths import PROJECT_ROOT
+
+    cwd = str(root or PROJECT_ROOT)
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip() != ""
+        return head, dirty
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+def hydra_job_info() -> dict[str, str]:
+    """sweep_id, job number and output directory of the current Hydra job ({} outside Hydra)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except Exception:  # not inside a Hydra app (tests call train() directly)
+        return {}
+    multirun = hc.mode == RunMode.MULTIRUN
+    return {
+        "sweep_id": str(Path(hc.sweep.dir).resolve()) if multirun else str(Path(hc.runtime.output_dir).resolve()),
+        "hydra_job_num": str(hc.job.num) if multirun else "0",
+        "output_dir": str(Path(hc.runtime.output_dir).resolve()),
+        "overrides": " ".join(hc.overrides.task),
+    }
+
+
+def flatten(prefix: str, value: Any) -> dict[str, Any]:
+    """{'a.b': v} from nested mappings; lists stay whole (one param each)."""
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
+        return out
+    return {prefix: value}
+
+
+# ------------------------------------------------------------------------------------------------ runs
+class MlflowTracking:
+    """The MLflow side of one training job (configured by ``conf/logger/mlflow.yaml``).
+
+    Args:
+        tracking_uri: store URI (sqlite:///PATH.db, http://HOST:PORT, ...).
+        experiment_name: the study name (one experiment per study).
+        artifact_location: folder for the experiment's artefacts when the experiment is created here (sqlite
+            stores; a server decides for itself). None: MLflow's default (./mlruns under the working dir).
+        run_name: MLflow run name; None gives ``seed<seed>``.
+        log_figures: save the figures as artefacts.
+
+    Nothing touches the store before :meth:`prepare`, so the object can be built in config tests.
+    """
+
+    def __init__(self, tracking_uri: str, experiment_name: str, artifact_location: str | None = None,
+                 run_name: str | None = None, log_figures: bool = True):
+        self.tracking_uri = str(tracking_uri)
+        self.experiment_name = str(experiment_name)
+        self.artifact_location = artifact_location
+        self.run_name = run_name
+        self.log_figures = bool(log_figures)
+        self.client = None
+        self.experiment_id: str | None = None
+        self.run_id: str | None = None
+
+    def _artifact_uri(self) -> str | None:
+        if self.artifact_location is None or "://" in str(self.artifact_location):
+            return self.artifact_location
+        return Path(self.artifact_location).resolve().as_uri()
+
+    def prepare(self) -> str:
+        """Check the store, create schema and experiment (idempotent). Returns the experiment id."""
+        if self.experiment_id is None:
+            self.tracking_uri = check_tracking_uri(self.tracking_uri)
+            self.client = make_client(self.tracking_uri)
+            self.experiment_id = get_or_create_experiment(self.client, self.experiment_name, self._artifact_uri())
+        return self.experiment_id
+
+    def start_run(self, tags: Mapping[str, Any], run_name: str | None = None) -> str:
+        """Create the job's run with its tags; returns the run id."""
+        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+        self.prepare()
+        name = self.run_name or run_name
+        tags = {str(k): str(v) for k, v in tags.items() if v is not None}
+        if name:
+            tags[MLFLOW_RUN_NAME] = name
+        run = retry(lambda: self.client.create_run(self.experiment_id, tags=tags, run_name=name), "create run")
+        self.run_id = run.info.run_id
+        return self.run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(str(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # MLflow's limit per batch
+            retry(lambda chunk=items[start:start + 100]: self.client.log_batch(self.run_id, params=chunk),
+                  "log params")
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        batch = [RunTag(str(k), str(v)) for k, v in tags.items() if v is not None]
+        retry(lambda: self.client.log_batch(self.run_id, tags=batch), "set tags")
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        batch = [Metric(str(k), float(v), stamp, int(step or 0)) for k, v in metrics.items()]
+        for start in range(0, len(batch), 1000):
+            retry(lambda chunk=batch[start:start + 1000]: self.client.log_batch(self.run_id, metrics=chunk),
+                  "log metrics")
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path), f"log artefact {path}")
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Mark the run FINISHED / FAILED / KILLED (a SIGKILLed job leaves it RUNNING: harmless)."""
+        if self.run_id is not None:
+            retry(lambda: self.client.set_terminated(self.run_id, status), "end run")
+
+    def lightning_logger(self) -> MlflowRunLogger:
+        if self.run_id is None:
+            raise RuntimeError("MlflowTracking.lightning_logger: call start_run first")
+        return MlflowRunLogger(self)
+
+    def ui_link(self, port: int = 5000) -> str:
+        """Link to the experiment's training-runs table (MLflow 3 opens experiments in a GenAI overview)."""
+        return f"http://127.0.0.1:{port}/#/experiments/{self.experiment_id}/runs"
+
+
+class MlflowRunLogger(Logger):
+    """Lightning logger writing the metrics Lightning logs into an existing MLflow run (metrics only)."""
+
+    def __init__(self, tracking: MlflowTracking):
+        super().__init__()
+        self._tracking = tracking
+
+    @property
+    def name(self) -> str:
+        return self._tracking.experiment_name
+
+    @property
+    def version(self) -> str:
+        return self._tracking.run_id
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> MlflowTracking:
+        return self._tracking
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        """No-op: the curated params are logged once by the training function."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        # 'epoch' is Lightning's own bookkeeping metric; the step axis already carries it
+        self._tracking.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+
+
+# ------------------------------------------------------------------------------------------------ Hydra
+try:
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover - hydra-core < 1.1
+    _HydraCallback = object
+
+
+class PrepareTrackingStore(_HydraCallback):
+    """Hydra callback: create the store schema and the study's experiment once, in the launching process,
+    before the jobs of a multirun start (parallel jobs then only add runs). Also fails the whole sweep fast
+    when the store cannot be reached. Reads ``logger.tracking_uri``, ``logger.artifact_location``, ``study``.
+    """
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from omegaconf import OmegaConf
+
+        logger = config.get("logger")
+        if logger is None or "tracking_uri" not in logger:
+            return
+        cfg = OmegaConf.to_container(logger, resolve=True)
+        tracking = MlflowTracking(cfg["tracking_uri"], cfg.get("experiment_name") or config.study,
+                                  cfg.get("artifact_location"))
+        exp = tracking.prepare()
+        log.info("MLflow: experiment %r (id %s) in %s", tracking.experiment_name, exp, tracking.tracking_uri)

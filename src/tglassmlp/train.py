@@ -1,0 +1,303 @@
+"""train.py's work as plain functions: one tGlassMLP network, one seed, one MLflow run.
+
+    python train.py                              # the demo data, the paper's schedule
+    python train.py -m seed=0..15                # an ensemble (a..b is rewritten to Hydra's range(a, b+1))
+    python train.py -m seed=0..3 launcher=joblib # the seeds in parallel processes
+    python train.py debug=fast                   # any run in under a minute
+
+Order of work (:func:`train`): check the tracking store (fail fast), seed, read the data and fit the
+standardisation, build network / loss / module / trainer from the config, open the MLflow run, fit, test,
+save artefacts (state dict, scaler, resolved config, figures), close the run. An exception marks the run
+FAILED; a killed process leaves it RUNNING, which later jobs ignore.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+_RANGE = re.compile(r"^(?P<key>[+~]{0,2}[A-Za-z_][\w.]*)=(?P<a>-?\d+)\.\.(?P<b>-?\d+)$")
+
+
+def rewrite_range_overrides(argv: Sequence[str]) -> list[str]:
+    """Rewrite ``key=a..b`` (integers, inclusive) into Hydra's ``key=range(a,b+1)``; other args unchanged.
+
+    Hydra's override grammar has no ``a..b``: it would pass the string '0..15' to the job. Must run on
+    sys.argv before ``@hydra.main`` parses it.
+    """
+    out = []
+    for arg in argv:
+        m = _RANGE.match(arg)
+        if m:
+            a, b = int(m["a"]), int(m["b"])
+            if b < a:
+                raise SystemExit(f"{arg}: empty range (the upper bound {b} is below the lower bound {a})")
+            arg = f"{m['key']}=range({a},{b + 1})"
+        out.append(arg)
+    return out
+
+
+def resolve_seed(cfg: DictConfig) -> int:
+    """The job's seed: ``cfg.seed`` when set (0 included), else a fresh one (logged and recorded)."""
+    if cfg.get("seed") is not None:
+        seed = cfg.seed
+        if isinstance(seed, str):
+            raise ValueError(f"seed={seed!r} is not an integer; for a sweep use -m seed=0..15 or -m 'seed=range(16)'")
+        return int(seed)
+    seed = random.SystemRandom().randrange(2**31)
+    log.warning("no seed given: drew seed %d (recorded in the run's tags)", seed)
+    return seed
+
+
+def curated_params(cfg: DictConfig, dm, module, n_parameters: int, seed: int) -> dict[str, Any]:
+    """The params recorded in MLflow: model sizes, schedule, data selection, seed (not the whole config)."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    params: dict[str, Any] = {f"model.{k}": v for k, v in model.items() if k not in ("_target_", "seed")}
+    params["model.n_descriptors"] = dm.n_features
+    params["model.n_parameters"] = n_parameters
+    for k, stage in enumerate(module.stages):
+        params[f"schedule.{k}.{stage.name or k}"] = f"{stage.epochs} epochs, lr {stage.lr:g}, {stage.loss}"
+    params["schedule.total_epochs"] = module.total_epochs
+    loss = OmegaConf.to_container(cfg.loss, resolve=True)
+    params.update({f"loss.{k}": v for k, v in loss.items() if k not in ("_target_", "label_std", "eps")})
+    params["data.root"] = str(Path(cfg.data.root).resolve())
+    by_t: dict[float, list[float]] = {}
+    for t, c in dm.state_points:
+        by_t.setdefault(t, []).append(c)
+    params["data.state_points"] = json.dumps({f"{t:.3f}": cs for t, cs in by_t.items()})
+    params["data.train_fraction"] = dm.train_fraction
+    params["data.split_seed"] = dm.split_seed
+    params["data.n_structures"] = len(dm.structures)
+    params["data.n_train_samples"] = len(dm.train_samples)
+    params["data.n_test_samples"] = len(dm.test_samples)
+    params["data.label_std"] = f"{dm.label_std:.6g}"
+    params["seed"] = seed
+    return params
+
+
+# --------------------------------------------------------------------------------------------- figures
+def make_figures(records, dm, out_dir: Path) -> list[Path]:
+    """Predicted vs true propensity per state point (scatter grid) and one test structure coloured by true and
+    predicted propensity at its middle state point. PNG files in ``out_dir``; matplotlib's Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tglassmlp.data.datamodule import state_point_name
+    from tglassmlp.model.module import pearson
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups: dict[tuple[float, float], list] = {}
+    for r in records:
+        groups.setdefault((r.temperature, r.level), []).append(r)
+    if not groups:
+        return []
+    paths = []
+    keys = sorted(groups)
+    ncol = min(4, len(keys))
+    nrow = -(-len(keys) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 3.0 * nrow), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        pred = np.concatenate([r.prediction for r in groups[key]])
+        true = np.concatenate([r.target for r in groups[key]])
+        ax.scatter(true, pred, s=3, alpha=0.4, rasterized=True)
+        lo, hi = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        rho = np.nanmean([pearson(r.prediction, r.target) for r in groups[key]])
+        ax.set_title(f"{state_point_name(*key)}  rho={rho:.2f}", fontsize=9)
+        ax.set_xlabel("true propensity")
+        ax.set_ylabel("predicted")
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    paths.append(out_dir / "scatter_pred_vs_true.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    key = keys[len(keys) // 2]
+    rec = groups[key][0]
+    s = dm.structures[rec.structure]
+    pos = np.mod(s.positions, s.box)
+    vmin, vmax = float(min(rec.target.min(), rec.prediction.min())), float(max(rec.target.max(), rec.prediction.max()))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.4))
+    for ax, values, title in ((axes[0], rec.target, "MD (true)"), (axes[1], rec.prediction, "tGlassMLP")):
+        # blue = arrested (C_B ~ 1), red = mobile: the paper's colour convention
+        sc = ax.scatter(pos[:, 0], pos[:, 1], c=values, cmap="coolwarm_r", vmin=vmin, vmax=vmax,
+                        s=max(4.0, 6000.0 / len(pos)))
+        ax.set_aspect("equal")
+        ax.set_xlim(0, s.box)
+        ax.set_ylim(0, s.box)
+        ax.set_title(f"{title}: {state_point_name(*key)}, structure {s.index}", fontsize=9)
+    fig.colorbar(sc, ax=axes, shrink=0.8, label="propensity $C_B^i$")
+    paths.append(out_dir / "snapshot_true_vs_pred.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+# --------------------------------------------------------------------------------------------- training
+def build(cfg: DictConfig, seed: int):
+    """Data module (set up), network, loss and module from the config, after seeding every RNG.
+
+    The network width M_S is taken from the data (the standardised descriptor columns that survive the
+    zero-variance filter), overriding ``model.n_descriptors`` with a log line when they differ.
+    """
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    pl.seed_everything(seed, workers=True)
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    if cfg.model.get("n_descriptors") not in (None, dm.n_features):
+        log.info("model.n_descriptors = %s in the config; the data have %d standardised columns: using %d",
+                 cfg.model.n_descriptors, dm.n_features, dm.n_features)
+    # re-seed so that the initial weights depend on the seed only, not on what data loading drew
+    pl.seed_everything(seed, workers=True)
+    network = instantiate(cfg.model, n_descriptors=dm.n_features)
+    loss = instantiate(cfg.loss, label_std=dm.label_std)
+    if cfg.get("normalize_state_features", True):
+        t, c = zip(*dm.training_state_points)
+        network.set_state_normalization(list(t), list(c))
+    module = call_with_objects(cfg.module, network=network, loss=loss,
+                               schedule=OmegaConf.to_container(cfg.schedule, resolve=True),
+                               label_std=dm.label_std, descriptor_scaler=dm.scaler.to_dict())
+    return dm, network, loss, module
+
+
+def call_with_objects(node: DictConfig, **objects):
+    """Build ``node._target_`` with the node's (resolved) arguments plus live ``objects``.
+
+    Unlike ``hydra.utils.instantiate(node, **objects)``, the objects are passed as they are: instantiate
+    merges keyword arguments into the config, which copies them, so a network handed to the module would no
+    longer be the network the caller holds.
+    """
+    from hydra.utils import get_method, instantiate
+
+    args = {k: v for k, v in node.items() if k != "_target_"}
+    args = {k: (instantiate(v) if OmegaConf.is_config(v) and "_target_" in v else
+                OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v)
+            for k, v in args.items()}
+    return get_method(node._target_)(**args, **objects)
+
+
+def build_trainer(cfg: DictConfig, module, run_dir: Path, logger=None):
+    """The Lightning Trainer of ``cfg.trainer``; max_epochs defaults to the schedule's total."""
+    from hydra.utils import instantiate
+
+    callbacks = []
+    for name, cb_cfg in (cfg.get("callbacks") or {}).items():
+        if cb_cfg is None or "_target_" not in cb_cfg:
+            continue
+        extra = {}
+        if "dirpath" in cb_cfg and cb_cfg.dirpath is None:
+            extra["dirpath"] = str(run_dir / "checkpoints")
+        callbacks.append(instantiate(cb_cfg, **extra))
+    max_epochs = cfg.trainer.get("max_epochs") or module.total_epochs
+    trainer_cfg = OmegaConf.create(OmegaConf.to_container(cfg.trainer, resolve=True))  # an unlocked copy
+    trainer_cfg.max_epochs = int(max_epochs)
+    trainer_cfg.default_root_dir = str(run_dir)
+    return call_with_objects(trainer_cfg, callbacks=callbacks, logger=logger if logger is not None else False)
+
+
+def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train one network as configured (``conf/train.yaml``) and record it in MLflow.
+
+    Args:
+        cfg: the composed training config.
+        run_dir: folder for checkpoints and figures; default the Hydra job's output directory, else a
+            temporary folder.
+
+    Returns:
+        {'run_id', 'experiment_id', 'seed', 'metrics' (the test metrics), 'state_dict' (the network's),
+         'tracking_uri', 'ui_link'}.
+    """
+    import torch
+    from hydra.utils import instantiate
+
+    from tglassmlp.model.network import parameter_count  # noqa: F401  (documented sizes)
+    from tglassmlp.tracking import git_commit, hydra_job_info
+
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
+    seed = resolve_seed(cfg)
+    job = hydra_job_info()
+    if run_dir is None:
+        run_dir = job.get("output_dir") or tempfile.mkdtemp(prefix="tglassmlp-train-")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    tracking = instantiate(cfg.logger)
+    tracking.prepare()  # fail fast: before any data is read or epoch spent
+
+    dm, network, _, module = build(cfg, seed)
+    n_params = sum(p.numel() for p in network.parameters() if p.requires_grad)
+    commit, dirty = git_commit()
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
+
+    tags = {"seed": seed, "sweep_id": job.get("sweep_id", f"direct:{run_dir.resolve()}"),
+            "dataset_hash": dm.dataset_hash(), "git_commit": commit, "git_dirty": str(dirty).lower(),
+            MLFLOW_GIT_COMMIT: commit, "study": cfg.get("study"), "hydra_job_num": job.get("hydra_job_num"),
+            "output_dir": str(run_dir.resolve()), "overrides": job.get("overrides")}
+    tracking.start_run(tags, run_name=f"seed{seed}")
+    try:
+        tracking.log_params(curated_params(cfg, dm, module, n_params, seed))
+        trainer = build_trainer(cfg, module, run_dir, tracking.lightning_logger())
+        trainer.fit(module, datamodule=dm)
+        trainer.test(module, datamodule=dm, verbose=False)
+        metrics = dict(module.test_metrics)
+        save_artifacts(cfg, tracking, dm, network, module, run_dir)
+    except BaseException:
+        tracking.end("FAILED" if not _interrupted() else "KILLED")
+        raise
+    tracking.end("FINISHED")
+    log.info("MLflow run %s (experiment %s). Browse: mlflow ui --backend-store-uri %s --host 127.0.0.1 "
+             "--port 5000, then open %s", tracking.run_id, tracking.experiment_id, tracking.tracking_uri,
+             tracking.ui_link())
+    return {"run_id": tracking.run_id, "experiment_id": tracking.experiment_id, "seed": seed, "metrics": metrics,
+            "state_dict": {k: v.detach().clone() for k, v in network.state_dict().items()},
+            "tracking_uri": tracking.tracking_uri, "ui_link": tracking.ui_link()}
+
+
+def _interrupted() -> bool:
+    import sys
+
+    return isinstance(sys.exc_info()[1], KeyboardInterrupt)
+
+
+def save_artifacts(cfg: DictConfig, tracking, dm, network, module, run_dir: Path) -> None:
+    """model/state_dict.pt, model/network.yaml (constructor arguments), model/scaler.npz,
+    model/state_points.json, config/train.yaml (resolved), figures/*.png."""
+    import torch
+
+    art = run_dir / "artifacts"
+    (art / "model").mkdir(parents=True, exist_ok=True)
+    (art / "config").mkdir(parents=True, exist_ok=True)
+    torch.save(network.state_dict(), art / "model" / "state_dict.pt")
+    net_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    net_cfg["n_descriptors"] = dm.n_features
+    (art / "model" / "network.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(net_cfg)))
+    dm.scaler.save(art / "model" / "scaler.npz")
+    (art / "model" / "state_points.json").write_text(json.dumps(
+        {"train": [list(p) for p in dm.training_state_points], "all": [list(p) for p in dm.state_points],
+         "label_std": dm.label_std}, indent=1))
+    (art / "config" / "train.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (art / "metrics_test.json").write_text(json.dumps(module.test_metrics, indent=1, sort_keys=True))
+    for sub in ("model", "config"):
+        for path in sorted((art / sub).iterdir()):
+            tracking.log_artifact(path, sub)
+    tracking.log_artifact(art / "metrics_test.json")
+    if tracking.log_figures and module.test_records:
+        for path in make_figures(module.test_records, dm, art / "figures"):
+            tracking.log_artifact(path, "figures")

@@ -1,0 +1,158 @@
+"""PropensityDataModule on a synthetic dataset: labels, split, standardisation, descriptor cache, batches."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import random_configuration
+from tglassmlp.data import shard_path, write_shard
+from tglassmlp.data.datamodule import (
+    DatasetNotFoundError,
+    PropensityDataModule,
+    format_level,
+    state_point_name,
+)
+from tglassmlp.observables import descriptor_names, labels_at_levels, structural_descriptors
+
+#: relaxation time of the synthetic propensity at each temperature [tau]
+SYNTHETIC_TAU = {0.5: 10.0, 0.6: 2.0}
+#: the descriptor column that the synthetic propensity depends on
+SYNTHETIC_COLUMN = "density_all_L2"
+SYNTHETIC_TIMES = np.geomspace(0.1, 30.0, 12)
+
+
+def make_synthetic_dataset(root, temperatures=(0.5, 0.6), n_structures=6, n=90, box=10.0, seed=0):
+    """Shards with random structures and fake propensities with a known dependence on one descriptor.
+
+    propensity_i(t) = exp(-(t / tau_T) exp(0.8 z_i)), z_i = the structure's standardised SYNTHETIC_COLUMN:
+    particles with a larger local density relax faster. Even structure indices store their descriptors,
+    odd ones do not (the data module computes and caches them).
+    """
+    col = descriptor_names().index(SYNTHETIC_COLUMN)
+    for t in temperatures:
+        for k in range(n_structures):
+            pos, types = random_configuration(n, box, seed=seed + 1000 * k + int(t * 100))
+            desc = structural_descriptors(pos, types, box)
+            z = (desc[:, col] - desc[:, col].mean()) / desc[:, col].std()
+            prop = np.exp(-(SYNTHETIC_TIMES[:, None] / SYNTHETIC_TAU[t]) * np.exp(0.8 * z)[None, :])
+            fields = {"positions": pos, "types": types, "inherent_positions": pos, "times": SYNTHETIC_TIMES,
+                      "propensity": prop.astype(np.float32)}
+            field_attrs = None
+            if k % 2 == 0:
+                fields["descriptors"] = desc.astype(np.float32)
+                field_attrs = {"descriptors": {"descriptor_names": descriptor_names()}}
+            write_shard(shard_path(root, t, k), fields,
+                        {"temperature": t, "box": box, "seed": seed, "config": {"synthetic": True},
+                         "source": "synthetic", "structure_index": k}, field_attrs=field_attrs)
+    return root
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture(scope="module")
+def dm(synthetic_root, tmp_path_factory):
+    torch.set_num_threads(1)
+    module = PropensityDataModule(synthetic_root, levels=(0.9, 0.8, 0.5, 0.02), train_fraction=0.67,
+                                  cache_dir=tmp_path_factory.mktemp("cache"))
+    module.setup()
+    return module
+
+
+def test_names():
+    assert state_point_name(0.6, 0.5) == "T0.600_c0.50"
+    assert format_level(0.875) == "c0.875"
+
+
+def test_state_points_and_skipped_level(synthetic_root, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        dm = PropensityDataModule(synthetic_root, levels=(0.9, 0.8, 0.5, 0.02), cache_dir=tmp_path)
+        dm.setup()
+    # c = 0.02 is reached at T = 0.6 (tau = 2) but not at T = 0.5 within t <= 30
+    assert (0.5, 0.02) not in dm.state_points and (0.6, 0.02) in dm.state_points
+    assert len(dm.state_points) == 7
+    assert any("T0.500" in r.message and "0.02" in r.message for r in caplog.records)
+
+
+def test_explicit_state_points_with_string_keys(synthetic_root, tmp_path):
+    dm = PropensityDataModule(synthetic_root, state_points={"0.6": [0.8, 0.5]}, cache_dir=tmp_path)
+    dm.setup()
+    assert dm.state_points == [(0.6, 0.5), (0.6, 0.8)]
+    assert {s.temperature for s in dm.structures} == {0.6}
+
+
+def test_split_by_structure_is_deterministic_and_disjoint(dm, synthetic_root, tmp_path):
+    train = {(dm.structures[s.structure].temperature, dm.structures[s.structure].index) for s in dm.train_samples}
+    test = {(dm.structures[s.structure].temperature, dm.structures[s.structure].index) for s in dm.test_samples}
+    assert train and test and not train & test
+    assert len(train) == 8 and len(test) == 4  # round(0.67 * 6) = 4 of 6 per temperature
+    other = PropensityDataModule(synthetic_root, levels=(0.9,), train_fraction=0.67, cache_dir=tmp_path)
+    assert [other.split(t, range(6)) for t in (0.5, 0.6)] == [dm.split(t, range(6)) for t in (0.5, 0.6)]
+    moved = PropensityDataModule(synthetic_root, levels=(0.9,), train_fraction=0.67, split_seed=1,
+                                 cache_dir=tmp_path)
+    assert [moved.split(t, range(6)) for t in (0.5, 0.6)] != [dm.split(t, range(6)) for t in (0.5, 0.6)]
+
+
+def test_labels_match_labels_at_levels(dm):
+    """The labels of a sample are labels_at_levels with the temperature's average curve of type-0 means."""
+    t = 0.6
+    recs = [r for r in dm.structures if r.temperature == t]
+    curve = np.mean([r.propensity.mean(axis=1) for r in recs], axis=0)
+    sample = next(s for s in dm.train_samples + dm.test_samples if s.temperature == t and s.level == 0.8)
+    rec = dm.structures[sample.structure]
+    _, expected = labels_at_levels(rec.times, rec.propensity, curve, [0.8])
+    np.testing.assert_allclose(sample.labels, expected[0])
+    assert rec.n_reference == len(sample.labels) == int((rec.reference).sum())
+
+
+def test_scaler_fitted_on_training_structures_only(dm):
+    train_ids = sorted({s.structure for s in dm.train_samples})
+    train_rows = np.concatenate([dm.structures[i].descriptors for i in train_ids])
+    np.testing.assert_allclose(dm.scaler.mean, train_rows.mean(axis=0))
+    assert dm.n_features == dm.scaler.n_kept < 176
+    feats = np.concatenate([dm.structures[i].features for i in train_ids])
+    np.testing.assert_allclose(feats.mean(axis=0), 0.0, atol=1e-5)
+    labels = np.concatenate([s.labels for s in dm.train_samples])
+    assert dm.label_std == pytest.approx(labels.std())
+
+
+def test_descriptor_cache_written_once_and_reused(synthetic_root, tmp_path, monkeypatch):
+    dm = PropensityDataModule(synthetic_root, state_points={0.5: [0.8]}, cache_dir=tmp_path)
+    dm.setup()
+    files = sorted(tmp_path.glob("*.npy"))
+    assert len(files) == 3  # the odd structures 1, 3, 5 lack stored descriptors
+    assert not list(tmp_path.glob("*.tmp-*"))
+
+    import tglassmlp.data.datamodule as mod
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("descriptors recomputed despite the cache")
+
+    monkeypatch.setattr(mod, "structural_descriptors", refuse)
+    again = PropensityDataModule(synthetic_root, state_points={0.5: [0.8]}, cache_dir=tmp_path)
+    again.setup()
+    np.testing.assert_allclose(again.structures[1].descriptors, dm.structures[1].descriptors)
+
+
+def test_batches(dm):
+    batch = next(iter(dm.train_dataloader()))
+    n0 = batch["target"].shape[1]
+    assert batch["descriptors"].shape == (1, n0, dm.n_features)
+    assert batch["neighbour_weights"].shape == (1, 3, n0, n0)
+    assert batch["temperature"].shape == batch["level"].shape == (1,)
+    torch.testing.assert_close(batch["neighbour_weights"].sum(-1), torch.ones(1, 3, n0))
+    assert len(dm.val_dataloader()) == len(dm.test_samples)
+
+
+def test_missing_root_says_how_to_make_data(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="make demo"):
+        PropensityDataModule(tmp_path / "nope").setup()
+    root = make_synthetic_dataset(tmp_path / "d", temperatures=(0.6,), n_structures=2, n=40, box=7.0)
+    with pytest.raises(DatasetNotFoundError, match=r"0\.7"):
+        PropensityDataModule(root, state_points={0.7: [0.5]}, cache_dir=None).setup()

@@ -1,0 +1,101 @@
+"""MLflow conventions: URI handling, fail-fast checks, get-or-create under a race, the Lightning logger."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from tglassmlp.tracking import (
+    MlflowTracking,
+    TrackingStoreError,
+    check_tracking_uri,
+    get_or_create_experiment,
+    make_client,
+    normalize_tracking_uri,
+    retry,
+)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_relative_sqlite_uri_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert normalize_tracking_uri("sqlite:///outputs/mlflow.db") == f"sqlite:///{tmp_path}/outputs/mlflow.db"
+    assert normalize_tracking_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert normalize_tracking_uri("http://host:5000") == "http://host:5000"
+    with pytest.raises(TrackingStoreError, match="folder store"):
+        normalize_tracking_uri("mlruns")
+
+
+def test_unreachable_server_fails_fast():
+    t0 = time.perf_counter()
+    with pytest.raises(TrackingStoreError, match="cannot be reached"):
+        check_tracking_uri(f"http://127.0.0.1:{_closed_port()}", timeout=2)
+    assert time.perf_counter() - t0 < 5
+
+
+def test_unwritable_sqlite_store_fails_fast(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(TrackingStoreError, match="cannot be opened"):
+        check_tracking_uri(f"sqlite:///{blocker}/sub/mlflow.db")
+
+
+def test_get_or_create_experiment_under_a_race(tmp_path):
+    uri = check_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    make_client(uri)  # schema once, as PrepareTrackingStore does before parallel jobs
+    ids, errors = [], []
+
+    def worker():
+        try:
+            ids.append(get_or_create_experiment(make_client(uri), "race", (tmp_path / "art").as_uri()))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(set(ids)) == 1 and len(ids) == 4
+
+
+def test_retry_only_retries_transient_errors():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("(sqlite3.OperationalError) database is locked")
+        return "ok"
+
+    assert retry(flaky, "x", delay=0.001) == "ok" and len(calls) == 3
+    with pytest.raises(ValueError):
+        retry(lambda: (_ for _ in ()).throw(ValueError("bad value")), "y", delay=0.001)
+
+
+def test_run_lifecycle_and_lightning_logger(tmp_path):
+    tracking = MlflowTracking(f"sqlite:///{tmp_path}/mlflow.db", "study", str(tmp_path / "art"))
+    exp = tracking.prepare()
+    run_id = tracking.start_run({"seed": 0, "sweep_id": "s", "skipped": None}, run_name="seed0")
+    tracking.log_params({"model.n_bottleneck": 2, "long": "x" * 10000})
+    logger = tracking.lightning_logger()
+    logger.log_metrics({"val/T0.600_c0.50/pearson": 0.5, "epoch": 3}, step=3)
+    (tmp_path / "a.txt").write_text("hello")
+    tracking.log_artifact(tmp_path / "a.txt", "misc")
+    tracking.end()
+    run = tracking.client.get_run(run_id)
+    assert run.info.experiment_id == exp and run.info.status == "FINISHED"
+    assert run.data.tags["seed"] == "0" and "skipped" not in run.data.tags
+    assert run.data.tags["mlflow.runName"] == "seed0"
+    assert run.data.metrics == {"val/T0.600_c0.50/pearson": 0.5}
+    assert len(run.data.params["long"]) == 6000
+    assert [f.path for f in tracking.client.list_artifacts(run_id, "misc")] == ["misc/a.txt"]
+    assert tracking.ui_link().endswith(f"/#/experiments/{exp}/runs")
