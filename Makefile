@@ -23,9 +23,10 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python simulate.py
 
-# Regenerates data/demo (about 1.5 hours on 2 cores; finished shards are skipped on a rerun).
+# Regenerates data/demo (about 1.5 hours on 2 cores with two such processes, structures split between
+# them; finished stages are skipped on a rerun).
 DEMO_T := 0.6,0.5,0.45,0.4,0.35
-DEMO_STRUCTURES := range(0,5)
+DEMO_STRUCTURES := range(0,4)
 demo-data: $(STAMP)
 	$(BIN)/python simulate.py -m dataset=demo structure=null temperature=$(DEMO_T) structure_index='$(DEMO_STRUCTURES)'
 	$(BIN)/python -m tglassmlp.data.export outputs/datasets/demo data/demo
