@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo demo-data env clean-env benchmarks
+.PHONY: test demo demo-data ui env clean-env benchmarks
 
 env: $(STAMP)
 
@@ -30,6 +30,11 @@ DEMO_STRUCTURES := range(0,4)
 demo-data: $(STAMP)
 	$(BIN)/python simulate.py -m dataset=demo structure=null temperature=$(DEMO_T) structure_index='$(DEMO_STRUCTURES)'
 	$(BIN)/python -m tglassmlp.data.export outputs/datasets/demo data/demo
+
+# The MLflow UI on the default tracking store (runs table: the link that train.py prints at the end)
+ui: $(STAMP)
+	@echo "MLflow UI: open http://127.0.0.1:5000/#/experiments/<id>/runs (the id is printed at the end of every train.py run)"
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host 127.0.0.1 --port 5000
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/md_throughput.py

@@ -25,12 +25,14 @@ SYNTHETIC_COLUMN = "density_all_L2"
 SYNTHETIC_TIMES = np.geomspace(0.1, 30.0, 12)
 
 
-def make_synthetic_dataset(root, temperatures=(0.5, 0.6), n_structures=6, n=90, box=10.0, seed=0):
+def make_synthetic_dataset(root, temperatures=(0.5, 0.6), n_structures=6, n=90, box=10.0, seed=0,
+                           no_md_temperatures=()):
     """Shards with random structures and fake propensities with a known dependence on one descriptor.
 
     propensity_i(t) = exp(-(t / tau_T) exp(0.8 z_i)), z_i = the structure's standardised SYNTHETIC_COLUMN:
     particles with a larger local density relax faster. Even structure indices store their descriptors,
-    odd ones do not (the data module computes and caches them).
+    odd ones do not (the data module computes and caches them). ``no_md_temperatures`` get structures
+    without times/propensity (like swap-MC structures below T_min).
     """
     col = descriptor_names().index(SYNTHETIC_COLUMN)
     for t in temperatures:
@@ -48,6 +50,12 @@ def make_synthetic_dataset(root, temperatures=(0.5, 0.6), n_structures=6, n=90, 
             write_shard(shard_path(root, t, k), fields,
                         {"temperature": t, "box": box, "seed": seed, "config": {"synthetic": True},
                          "source": "synthetic", "structure_index": k}, field_attrs=field_attrs)
+    for t in no_md_temperatures:
+        for k in range(n_structures):
+            pos, types = random_configuration(n, box, seed=seed + 1000 * k + int(t * 100))
+            write_shard(shard_path(root, t, k), {"positions": pos, "types": types, "inherent_positions": pos},
+                        {"temperature": t, "box": box, "seed": seed, "config": {"synthetic": True},
+                         "source": "synthetic", "structure_index": k})
     return root
 
 
@@ -63,6 +71,13 @@ def dm(synthetic_root, tmp_path_factory):
                                   cache_dir=tmp_path_factory.mktemp("cache"))
     module.setup()
     return module
+
+
+def test_temperatures_without_md_are_left_out(tmp_path):
+    root = make_synthetic_dataset(tmp_path / "d", temperatures=(0.6,), n_structures=2, n=40, box=7.0,
+                                  no_md_temperatures=(0.4,))
+    dm = PropensityDataModule(root, levels=(0.8,), cache_dir=None)
+    assert list(dm.shard_paths()) == [0.6]
 
 
 def test_names():

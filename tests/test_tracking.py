@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +21,26 @@ from tglassmlp.tracking import (
     normalize_tracking_uri,
     retry,
 )
+
+
+def fresh_store(request, directory: Path) -> str:
+    """URI of a new sqlite store in ``directory``, copied from a template with MLflow's schema.
+
+    Creating the schema runs MLflow's migrations (7-40 s on this machine); the template is made once and kept
+    in pytest's cache directory, keyed by the MLflow version.
+    """
+    import mlflow
+
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    folder = Path(cache.mkdir("mlflow-store")) if cache is not None else Path(tempfile.gettempdir())
+    template = folder / f"tglassmlp-empty-mlflow-{mlflow.__version__}-uid{os.getuid()}.db"
+    if not template.exists():
+        tmp = template.with_name(f"{template.name}.tmp-{os.getpid()}")
+        make_client(f"sqlite:///{tmp}")
+        os.replace(tmp, template)
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, directory / "mlflow.db")
+    return f"sqlite:///{directory / 'mlflow.db'}"
 
 
 def _closed_port() -> int:
@@ -48,9 +72,9 @@ def test_unwritable_sqlite_store_fails_fast(tmp_path):
         check_tracking_uri(f"sqlite:///{blocker}/sub/mlflow.db")
 
 
-def test_get_or_create_experiment_under_a_race(tmp_path):
-    uri = check_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    make_client(uri)  # schema once, as PrepareTrackingStore does before parallel jobs
+def test_get_or_create_experiment_under_a_race(request, tmp_path):
+    # the schema exists beforehand, as PrepareTrackingStore ensures before parallel jobs
+    uri = check_tracking_uri(fresh_store(request, tmp_path))
     ids, errors = [], []
 
     def worker():
@@ -81,8 +105,8 @@ def test_retry_only_retries_transient_errors():
         retry(lambda: (_ for _ in ()).throw(ValueError("bad value")), "y", delay=0.001)
 
 
-def test_run_lifecycle_and_lightning_logger(tmp_path):
-    tracking = MlflowTracking(f"sqlite:///{tmp_path}/mlflow.db", "study", str(tmp_path / "art"))
+def test_run_lifecycle_and_lightning_logger(request, tmp_path):
+    tracking = MlflowTracking(fresh_store(request, tmp_path), "study", str(tmp_path / "art"))
     exp = tracking.prepare()
     run_id = tracking.start_run({"seed": 0, "sweep_id": "s", "skipped": None}, run_name="seed0")
     tracking.log_params({"model.n_bottleneck": 2, "long": "x" * 10000})

@@ -238,8 +238,11 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
+    # fail fast, before any descriptor is computed or epoch spent: the data must exist (cheap: a directory
+    # listing) and the tracking store must answer
+    instantiate(cfg.data).shard_paths()
     tracking = instantiate(cfg.logger)
-    tracking.prepare()  # fail fast: before any data is read or epoch spent
+    tracking.prepare()
 
     dm, network, _, module = build(cfg, seed)
     n_params = sum(p.numel() for p in network.parameters() if p.requires_grad)

@@ -54,10 +54,11 @@ from tglassmlp.observables import DescriptorScaler, descriptor_names, labels_at_
 log = logging.getLogger(__name__)
 
 #: Fields read from every shard (trajectories and bond breaking are never loaded: they are large).
-_READ_FIELDS = ("positions", "types", "inherent_positions", "times", "propensity", "descriptors")
+_READ_FIELDS = ("positions", "types", "inherent_positions", "particle_energies", "times", "propensity",
+                "descriptors")
 
 #: How the demo dataset is made, quoted in the error for a missing root.
-MAKE_DATA_HINT = ("generate the demo dataset with `make demo` (or point data.root=PATH at a dataset "
+MAKE_DATA_HINT = ("generate the demo dataset with `make demo-data` (or point data.root=PATH at a dataset "
                   "directory of shards <root>/T<T>/s<k>.h5, see docs/data-format.md)")
 
 
@@ -73,7 +74,7 @@ def format_temperature(temperature: float) -> str:
 def format_level(level: float) -> str:
     """``c0.50``; more decimals only when two decimals would not represent the level (0.875 -> c0.875)."""
     c = float(level)
-    return f"c{c:.2f}" if abs(c - round(c, 2)) < 1e-9 else f"c{c:g}"
+    return f"c{c:.2f}" if abs(c - round(c, 2)) < 1e-6 else f"c{c:g}"
 
 
 def state_point_name(temperature: float, level: float) -> str:
@@ -257,7 +258,9 @@ def shard_descriptors(shard, cache_dir: str | os.PathLike | None) -> tuple[np.nd
             log.warning("descriptor cache entry %s is unusable; recomputing", cached)
     if "inherent_positions" not in shard:
         raise ValueError(f"{shard.path}: no 'descriptors' and no 'inherent_positions' to compute them from")
-    values = structural_descriptors(shard["inherent_positions"], shard["types"], float(shard.box))
+    # the shard's per-particle energies of the inherent structure, when stored, save recomputing them
+    energies = shard["particle_energies"] if "particle_energies" in shard else None
+    values = structural_descriptors(shard["inherent_positions"], shard["types"], float(shard.box), energies=energies)
     if cached is not None:
         _atomic_save_npy(cached, values)
     return values, descriptor_names()
@@ -346,7 +349,15 @@ class PropensityDataModule(pl.LightningDataModule):
             found.setdefault(round(t, 3), []).append((k, path))
         if not found:
             raise DatasetNotFoundError(f"dataset root {self.root} holds no shards T<T>/s<k>.h5: {MAKE_DATA_HINT}")
-        wanted = sorted(found) if self.requested is None else sorted(self.requested)
+        if self.requested is None:
+            # every temperature with MD labels; structures without MD (swap MC below T_min) need a label source
+            wanted = sorted(t for t in found
+                            if self.label_source is not None or any(has_md(p) for _, p in found[t]))
+            if not wanted:
+                raise DatasetNotFoundError(f"{self.root}: no temperature has MD shards ('times' and 'propensity'); "
+                                           f"present: {sorted(found)}")
+        else:
+            wanted = sorted(self.requested)
         missing = [t for t in wanted if t not in found]
         if missing:
             raise DatasetNotFoundError(f"{self.root}: no shards for temperature(s) {missing} requested by the data "
@@ -401,7 +412,14 @@ class PropensityDataModule(pl.LightningDataModule):
         train_blocks = []
         for t, t_paths in paths.items():
             levels = self.levels if self.requested is None else self.requested[t]
-            # shards below T_min lack MD: only a label source can supply labels for them
+            if self.label_source is None:
+                # a shard whose MD stage has not run (a dataset still being generated) has no labels: skip it
+                incomplete = [p for p in t_paths if not has_md(p)]
+                if incomplete:
+                    log.warning("%s: %d of %d shards lack 'times'/'propensity' and are skipped: %s",
+                                format_temperature(t), len(incomplete), len(t_paths),
+                                ", ".join(p.name for p in incomplete))
+                    t_paths = [p for p in t_paths if p not in incomplete]
             recs = [self._read(p, need_md=self.label_source is None) for p in t_paths]
             train_idx, test_idx = self.split(t, [r.index for r in recs])
             offset = len(self.structures)
@@ -479,6 +497,24 @@ class PropensityDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_samples, False)
+
+
+def has_md(path: Path) -> bool:
+    """Whether a shard has isoconfigurational MD labels ('times' and 'propensity'); reads the header only."""
+    with open_shard(path) as reader:
+        return "times" in reader.fields and "propensity" in reader.fields
+
+
+def temperatures_in(root: str | os.PathLike) -> dict[float, list[Path]]:
+    """{T: shard paths sorted by structure index} of every shard under ``root``."""
+    found: dict[float, list[tuple[int, Path]]] = {}
+    for path in Path(root).glob("T*/s*.h5"):
+        try:
+            t, k = parse_shard_path(path)
+        except ValueError:
+            continue
+        found.setdefault(round(t, 3), []).append((k, path))
+    return {t: [p for _, p in sorted(v)] for t, v in sorted(found.items())}
 
 
 def read_shard_attrs(path: Path) -> str:

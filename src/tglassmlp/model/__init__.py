@@ -12,6 +12,7 @@ from tglassmlp.model.loss import (
 from tglassmlp.model.network import NetworkInternals, StateAttention, TGlassMLP, parameter_count, state_features
 
 __all__ = [
+    "TGlassMLPModule",
     "GlassMLPLoss",
     "NetworkInternals",
     "PropensityMSELoss",
@@ -25,3 +26,12 @@ __all__ = [
     "state_features",
     "training_stages",
 ]
+
+
+def __getattr__(name: str):
+    # The LightningModule imports pytorch_lightning (seconds); load it only when asked for.
+    if name == "TGlassMLPModule":
+        from tglassmlp.model.module import TGlassMLPModule
+
+        return TGlassMLPModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

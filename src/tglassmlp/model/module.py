@@ -182,7 +182,9 @@ class TGlassMLPModule(pl.LightningModule):
     def _evaluate(self, batch) -> torch.Tensor:
         pred = self(batch["descriptors"], batch["temperature"], batch["level"])
         for b in range(pred.shape[0]):
-            self._records.append(EvalRecord(float(batch["temperature"][b]), float(batch["level"][b]),
+            # the batch carries float32 state points (0.8 -> 0.80000001): round back to the config's values
+            self._records.append(EvalRecord(round(float(batch["temperature"][b]), 6),
+                                            round(float(batch["level"][b]), 6),
                                             int(batch["structure"][b]), pred[b].detach().cpu().numpy(),
                                             batch["target"][b].detach().cpu().numpy()))
         return pred
