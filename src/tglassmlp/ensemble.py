@@ -117,8 +117,11 @@ def select_sweep(tracking_uri: str, experiment_name: str, sweep_id: str, data_ro
               "selected": chosen, "ranking": entries,
               "note": (f"{len(chosen)} of {len(entries)} runs pass |mean prediction - c| < {threshold:g}" if chosen
                        else f"no run passes |mean prediction - c| < {threshold:g}; ranking kept, nothing selected")}
-    if manifest is not None:
-        Path(manifest).write_text(json.dumps(result, indent=1))
+    if manifest is not None:  # atomic: a reader never sees half a manifest
+        manifest = Path(manifest)
+        tmp = manifest.with_name(manifest.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.replace(manifest)
     log.info("ensemble selection: %s (manifest %s)", result["note"], manifest)
     return result
 
@@ -145,9 +148,24 @@ class SelectSelfConsistent(_HydraCallback):
         logger = OmegaConf.to_container(config.logger, resolve=True)
         data = OmegaConf.to_container(config.data, resolve=True)
         try:
-            select_sweep(logger["tracking_uri"], logger.get("experiment_name") or config.study, str(sweep_dir),
-                         data["root"], self.levels or data.get("levels") or [], self.threshold,
-                         sweep_dir / "ensemble.json", cache_dir=data.get("cache_dir"),
-                         max_structures=data.get("max_structures"))
+            result = select_sweep(logger["tracking_uri"], logger.get("experiment_name") or config.study,
+                                  str(sweep_dir), data["root"], self.levels or data.get("levels") or [],
+                                  self.threshold, sweep_dir / "ensemble.json", cache_dir=data.get("cache_dir"),
+                                  max_structures=data.get("max_structures"))
         except Exception:  # the trained runs are recorded already: a failed selection must not hide them
             log.exception("ensemble selection failed for sweep %s", sweep_dir)
+            return
+        print(format_summary(result, sweep_dir / "ensemble.json"))
+
+
+def format_summary(result: dict, manifest) -> str:
+    """What a researcher wants to read after a sweep: the ranking, what was selected, where things are."""
+    lines = ["", f"Ensemble of {len(result['ranking'])} run(s): {result['note']}", f"  manifest: {manifest}",
+             f"  {'seed':>4} {'run id':<32} {'|mean - c|':>11} {'test Pearson':>12} {'selected':>8}"]
+    for e in result["ranking"]:
+        pearson = e["metrics"].get("test/avg/pearson", float("nan"))
+        lines.append(f"  {str(e['seed']):>4} {e['run_id']:<32} {e['score']:11.3g} {pearson:12.3f} "
+                     f"{'yes' if e['selected'] else 'no':>8}")
+    lines.append(f"  scored on: {result['ranking'][0]['basis'] if result['ranking'] else '-'}")
+    lines.append(f"  MLflow UI: `make ui`, then http://127.0.0.1:5000/#/experiments/{result['experiment_id']}/runs")
+    return "\n".join(lines)
