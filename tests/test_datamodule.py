@@ -171,3 +171,17 @@ def test_missing_root_says_how_to_make_data(tmp_path):
     root = make_synthetic_dataset(tmp_path / "d", temperatures=(0.6,), n_structures=2, n=40, box=7.0)
     with pytest.raises(DatasetNotFoundError, match=r"0\.7"):
         PropensityDataModule(root, state_points={0.7: [0.5]}, cache_dir=None).setup()
+
+
+def test_unequilibrated_structures_are_never_used_silently(tmp_path, caplog):
+    from tglassmlp.data import update_shard
+    from tglassmlp.data.datamodule import temperatures_in
+
+    root = make_synthetic_dataset(tmp_path / "d", temperatures=(0.6,), n_structures=3, n=40, box=7.0)
+    flagged = shard_path(root, 0.6, 1)
+    update_shard(flagged, {}, {"equilibrated": 0})
+    with caplog.at_level("WARNING"):
+        kept = temperatures_in(root)[0.6]
+    assert flagged not in kept and len(kept) == 2
+    assert "not equilibrated" in caplog.text
+    assert flagged in temperatures_in(root, include_unequilibrated=True)[0.6]

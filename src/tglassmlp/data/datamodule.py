@@ -505,14 +505,23 @@ def has_md(path: Path) -> bool:
         return "times" in reader.fields and "propensity" in reader.fields
 
 
-def temperatures_in(root: str | os.PathLike) -> dict[float, list[Path]]:
-    """{T: shard paths sorted by structure index} of every shard under ``root``."""
+def temperatures_in(root: str | os.PathLike, include_unequilibrated: bool = False) -> dict[float, list[Path]]:
+    """{T: shard paths sorted by structure index} of every shard under ``root``.
+
+    Structures whose swap Monte Carlo run failed its equilibration criterion (attribute ``equilibrated = 0``)
+    are left out with a warning unless ``include_unequilibrated``: they are never used silently.
+    """
     found: dict[float, list[tuple[int, Path]]] = {}
     for path in Path(root).glob("T*/s*.h5"):
         try:
             t, k = parse_shard_path(path)
         except ValueError:
             continue
+        if not include_unequilibrated:
+            with open_shard(path) as reader:
+                if not reader.attrs.get("equilibrated", 1):
+                    log.warning("%s: structure flagged as not equilibrated; left out", path)
+                    continue
         found.setdefault(round(t, 3), []).append((k, path))
     return {t: [p for _, p in sorted(v)] for t, v in sorted(found.items())}
 
