@@ -41,7 +41,7 @@ def small_structure(tmp_path):
 def test_shard_has_every_stage_and_reruns_skip(tmp_path, small_structure):
     cfg = make_cfg(tmp_path, small_structure)
     first = simulate_shard(cfg)
-    assert first["ran"] == ["structure", "inherent_structure", "isoconfigurational"]
+    assert first["ran"] == ["structure", "inherent_structure", "descriptors", "isoconfigurational"]
     shard = read_shard(first["shard"])
     assert shard["trajectories"].shape == (2, 3, N_SMALL, 2)
     assert shard["bond_breaking"].shape == (2, 3, N_SMALL)
@@ -52,7 +52,12 @@ def test_shard_has_every_stage_and_reruns_skip(tmp_path, small_structure):
     assert shard.attrs["temperature"] == 0.5 and shard.attrs["seed"] == 0
     before = open(first["shard"], "rb").read()
     second = simulate_shard(cfg)
-    assert second["ran"] == [] and second["skipped"] == ["structure", "inherent_structure", "isoconfigurational"]
+    assert second["ran"] == [] and second["skipped"] == ["structure", "inherent_structure", "descriptors",
+                                                         "isoconfigurational"]
+    from tglassmlp.observables import structural_descriptors
+
+    np.testing.assert_allclose(shard["descriptors"], structural_descriptors(
+        shard["inherent_positions"], shard["types"], BOX_SMALL), rtol=1e-5, atol=1e-5)
     assert open(first["shard"], "rb").read() == before  # untouched
     np.testing.assert_allclose(second["msd"], first["msd"])
     # the shippable copy keeps structures and labels, drops the trajectories
@@ -77,9 +82,11 @@ def test_killed_after_first_stage_resumes_with_md_only(tmp_path, small_structure
         simulate_shard(cfg)
     monkeypatch.undo()
     shard_file = tmp_path / "out" / "datasets" / "test" / "T0.500" / "s0000.h5"
-    assert set(read_shard(shard_file).fields) == {"positions", "types", "inherent_positions", "particle_energies"}
+    assert set(read_shard(shard_file).fields) == {"positions", "types", "inherent_positions", "particle_energies",
+                                                  "descriptors"}
     resumed = simulate_shard(cfg)
-    assert resumed["ran"] == ["isoconfigurational"] and resumed["skipped"] == ["structure", "inherent_structure"]
+    assert resumed["ran"] == ["isoconfigurational"]
+    assert resumed["skipped"] == ["structure", "inherent_structure", "descriptors"]
 
 
 def test_bad_inputs(tmp_path, small_structure):
@@ -114,7 +121,7 @@ def test_swap_mc_structure_without_md(tmp_path):
         "swap.first_block_sweeps": 200, "swap.melt_sweeps": 20, "swap.anneal_sweeps": 20,
         "swap.adapt_sweeps_at_target": 40})
     summary = simulate_shard(cfg)
-    assert summary["ran"] == ["structure", "inherent_structure"]
+    assert summary["ran"] == ["structure", "inherent_structure", "descriptors"]
     shard = read_shard(summary["shard"])
     assert shard.attrs["source"] == "swap_mc" and shard.attrs["structure_index"] == 3
     assert shard.attrs["equilibrated"] in (0, 1)

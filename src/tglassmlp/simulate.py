@@ -4,7 +4,9 @@ Stages (each written atomically into the shard, see docs/data-format.md; a rerun
 1. ``structure``: the equilibrium configuration, read from a file (GlassBench npz or our shard) or made
    by swap Monte Carlo at T (with its equilibration report; a failed criterion is flagged in the shard);
 2. ``inherent_structure``: local energy minimum and per-particle energies;
-3. ``isoconfigurational``: NVE runs with fresh velocities at the dataset's times (where the dataset asks for
+3. ``descriptors`` (where ``dataset.store_descriptors``): the 176 coarse-grained descriptors of the
+   inherent structure (otherwise training computes them on load and caches them under outputs/);
+4. ``isoconfigurational``: NVE runs with fresh velocities at the dataset's times (where the dataset asks for
    MD at this temperature), then bond breaking C_B^i(t) per run and the propensity (mean over runs).
 """
 
@@ -193,7 +195,20 @@ def simulate_shard(cfg: DictConfig) -> dict:
                  time.perf_counter() - t0)
     summary["inherent_energy"] = float(energies.mean())
 
-    # ---- stage 3: isoconfigurational MD, bond breaking, propensity
+    # ---- stage 3: structural descriptors (optional: cheap to recompute, large to store)
+    if cfg.dataset.get("store_descriptors", False):
+        if "descriptors" in existing:
+            summary["skipped"].append("descriptors")
+        else:
+            from tglassmlp.observables import descriptor_names, structural_descriptors
+
+            x_is = read_shard(path, fields=["inherent_positions"])["inherent_positions"]
+            desc = structural_descriptors(x_is, types, box, energies=energies, system=system)
+            update_shard(path, {"descriptors": desc.astype(np.float32)},
+                         field_attrs={"descriptors": {"descriptor_names": descriptor_names()}})
+            summary["ran"].append("descriptors")
+
+    # ---- stage 4: isoconfigurational MD, bond breaking, propensity
     times = md_times(cfg, temperature)
     if times is None:
         return summary
