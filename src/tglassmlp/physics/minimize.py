@@ -40,16 +40,17 @@ class MinimizationReport:
     max_displacement: float
 
 
-def _fire(x, fun, *, max_steps, rms_target, dt=0.005, dt_max=0.05, n_min=5, f_inc=1.1, f_dec=0.5,
-          alpha_start=0.1, f_alpha=0.99, max_step=0.1):
-    """FIRE with unit masses. ``fun(x) -> (energy, forces)``. Returns (x, steps)."""
+def _fire(x, fun, *, max_steps, rms_target=0.0, max_target=0.0, dt=0.005, dt_max=0.05, n_min=5, f_inc=1.1,
+          f_dec=0.5, alpha_start=0.1, f_alpha=0.99, max_step=0.1):
+    """FIRE with unit masses. ``fun(x) -> (energy, forces)``. Stops when the rms force is below
+    ``rms_target`` or the largest force component below ``max_target``. Returns (x, steps)."""
     v = np.zeros_like(x)
     alpha = alpha_start
     since_negative = 0
     _, f = fun(x)
     n = x.shape[0]
     for step in range(max_steps):
-        if np.sqrt(np.einsum("ij,ij->", f, f) / n) < rms_target:
+        if np.sqrt(np.einsum("ij,ij->", f, f) / n) < rms_target or np.abs(f).max() < max_target:
             return x, step
         power = np.einsum("ij,ij->", f, v)
         if power > 0:
@@ -119,12 +120,26 @@ def inherent_structure(positions, types, box, system=None, *, max_force: float =
         lbfgs_iterations, message = int(result.nit), result.message
     e1, f1 = fun(x)
     fmax = float(np.abs(f1).max())
-    # L-BFGS may stop on line-search noise just above the target; FIRE finishes such cases reliably
-    if fmax > max_force:
-        x, extra = _fire(x, fun, max_steps=max_fire_steps, rms_target=0.1 * max_force, dt=0.001)
+    # Close to the minimum the total energy (~ -3 N) stops resolving progress at double precision, so
+    # L-BFGS can stop on its line search just above the force target. FIRE uses forces only and finishes
+    # such cases; a fresh L-BFGS (new curvature memory) from there gets the rest. Measured on a T = 0.6
+    # N = 1290 structure: L-BFGS alone stopped at max|F| = 1.09e-6.
+    for _ in range(3):
+        if fmax <= max_force:
+            break
+        x, extra = _fire(x, fun, max_steps=max_fire_steps, max_target=0.5 * max_force, dt=0.002)
         fire_steps += extra
         e1, f1 = fun(x)
         fmax = float(np.abs(f1).max())
+        if fmax > max_force:
+            result = minimize(objective, x.ravel(), jac=True, method="L-BFGS-B",
+                              options={"maxiter": max_lbfgs_iterations, "gtol": 0.1 * max_force, "ftol": 0.0,
+                                       "maxcor": 20})
+            x = result.x.reshape(n, 2)
+            lbfgs_iterations += int(result.nit)
+            message = result.message
+            e1, f1 = fun(x)
+            fmax = float(np.abs(f1).max())
     if not fmax <= max_force:
         raise MinimizationError(
             f"inherent_structure: not converged, max |F| = {fmax:.3g} > {max_force:g} after {fire_steps} FIRE "
