@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tglassmlp.data.shards import parse_shard_path, read_shard, write_shard
+from tglassmlp.data.shards import open_shard, parse_shard_path, read_shard, write_shard
 
 # bond_breaking (per run) is kept: it gives the run-to-run noise ceiling rho_max of the Pearson correlation
 SHIPPED_FIELDS = ("positions", "types", "inherent_positions", "particle_energies", "times", "bond_breaking",
@@ -22,7 +22,9 @@ SHIPPED_FIELDS = ("positions", "types", "inherent_positions", "particle_energies
 def export_dataset(source, destination, fields=SHIPPED_FIELDS, *, overwrite: bool = False) -> list[Path]:
     """Write every shard of ``source`` to ``destination`` with only ``fields`` (those present); returns the paths.
 
-    Shards already exported are skipped unless ``overwrite``; each write is atomic (write_shard).
+    A shard already exported with every field the source now has is skipped unless ``overwrite``; one
+    whose source has gained stages since (a dataset still being generated) is exported again. Each write
+    is atomic (write_shard).
     """
     source, destination = Path(source), Path(destination)
     shards = sorted(source.glob("T*/s*.h5"))
@@ -32,14 +34,18 @@ def export_dataset(source, destination, fields=SHIPPED_FIELDS, *, overwrite: boo
     for path in shards:
         parse_shard_path(path)  # refuses names outside the convention
         target = destination / path.relative_to(source)
+        with open_shard(path) as reader:
+            wanted = [name for name in fields if name in reader.fields]
         if target.exists() and not overwrite:
-            continue
-        shard = read_shard(path)
-        kept = {name: shard[name] for name in fields if name in shard.fields}
+            with open_shard(target) as reader:
+                if set(reader.fields) == set(wanted):
+                    continue
+        shard = read_shard(path, fields=wanted)
+        kept = {name: shard[name] for name in wanted}
         attrs = {k: v for k, v in shard.attrs.items() if k not in ("n_particles", "created", "updated",
                                                                     "format_version")}
         target.parent.mkdir(parents=True, exist_ok=True)
-        written.append(write_shard(target, kept, attrs, overwrite=overwrite))
+        written.append(write_shard(target, kept, attrs, overwrite=True))
     return written
 
 
