@@ -26,7 +26,6 @@ import datetime as _dt
 import importlib.metadata
 import json
 import os
-import platform as _platform
 import re
 import shlex
 import shutil
@@ -38,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import machine_info as _machine_info
 import openmm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,28 +72,7 @@ def load_structure():
 
 
 def machine_info():
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    return {
-        "uname": " ".join(_platform.uname()),
-        "processor": _platform.processor() or model,
-        "cpu_model": model,
-        "cpu_count": os.cpu_count(),
-        "usable_cores": usable,
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "openmm": openmm.__version__,
-    }
+    return _machine_info(numpy=np.__version__, openmm=openmm.__version__)
 
 
 def git_commit():

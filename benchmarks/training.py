@@ -41,7 +41,6 @@ import datetime as _dt
 import json
 import math
 import os
-import platform as _platform
 import shlex
 import subprocess
 import sys
@@ -50,6 +49,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import machine_info as _machine_info
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,22 +85,8 @@ SEED = 1234
 
 # ----------------------------------------------------------------------------------------- helpers
 def machine_info() -> dict:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    return {"uname": " ".join(_platform.uname()), "cpu_model": model, "cpu_count": os.cpu_count(),
-            "usable_cores": usable, "python": sys.version.split()[0], "torch": torch.__version__,
-            "pytorch_lightning": pl.__version__, "numpy": np.__version__,
-            "mkldnn": bool(torch.backends.mkldnn.is_available()), "git_commit": git_commit()}
+    return _machine_info(torch=torch.__version__, pytorch_lightning=pl.__version__, numpy=np.__version__,
+                         mkldnn=bool(torch.backends.mkldnn.is_available()), git_commit=git_commit())
 
 
 def git_commit():
