@@ -39,3 +39,10 @@ def test_every_group_option_is_valid_yaml(group):
 def test_unknown_key_is_refused(compose_cfg):
     with pytest.raises(ConfigCompositionException):
         compose_cfg("simulate", ["isoconfigurational.n_rnus=3"])
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (config_dir() / "experiment").glob("simulate_*.yaml")))
+def test_simulate_presets_compose(compose_cfg, name):
+    cfg = compose_cfg("simulate", [f"experiment={name}"])
+    OmegaConf.resolve(cfg)
+    assert cfg.structure is None and cfg.dataset.isoconfigurational.n_runs >= 1

@@ -53,7 +53,8 @@ def local_overrides(root, tmp_path, request=None):
 
 # --------------------------------------------------------------------------------------------- configs
 def _options(group):
-    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+    # experiments named simulate_* are simulate.py presets (tested in test_configs.py)
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml") if not p.stem.startswith("simulate_"))
 
 
 def _joblib_installed():
