@@ -43,6 +43,7 @@ import openmm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from tglassmlp.tracking import git_commit as _git_commit  # noqa: E402
 from tglassmlp.physics import energy_and_forces, load_system  # noqa: E402
 from tglassmlp.physics.md import isoconfigurational_runs, maxwell_boltzmann_velocities  # noqa: E402
 from tglassmlp.physics.openmm_system import (  # noqa: E402
@@ -76,11 +77,9 @@ def machine_info():
 
 
 def git_commit():
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    """Short HEAD hash (with '+dirty' when the work tree has uncommitted changes): tglassmlp.tracking's."""
+    head, dirty = _git_commit(ROOT)
+    return None if head == "unknown" else head[:7] + ("+dirty" if dirty else "")
 
 
 def _context(positions, types, box, *, layout, replicas, platform, threads):

@@ -42,7 +42,6 @@ import json
 import math
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,6 +62,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from tglassmlp.data.datamodule import PropensityDataset, Sample, StructureRecord  # noqa: E402
 from tglassmlp.model.loss import TrainingStage  # noqa: E402
 from tglassmlp.paths import config_dir  # noqa: E402
+from tglassmlp.tracking import git_commit as _git_commit  # noqa: E402
 from tglassmlp.train import call_with_objects  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -90,11 +90,9 @@ def machine_info() -> dict:
 
 
 def git_commit():
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    """Short HEAD hash (with '+dirty' when the work tree has uncommitted changes): tglassmlp.tracking's."""
+    head, dirty = _git_commit(ROOT)
+    return None if head == "unknown" else head[:7] + ("+dirty" if dirty else "")
 
 
 def load() -> list[float]:
