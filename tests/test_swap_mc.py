@@ -94,12 +94,16 @@ def test_kernel_energy_and_cells_match_reference(warm_1290):
     assert np.all((mc.positions >= 0) & (mc.positions < mc.box))
 
 
+def sampler_under_test(warm_1290, n, box, spread_seed):
+    """The warm N = 1290 sampler (box None), or a fresh one on n spread particles in a tiny box."""
+    if box is None:
+        return warm_1290
+    return SwapMonteCarlo(1.0, seed=0).reset(spread_positions(n, box, spread_seed), np.arange(n) % 3, box)
+
+
 @pytest.mark.parametrize("n, box", [(1290, None), (12, TINY_BOX)])
 def test_displacement_delta_matches_reference(warm_1290, n, box):
-    if box is None:
-        mc = warm_1290
-    else:
-        mc = SwapMonteCarlo(1.0, seed=0).reset(spread_positions(n, box, 1), np.arange(n) % 3, box)
+    mc = sampler_under_test(warm_1290, n, box, spread_seed=1)
     pos, types, box = mc.positions, mc.types, mc.box
     e0 = potential_energy(pos, types, box)
     rng = np.random.default_rng(2)
@@ -121,10 +125,7 @@ def test_displacement_delta_matches_reference(warm_1290, n, box):
 
 @pytest.mark.parametrize("n, box", [(1290, None), (12, TINY_BOX)])
 def test_swap_delta_matches_reference(warm_1290, n, box):
-    if box is None:
-        mc = warm_1290
-    else:
-        mc = SwapMonteCarlo(1.0, seed=0).reset(spread_positions(n, box, 4), np.arange(n) % 3, box)
+    mc = sampler_under_test(warm_1290, n, box, spread_seed=4)
     pos, types, box = mc.positions, mc.types, mc.box
     e0 = potential_energy(pos, types, box)
     rng = np.random.default_rng(3)

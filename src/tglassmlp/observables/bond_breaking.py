@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from tglassmlp.paths import load_config
 from tglassmlp.physics.configuration import ConfigurationError, validate_configuration
+from tglassmlp.physics.potential import periodic_pairs
 from tglassmlp.physics.system import resolve_system
 
 
@@ -41,14 +41,9 @@ def initial_bonds(initial_positions, types, box, *, system=None, initial_radius=
     rmax = r_in * system.sigma.max()
     if box <= 2 * rmax:
         raise ConfigurationError(f"bond_breaking: box {box:g} smaller than twice the bond radius {rmax:g}")
-    wrapped = np.mod(positions, box)
-    wrapped[wrapped >= box] = 0.0
-    pairs = cKDTree(wrapped, boxsize=box).query_pairs(r=rmax, output_type="ndarray")
-    i, j = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
-    d = positions[i] - positions[j]
-    d -= box * np.round(d / box)
+    i, j, _, r2 = periodic_pairs(positions, box, rmax)
     sigma = system.sigma[types[i], types[j]]
-    bonded = np.einsum("pk,pk->p", d, d) < (r_in * sigma) ** 2
+    bonded = r2 < (r_in * sigma) ** 2
     i, j, sigma = i[bonded], j[bonded], sigma[bonded]
     n = len(positions)
     n_initial = np.bincount(i, minlength=n) + np.bincount(j, minlength=n)

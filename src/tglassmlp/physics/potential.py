@@ -13,6 +13,21 @@ from tglassmlp.physics.configuration import ConfigurationError, validate_configu
 from tglassmlp.physics.system import PairPotential, pair_terms, resolve_system
 
 
+def periodic_pairs(positions, box: float, rmax: float):
+    """All pairs (i < j) closer than ``rmax`` in a square periodic box (minimum image; needs box > 2 rmax).
+
+    Returns:
+        i, j: (P,) int64 particle indices; d: (P, 2) separations r_i - r_j [sigma]; r2: (P,) squared distances.
+    """
+    wrapped = np.mod(positions, box)
+    wrapped[wrapped >= box] = 0.0  # mod can round up to exactly box
+    pairs = cKDTree(wrapped, boxsize=box).query_pairs(r=rmax, output_type="ndarray")
+    i, j = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+    d = positions[i] - positions[j]
+    d -= box * np.round(d / box)
+    return i, j, d, np.einsum("pk,pk->p", d, d)
+
+
 def interacting_pairs(positions, types, box, system: PairPotential, *, where: str = "configuration",
                       check_overlap: bool = True):
     """Pairs (i, j) within their cutoff, their minimum-image separations d = r_i - r_j and r^2.
@@ -32,14 +47,7 @@ def interacting_pairs(positions, types, box, system: PairPotential, *, where: st
             f"{where}: box side {box:g} is smaller than twice the interaction range {rmax:g}; "
             "minimum-image forces would be wrong"
         )
-    wrapped = np.mod(positions, box)
-    wrapped[wrapped >= box] = 0.0  # mod can round up to exactly box
-    tree = cKDTree(wrapped, boxsize=box)
-    pairs = tree.query_pairs(r=rmax, output_type="ndarray")
-    i, j = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
-    d = positions[i] - positions[j]
-    d -= box * np.round(d / box)
-    r2 = np.einsum("pk,pk->p", d, d)
+    i, j, d, r2 = periodic_pairs(positions, box, rmax)
     _, sig2, rc2, overlap2 = system.parameter_arrays()
     ti, tj = types[i], types[j]
     too_close = r2 < overlap2[ti, tj]
