@@ -150,7 +150,7 @@ def make_samples(latents, state_points) -> list[Sample]:
 
 
 # ----------------------------------------------------------------------------------------- model
-def build_module(cfg, kind: str, label_std: float, training_state_points):
+def build_module(cfg, kind: str, label_std: float, training_state_points, compile: bool = False):
     """Network, loss and module exactly as tglassmlp.train.build makes them; a one-stage schedule of ``kind``
     at the paper's learning rate of that phase."""
     network = instantiate(cfg.model, n_descriptors=N_FEATURES)
@@ -160,7 +160,8 @@ def build_module(cfg, kind: str, label_std: float, training_state_points):
         network.set_state_normalization(list(t), list(c))
     lr = {"mse": 1e-3, "glassmlp": 4e-5}[kind]
     schedule = {"stages": [{"name": kind, "epochs": 1, "lr": lr, "loss": kind}]}
-    return call_with_objects(cfg.module, network=network, loss=loss, schedule=schedule, label_std=label_std)
+    module_cfg = OmegaConf.merge(cfg.module, {"compile": bool(compile)})
+    return call_with_objects(module_cfg, network=network, loss=loss, schedule=schedule, label_std=label_std)
 
 
 class BatchClock(pl.Callback):
@@ -203,8 +204,8 @@ def trainer_for(cfg, n_batches: int, clock, run_dir, validate=False):
 
 
 # ----------------------------------------------------------------------------------------- measurements
-def time_lightning(cfg, kind, loader, steps, warmup, run_dir):
-    module = build_module(cfg, kind, BENCH["label_std"], BENCH["state_points"])
+def time_lightning(cfg, kind, loader, steps, warmup, run_dir, compile=False):
+    module = build_module(cfg, kind, BENCH["label_std"], BENCH["state_points"], compile=compile)
     clock = BatchClock()
     trainer = trainer_for(cfg, warmup + steps, clock, run_dir)
     trainer.fit(module, train_dataloaders=loader)
@@ -254,6 +255,11 @@ def time_loop(cfg, kind, batches, steps, warmup, optimizer=None, samples_per_bat
     return r
 
 
+def stack(items: list[dict]) -> dict:
+    """Several batches of one concatenated into one batch of len(items) samples."""
+    return {k: torch.cat([it[k] for it in items]) for k in items[0]}
+
+
 def whatifs(cfg, ds, steps, warmup, batch_sizes=(4, 16)) -> list[dict]:
     """Candidate fixes measured in the plain loop at 1 thread (NOT what train.py does): Adam with
     foreach / fused kernels, and several samples stacked into one optimiser step (a different schedule:
@@ -261,8 +267,7 @@ def whatifs(cfg, ds, steps, warmup, batch_sizes=(4, 16)) -> list[dict]:
     gen = torch.Generator().manual_seed(1)
     out = []
     for kind in ("mse", "glassmlp"):
-        single = [torch.utils.data.default_collate([ds[i]])
-                  for i in torch.randperm(len(ds), generator=gen)[:64].tolist()]
+        single = [ds[i] for i in torch.randperm(len(ds), generator=gen)[:64].tolist()]
         for name, opt in (("adam foreach", {"foreach": True}), ("adam fused", {"fused": True})):
             before = load()
             try:
@@ -273,8 +278,7 @@ def whatifs(cfg, ds, steps, warmup, batch_sizes=(4, 16)) -> list[dict]:
             r.update(phase=kind, what=name, load_before=before, load_after=load())
             out.append(r)
         for b in batch_sizes:
-            batches = [torch.utils.data.default_collate([ds[i] for i in
-                                                         torch.randperm(len(ds), generator=gen)[:b].tolist()])
+            batches = [stack([ds[i] for i in torch.randperm(len(ds), generator=gen)[:b].tolist()])
                        for _ in range(8)]
             before = load()
             r = time_loop(cfg, kind, batches, max(steps // b, 20), max(warmup // b, 3), samples_per_batch=b)
@@ -282,9 +286,7 @@ def whatifs(cfg, ds, steps, warmup, batch_sizes=(4, 16)) -> list[dict]:
             out.append(r)
             del batches
         before = load()
-        batches = [torch.utils.data.default_collate([ds[i] for i in
-                                                     torch.randperm(len(ds), generator=gen)[:16].tolist()])
-                   for _ in range(8)]
+        batches = [stack([ds[i] for i in torch.randperm(len(ds), generator=gen)[:16].tolist()]) for _ in range(8)]
         r = time_loop(cfg, kind, batches, max(steps // 16, 20), 3, optimizer={"fused": True}, samples_per_batch=16)
         r.update(phase=kind, what="16 samples per step + adam fused", load_before=before, load_after=load())
         out.append(r)
@@ -419,27 +421,29 @@ def main(argv=None):
     t_weights = (time.perf_counter() - t0) / n_struct
     print(f"data: {n_struct} structures x {len(state_points)} state points = {len(samples)} samples "
           f"({t_data:.1f} s); neighbour weights {1e3 * t_weights:.0f} ms / structure (once, cached)")
-    loader = torch.utils.data.DataLoader(ds, batch_size=1, shuffle=True, num_workers=int(cfg.data.num_workers))
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=True, num_workers=int(cfg.data.num_workers))
     gen = torch.Generator().manual_seed(0)
     pick = torch.randperm(len(ds), generator=gen)[:64].tolist()
-    collated = [torch.utils.data.default_collate([ds[i]]) for i in pick]
+    collated = [ds[i] for i in pick]  # items are batches of one already
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for threads in args.threads:
             torch.set_num_threads(threads)
             for kind in ("mse", "glassmlp"):
-                for variant in ("lightning", "loop+loader", "loop", "validate"):
+                for variant in ("lightning", "lightning+compile", "loop+loader", "loop", "validate"):
                     n = steps if variant != "validate" else max(steps // 2, 20)
                     before = load()
-                    if variant == "lightning":
-                        r = time_lightning(cfg, kind, loader, n, warmup, tmp)
+                    if variant.startswith("lightning"):
+                        # compile: the first steps compile (~10-20 s); warm-up long enough to leave them out
+                        r = time_lightning(cfg, kind, loader, n, warmup + 10 * ("compile" in variant), tmp,
+                                           compile="compile" in variant)
                     elif variant == "loop+loader":
                         r = time_loop(cfg, kind, loader, n, warmup)
                     elif variant == "loop":
                         r = time_loop(cfg, kind, collated, n, warmup)
                     else:
-                        vloader = torch.utils.data.DataLoader(ds, batch_size=1, shuffle=False)
+                        vloader = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False)
                         r = time_validate(cfg, kind, vloader, n, warmup, tmp)
                     r.update(threads=threads, phase=kind, variant=variant, load_before=before, load_after=load())
                     rows.append(r)
@@ -483,14 +487,14 @@ def project(result) -> dict:
     by = {(r["threads"], r["phase"], r["variant"]): r for r in result["rows"]}
     out = {}
     for threads in sorted({r["threads"] for r in result["rows"]}):
-        for variant in ("lightning", "loop+loader", "loop"):
+        for variant in ("lightning", "lightning+compile", "loop+loader", "loop"):
             if (threads, "mse", variant) not in by:
                 continue
             train_wall = sum(per_epoch * EPOCHS[k] / by[(threads, k, variant)]["samples_per_s"] for k in EPOCHS)
             train_cpu = sum(per_epoch * EPOCHS[k] * by[(threads, k, variant)]["cpu_ms_per_sample"] / 1e3
                             for k in EPOCHS)
             val_wall = val_cpu = 0.0
-            if variant == "lightning":
+            if variant.startswith("lightning"):
                 # validations after epochs every, 2 every, ...: 17 in the MSE epochs, 10 in the full-loss ones
                 n_val = {"mse": EPOCHS["mse"] // every,
                          "glassmlp": (EPOCHS["mse"] + EPOCHS["glassmlp"]) // every - EPOCHS["mse"] // every}
@@ -518,7 +522,7 @@ def markdown(result) -> str:
         f"- machine: {m['uname']}; {m['cpu_model']}; {m['usable_cores']} usable cores (shared); torch {m['torch']}, "
         f"pytorch-lightning {m['pytorch_lightning']}, python {m['python']}; git {m['git_commit']}",
         f"- load average at start {m['load_average_at_start']}, at end {result['load_average_at_end']} "
-        "(1, 5, 15 min; the two cores were busy with the demo-data simulations: wall rates are under that load)",
+        "(1, 5, 15 min; wall rates are under that load: other jobs shared the two cores)",
         f"- data: {s['n_structures_in_memory']} synthetic structures in memory x {s['state_points']} state points, "
         f"{s['particles_per_sample']} particles x {s['features']} standardised descriptors per sample, box "
         f"{s['box']}; dense (3, 600, 600) float32 neighbour weights cached per structure "

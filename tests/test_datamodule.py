@@ -163,6 +163,9 @@ def test_batches(dm):
     assert batch["temperature"].shape == batch["level"].shape == (1,)
     torch.testing.assert_close(batch["neighbour_weights"].sum(-1), torch.ones(1, 3, n0))
     assert len(dm.val_dataloader()) == len(dm.test_samples)
+    # no per-step copy of the 4 MB weights: the batch is a view of the per-structure cache
+    structure = int(batch["structure"][0])
+    assert batch["neighbour_weights"].data_ptr() == dm._weights[structure].data_ptr()
 
 
 def test_missing_root_says_how_to_make_data(tmp_path):
@@ -185,3 +188,46 @@ def test_unequilibrated_structures_are_never_used_silently(tmp_path, caplog):
     assert flagged not in kept and len(kept) == 2
     assert "not equilibrated" in caplog.text
     assert flagged in temperatures_in(root, include_unequilibrated=True)[0.6]
+
+
+def test_module_reuses_label_correlations_without_changing_the_loss(dm):
+    """The module computes C_k of the labels once per sample; the cached value must give the loss exactly."""
+    from tglassmlp.model import GlassMLPLoss, TGlassMLP
+    from tglassmlp.model.module import TGlassMLPModule
+
+    loss = GlassMLPLoss(label_std=dm.label_std)
+    schedule = {"stages": [{"epochs": 1, "lr": 1e-3, "loss": "glassmlp"}]}
+    module = TGlassMLPModule(TGlassMLP(n_descriptors=dm.n_features, seed=0), loss, schedule, dm.label_std)
+    batches = list(dm.train_dataloader())[:3]
+    for batch in batches + batches:  # the second pass hits the cache
+        pred = module(batch["descriptors"], batch["temperature"], batch["level"])
+        cached, _ = module._loss(batch, pred, "glassmlp")
+        direct, _ = loss(pred, batch["target"], batch["neighbour_weights"])
+        assert cached.item() == direct.item()
+    assert len(module._target_correlation) == 3
+
+
+def test_compiled_training_step_gives_the_eager_loss_and_gradients(dm):
+    """module.compile=true (torch.compile of forward + loss) must not change what is optimised: its float32
+    loss and gradients are as close to a float64 evaluation as the eager float32 ones (fused kernels sum in
+    another order, so bit equality is not expected)."""
+    from tglassmlp.model import GlassMLPLoss, TGlassMLP
+    from tglassmlp.model.module import TGlassMLPModule
+
+    schedule = {"stages": [{"epochs": 1, "lr": 1e-3, "loss": "glassmlp"}]}
+    batch = dm.val_dataloader().dataset[0]
+    results = {}
+    for name, compile, dtype in (("f64", False, torch.float64), ("eager", False, torch.float32),
+                                 ("compiled", True, torch.float32)):
+        module = TGlassMLPModule(TGlassMLP(n_descriptors=dm.n_features, seed=3), GlassMLPLoss(label_std=dm.label_std),
+                                 schedule, dm.label_std, compile=compile).to(dtype)
+        b = {k: v.to(dtype) if v.is_floating_point() else v for k, v in batch.items()}
+        total, _ = module._forward_and_loss(b, "glassmlp")
+        total.backward()
+        results[name] = (total.item(), torch.cat([p.grad.reshape(-1).double() for p in module.network.parameters()]))
+    loss64, grad64 = results["f64"]
+    err = {k: (abs(v[0] - loss64) / abs(loss64), float((v[1] - grad64).norm() / grad64.norm()))
+           for k, v in results.items() if k != "f64"}
+    assert err["eager"][0] < 1e-5 and err["eager"][1] < 1e-3, err  # float32 itself is fine
+    assert err["compiled"][0] < max(3 * err["eager"][0], 1e-6), err
+    assert err["compiled"][1] < max(3 * err["eager"][1], 1e-5), err

@@ -148,6 +148,25 @@ def test_loss_terms_and_total_match_numpy(small_case):
     np.testing.assert_allclose(log["loss"].item(), total.item(), rtol=0, atol=0)
 
 
+def test_precomputed_target_correlation_gives_the_same_loss_and_gradient(small_case):
+    """Training passes C_k of the labels computed once per sample; loss and gradient must not change."""
+    pos, y, yhat = small_case
+    loss = GlassMLPLoss(label_std=0.21)
+    w = loss.neighbour_weights(pos, BOX_SMALL, dtype=torch.float64)
+    target = torch.as_tensor(y)
+    c_true = loss.target_correlation(target, w)
+    np.testing.assert_allclose(c_true.numpy(), np_correlations(y, np_distances(pos, BOX_SMALL)),
+                               rtol=FLOAT64_RTOL, atol=FLOAT64_ATOL)
+    grads = []
+    for given in (None, c_true):
+        pred = torch.as_tensor(yhat).clone().requires_grad_(True)
+        total, _ = loss(pred, target, w, target_correlation=given)
+        total.backward()
+        grads.append((total.item(), pred.grad.clone()))
+    assert grads[0][0] == grads[1][0]
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=0, atol=0)
+
+
 def test_configurable_weights_radii_and_width(small_case):
     pos, y, yhat = small_case
     radii, width = (1.5, 3.0, 4.0, 6.0), 0.7

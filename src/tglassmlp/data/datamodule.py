@@ -189,6 +189,7 @@ class PropensityDataset(Dataset):
         self.structures = structures
         self._weights = weights_cache
         self.radii, self.width = tuple(radii), float(width)
+        self._tensors: dict[tuple[int, str], torch.Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -200,22 +201,33 @@ class PropensityDataset(Dataset):
         return self._weights[structure]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        """Keys: descriptors (N_0, F) float32, temperature () , level (), target (N_0,), neighbour_weights
-        (K, N_0, N_0), positions (N_0, 2) [sigma], box (), structure () int (index into the structure list),
-        sample () int (index of the sample)."""
+        """One sample already shaped as a batch of one (the loaders use ``batch_size=None``: no collation).
+
+        Keys: descriptors (1, N_0, F) float32, temperature (1,), level (1,), target (1, N_0), neighbour_weights
+        (1, K, N_0, N_0), positions (1, N_0, 2) [sigma], box (1,), structure (1,) int (index into the structure
+        list), sample (1,) int (index of the sample). The arrays are views of cached tensors: collating a batch of
+        one would copy the 4 MB of neighbour weights at every step (~1 ms, a third of a training step).
+        """
         sample = self.samples[i]
         s = self.structures[sample.structure]
         return {
-            "descriptors": torch.from_numpy(s.features),
-            "temperature": torch.tensor(sample.temperature, dtype=torch.float32),
-            "level": torch.tensor(sample.level, dtype=torch.float32),
-            "target": torch.from_numpy(sample.labels.astype(np.float32)),
-            "neighbour_weights": self.weights(sample.structure),
-            "positions": torch.from_numpy(s.positions.astype(np.float32)),
-            "box": torch.tensor(s.box, dtype=torch.float32),
-            "structure": torch.tensor(sample.structure),
-            "sample": torch.tensor(i),
+            "descriptors": self._tensor(s, "features")[None],
+            "temperature": torch.tensor([sample.temperature], dtype=torch.float32),
+            "level": torch.tensor([sample.level], dtype=torch.float32),
+            "target": torch.from_numpy(sample.labels.astype(np.float32))[None],
+            "neighbour_weights": self.weights(sample.structure)[None],
+            "positions": self._tensor(s, "positions")[None],
+            "box": torch.tensor([s.box], dtype=torch.float32),
+            "structure": torch.tensor([sample.structure]),
+            "sample": torch.tensor([i]),
         }
+
+    def _tensor(self, structure: StructureRecord, name: str) -> torch.Tensor:
+        """float32 tensor of a structure's array, converted once (shared by all its state points)."""
+        key = (id(structure), name)
+        if key not in self._tensors:
+            self._tensors[key] = torch.from_numpy(np.ascontiguousarray(getattr(structure, name), dtype=np.float32))
+        return self._tensors[key]
 
 
 def _descriptor_cache_key(path: Path) -> str:
@@ -486,8 +498,9 @@ class PropensityDataModule(pl.LightningDataModule):
     def _loader(self, samples, shuffle: bool) -> DataLoader:
         self._require("dataloaders")
         ds = PropensityDataset(samples, self.structures, self._weights, self.radii, self.width)
-        # batch_size 1: one batch = the reference particles of one structure at one state point
-        return DataLoader(ds, batch_size=1, shuffle=shuffle, num_workers=self.num_workers)
+        # one batch = the reference particles of one structure at one state point; the items are batches of
+        # one already (batch_size=None turns collation off, see PropensityDataset.__getitem__)
+        return DataLoader(ds, batch_size=None, shuffle=shuffle, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_samples, self.shuffle)

@@ -146,8 +146,14 @@ class GlassMLPLoss(nn.Module):
         """(K, N, N) precomputed weights for this loss's radii and width (see :func:`neighbour_weights`)."""
         return neighbour_weights(positions, box, self.radii, self.width, dtype)
 
+    def target_correlation(self, target: torch.Tensor, neighbour_weights: torch.Tensor) -> torch.Tensor:
+        """C_k of the labels, (..., K): constant for a sample, so training computes it once per sample and
+        passes it to :meth:`terms` (it is a third of the loss's cost)."""
+        return spatial_correlation(target, neighbour_weights.to(dtype=target.dtype, device=target.device),
+                                   self.eps)
+
     def terms(self, pred: torch.Tensor, target: torch.Tensor, neighbour_weights: torch.Tensor,
-              label_std=None) -> dict[str, torch.Tensor]:
+              label_std=None, target_correlation: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Un-weighted terms per configuration.
 
         Args:
@@ -155,6 +161,7 @@ class GlassMLPLoss(nn.Module):
             target: same shape, true propensities.
             neighbour_weights: (K, N, N) or (B, K, N, N) from :meth:`neighbour_weights` (no gradient needed).
             label_std: std of the training labels (scalar or (B,)); defaults to the constructor's.
+            target_correlation: (..., K) C_k of ``target`` from :meth:`target_correlation` (None: computed here).
 
         Returns:
             {'l1': (...), 'l2': (..., K), 'l4': (...), 'c_true': (..., K), 'c_pred': (..., K)}, with (...)
@@ -173,7 +180,8 @@ class GlassMLPLoss(nn.Module):
         l1 = (pred - target).abs().mean(-1) / std
         var_true = target.var(-1, unbiased=False)
         l4 = (pred.var(-1, unbiased=False) - var_true).abs() / var_true.clamp_min(self.eps)
-        c_true = spatial_correlation(target, w, self.eps)
+        c_true = (spatial_correlation(target, w, self.eps) if target_correlation is None
+                  else target_correlation.to(dtype=pred.dtype, device=pred.device))
         c_pred = spatial_correlation(pred, w, self.eps)
         # The normalisation is a property of the labels only: it carries no gradient. Real labels have
         # C_1 > C_K (correlations decay with distance); the floor only keeps a degenerate input finite.
@@ -182,12 +190,13 @@ class GlassMLPLoss(nn.Module):
         return {"l1": l1, "l2": l2, "l4": l4, "c_true": c_true, "c_pred": c_pred}
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor, neighbour_weights: torch.Tensor,
-                label_std=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                label_std=None, target_correlation: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total loss averaged over the configurations of the batch, and its terms (detached) for logging.
 
         Arguments as in :meth:`terms`. Returns (scalar total, {'loss', 'l1', 'l2_1', ..., 'l2_K', 'l4'}).
         """
-        t = self.terms(pred, target, neighbour_weights, label_std)
+        t = self.terms(pred, target, neighbour_weights, label_std, target_correlation)
         wc = torch.as_tensor(self.weight_correlation, dtype=pred.dtype, device=pred.device)
         per_config = self.weight_mae * t["l1"] + (t["l2"] * wc).sum(-1) + self.weight_variance * t["l4"]
         total = per_config.mean()
@@ -204,7 +213,7 @@ class PropensityMSELoss(nn.Module):
     """
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor, neighbour_weights=None,
-                label_std=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                label_std=None, target_correlation=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         _check_pair(pred, target)
         total = ((pred - target) ** 2).mean()
         return total, {"loss": total.detach(), "mse": total.detach()}

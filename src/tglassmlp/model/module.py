@@ -108,15 +108,22 @@ class TGlassMLPModule(pl.LightningModule):
         label_std: std of the training labels (L1 of the loss); the data module's ``label_std``.
         descriptor_scaler: ``DescriptorScaler.to_dict()`` of the training data, stored in checkpoints so that a
             checkpoint alone can standardise new structures.
+        compile: run forward pass and loss of the training steps through ``torch.compile`` (fuses the attention
+            layer's elementwise operations and softmax; benchmarks/training.py measures the gain). Costs
+            ~10-20 s of compilation per loss kind and needs a C++ compiler; weights and checkpoints are
+            unchanged (the compiled function wraps the same network).
 
-    Batches are the dicts of :class:`~tglassmlp.data.datamodule.PropensityDataset` with batch size 1.
+    Batches are the dicts of :class:`~tglassmlp.data.datamodule.PropensityDataset` (batches of one sample).
     After ``trainer.test``: ``test_records`` holds every evaluated sample (for figures), ``test_metrics`` the
     summary.
     """
 
     def __init__(self, network: nn.Module, loss: GlassMLPLoss, schedule: Mapping | Sequence[TrainingStage],
-                 label_std: float | None = None, descriptor_scaler: Mapping | None = None):
+                 label_std: float | None = None, descriptor_scaler: Mapping | None = None,
+                 compile: bool = False):
         super().__init__()
+        self.compile = bool(compile)
+        self._compiled: dict[str, object] = {}  # loss kind -> compiled (batch tensors -> loss) function
         self.network = network
         self.losses = nn.ModuleDict({"mse": PropensityMSELoss(), "glassmlp": loss})
         self.stages = (list(schedule) if not isinstance(schedule, Mapping) else training_stages(schedule))
@@ -129,6 +136,8 @@ class TGlassMLPModule(pl.LightningModule):
         self.test_metrics: dict[str, float] = {}
         self._train_sums: dict[str, float] = {}
         self._train_count = 0
+        # (structure, T, c) -> C_k of the labels; the structure index is the data module's, stable for one fit
+        self._target_correlation: dict[tuple[int, float, float], torch.Tensor] = {}
 
     # ------------------------------------------------------------------------------------------- schedule
     @property
@@ -168,13 +177,46 @@ class TGlassMLPModule(pl.LightningModule):
         return self.network(descriptors, temperature, level)
 
     def _loss(self, batch, pred, kind: str):
+        # C_k of the labels is fixed per sample: computed once (a third of the full loss's cost per step)
         return self.losses[kind](pred, batch["target"], neighbour_weights=batch["neighbour_weights"],
-                                 label_std=self.label_std)
+                                 label_std=self.label_std, target_correlation=self._label_correlation(batch, kind))
+
+    def _forward_and_loss(self, batch, kind: str):
+        """(total, terms) of one training batch; through torch.compile when ``compile`` is set."""
+        if not self.compile:
+            pred = self(batch["descriptors"], batch["temperature"], batch["level"])
+            return self._loss(batch, pred, kind)
+        c_true = self._label_correlation(batch, kind)
+        if kind not in self._compiled:
+            loss, network, label_std = self.losses[kind], self.network, self.label_std
+
+            def step(descriptors, temperature, level, target, weights, c_true):
+                pred = network(descriptors, temperature, level)
+                return loss(pred, target, neighbour_weights=weights, label_std=label_std, target_correlation=c_true)
+
+            self._compiled[kind] = torch.compile(step, dynamic=False)
+        return self._compiled[kind](batch["descriptors"], batch["temperature"], batch["level"], batch["target"],
+                                    batch["neighbour_weights"], c_true)
+
+    def _label_correlation(self, batch, kind: str) -> torch.Tensor | None:
+        """C_k of the labels for the full loss, computed once per (structure, T, c) and cached."""
+        loss = self.losses[kind]
+        if not isinstance(loss, GlassMLPLoss):
+            return None
+        if batch["target"].shape[0] != 1:
+            with torch.no_grad():
+                return loss.target_correlation(batch["target"], batch["neighbour_weights"])
+        key = (int(batch["structure"][0]), float(batch["temperature"][0]), float(batch["level"][0]))
+        c_true = self._target_correlation.get(key)
+        if c_true is None:
+            with torch.no_grad():
+                c_true = self._target_correlation[key] = loss.target_correlation(batch["target"],
+                                                                                   batch["neighbour_weights"])
+        return c_true
 
     def training_step(self, batch, batch_idx):
         stage = self.stage
-        pred = self(batch["descriptors"], batch["temperature"], batch["level"])
-        total, terms = self._loss(batch, pred, stage.loss)
+        total, terms = self._forward_and_loss(batch, stage.loss)
         # per-epoch means only, summed here and logged once in on_train_epoch_end: per-step rows would flood
         # the tracking store, and Lightning's per-call bookkeeping cost ~40% of a step (benchmarks/training.py)
         sums = self._train_sums
@@ -210,6 +252,12 @@ class TGlassMLPModule(pl.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._evaluate(batch)
+
+    def on_fit_start(self) -> None:
+        self._target_correlation = {}  # keyed by the data module's structure indices: valid for one fit only
+
+    def on_test_start(self) -> None:
+        self._target_correlation = {}
 
     def on_validation_epoch_start(self) -> None:
         self._records = []
