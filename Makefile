@@ -20,11 +20,13 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
-# The main job: a 4-seed ensemble on the shipped demo data, then the self-consistency selection (printed).
+# The main job: a 4-seed ensemble on the shipped demo data, the self-consistency selection (printed), then
+# analyze.py: dynamic-heterogeneity tables and the paper's figures that the demo data support (outputs/analysis/demo).
 # Without data/demo (a partial checkout) it runs the physics demo on the GlassBench structure instead.
 demo: $(STAMP)
 	@if ls data/demo/T*/s*.h5 >/dev/null 2>&1; then \
-		$(BIN)/python train.py -m experiment=demo seed=0..3 launcher=joblib; \
+		$(BIN)/python train.py -m experiment=demo seed=0..3 launcher=joblib && \
+		$(BIN)/python analyze.py; \
 	else \
 		echo "data/demo not found: running the physics demo instead (make demo-data generates the dataset)"; \
 		$(BIN)/python simulate.py; \

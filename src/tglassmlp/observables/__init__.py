@@ -3,7 +3,9 @@
 Add each new submodule's public names with one import line and extend ``__all__``.
 """
 
+from tglassmlp.observables.attention import AttentionLengthScale, coarse_graining_lengths
 from tglassmlp.observables.bond_breaking import Bonds, bond_breaking, initial_bonds
+from tglassmlp.observables.chords import ChordLength, active_by_median, periodic_run_lengths
 from tglassmlp.observables.descriptors import (
     CHANNELS,
     QUANTITIES,
@@ -14,6 +16,13 @@ from tglassmlp.observables.descriptors import (
     structural_descriptors,
     voronoi_perimeters,
 )
+from tglassmlp.observables.four_point import (
+    FourPointStructureFactor,
+    FourPointSusceptibility,
+    OrnsteinZernikeFit,
+    four_point_susceptibility,
+    ornstein_zernike,
+)
 from tglassmlp.observables.labels import crossing_time, labels_at_levels, relaxation_time
 from tglassmlp.observables.tts import TimeTemperatureSuperposition
 
@@ -22,4 +31,7 @@ __all__ = [
     "TimeTemperatureSuperposition",
     "CHANNELS", "QUANTITIES", "DescriptorScaler", "DescriptorSettings", "descriptor_names",
     "load_descriptor_settings", "structural_descriptors", "voronoi_perimeters",
+    "AttentionLengthScale", "coarse_graining_lengths", "ChordLength", "active_by_median", "periodic_run_lengths",
+    "FourPointStructureFactor", "FourPointSusceptibility", "OrnsteinZernikeFit", "four_point_susceptibility",
+    "ornstein_zernike",
 ]

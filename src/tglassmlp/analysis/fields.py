@@ -1,0 +1,392 @@
+"""Propensity fields to analyse, from MD shards, from trained networks, or from any prediction arrays.
+
+The analysis (``tglassmlp.analyze``) works on :class:`PropensityField` objects: the per-particle propensities
+of S structures at one temperature on a common axis of K times (equivalently K <C_B> levels). Three sources:
+
+* MD: :func:`md_fields` reads the shards (``propensity`` (T_n, N) at the MD ``times``);
+  :meth:`PropensityField.at_levels` reads them off at fixed <C_B> levels (``labels_at_levels``).
+* Predictions, any origin (the reader interface): build one :class:`StructurePropensity` per structure with
+  :func:`structure_propensity` from plain arrays, then group them with :func:`prediction_field`::
+
+      s = structure_propensity(positions, box, mean, spread=std, members=per_network, types=types)
+      field = prediction_field(temperature=0.35, levels=[0.9, 0.8], structures=[s, ...], tts=tts)
+
+  ``positions`` (N, 2) [sigma] are R_i(0), ``mean`` (N,) or (K, N) the ensemble-mean propensity,
+  ``spread`` the same shape (std over networks), ``members`` (M, K, N) the per-network predictions (gives
+  the paper's error bars: every observable is computed per network, then mean +- std over networks).
+* Trained networks (the demo before predict.py): :class:`NetworkProbe` runs saved networks on a shard's
+  descriptors and returns their predictions together with the internals (attention weights, bottleneck).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------------ containers
+@dataclass
+class StructurePropensity:
+    """Propensities of the analysed particles of one structure at K times/levels.
+
+    Attributes:
+        positions: (N, 2) positions R_i(0) at t = 0 [sigma].
+        box: side of the square periodic box [sigma].
+        values: (K, N) propensity (MD: isoconfigurational mean; prediction: mean over networks).
+        spread: (K, N) std over networks, or None.
+        members: (M, K, N) per-network predictions, or None.
+        name: where it comes from (shard path, file name).
+        truth: (K, N) MD propensity at the same times, when known (Pearson, bottleneck colours), or None;
+            rows of levels the MD does not reach are NaN.
+        trained: whether the networks were trained on this structure (its Pearson is not a test score).
+    """
+
+    positions: np.ndarray
+    box: float
+    values: np.ndarray
+    spread: np.ndarray | None = None
+    members: np.ndarray | None = None
+    name: str = ""
+    truth: np.ndarray | None = None
+    trained: bool = False
+
+    @property
+    def n_particles(self) -> int:
+        return self.values.shape[1]
+
+
+def _checked(array, shape, what: str, name: str) -> np.ndarray:
+    a = np.asarray(array, dtype=np.float64)
+    if a.shape != shape:
+        raise ValueError(f"{name or 'structure'}: {what} has shape {a.shape}, expected {shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name or 'structure'}: {what} contains NaN or inf")
+    return a
+
+
+def structure_propensity(positions, box, propensity, spread=None, members=None, *, types=None,
+                         reference_type: int | None = None, truth=None, name: str = "",
+                         trained: bool = False) -> StructurePropensity:
+    """The reader interface: one structure's propensities from plain arrays, validated.
+
+    Args:
+        positions: (N, 2) positions at t = 0 [sigma].
+        box: square box side [sigma].
+        propensity: (N,) or (K, N) propensity (ensemble mean for predictions).
+        spread: same shape as ``propensity``: std over networks (optional).
+        members: (M, N) or (M, K, N) per-network propensities (optional; enables ensemble error bars).
+        types: (N,) particle types; with ``reference_type`` only those particles are kept (the paper
+            analyses its type 1 = our type 0).
+        truth: (N,) or (K, N) MD propensity of the same particles and times (optional).
+        name: label used in error messages and tables.
+        trained: the networks were trained on this structure (kept out of the Pearson test score).
+    """
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.ndim != 2 or pos.shape[1] != 2:
+        raise ValueError(f"{name or 'structure'}: positions must be (N, 2), got {pos.shape}")
+    n = pos.shape[0]
+    box = float(box)
+    if not (math.isfinite(box) and box > 0):
+        raise ValueError(f"{name or 'structure'}: box must be a positive length, got {box}")
+    values = np.asarray(propensity, dtype=np.float64)
+    values = values[None, :] if values.ndim == 1 else values
+    k = values.shape[0]
+    values = _checked(values, (k, n), "propensity", name)
+    if spread is not None:
+        spread = np.asarray(spread, dtype=np.float64)
+        spread = _checked(spread[None, :] if spread.ndim == 1 else spread, (k, n), "spread", name)
+    if members is not None:
+        members = np.asarray(members, dtype=np.float64)
+        if members.ndim == 2:
+            members = members[:, None, :]
+        members = _checked(members, (members.shape[0], k, n), "members", name)
+    if truth is not None:
+        truth = np.asarray(truth, dtype=np.float64)
+        truth = _checked(truth[None, :] if truth.ndim == 1 else truth, (k, n), "truth", name)
+    if reference_type is not None:
+        if types is None:
+            raise ValueError(f"{name or 'structure'}: reference_type given without types")
+        keep = np.asarray(types).reshape(-1) == int(reference_type)
+        if keep.shape != (n,):
+            raise ValueError(f"{name or 'structure'}: types has {keep.size} entries for {n} particles")
+        if keep.sum() < 2:
+            raise ValueError(f"{name or 'structure'}: fewer than 2 particles of type {reference_type}")
+        pos, values = pos[keep], values[:, keep]
+        spread = None if spread is None else spread[:, keep]
+        members = None if members is None else members[:, :, keep]
+        truth = None if truth is None else truth[:, keep]
+    return StructurePropensity(positions=pos, box=box, values=values, spread=spread, members=members,
+                               name=name, truth=truth, trained=bool(trained))
+
+
+@dataclass
+class PropensityField:
+    """S structures at one temperature on a common axis of K times.
+
+    Attributes:
+        source: 'MD' or the model's name.
+        temperature: T [epsilon/k_B].
+        times: (K,) [tau] (NaN where unknown, e.g. no relaxation time at this T).
+        levels: (K,) <C_B>(t) (MD: the temperature's measured reference-type average).
+        structures: the structures (same K; N may differ).
+    """
+
+    source: str
+    temperature: float
+    times: np.ndarray
+    levels: np.ndarray
+    structures: list[StructurePropensity] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.times = np.asarray(self.times, dtype=np.float64).reshape(-1)
+        self.levels = np.asarray(self.levels, dtype=np.float64).reshape(-1)
+        if self.times.shape != self.levels.shape:
+            raise ValueError(f"{self.source} T = {self.temperature:g}: {self.times.size} times, {self.levels.size} levels")
+        if not self.structures:
+            raise ValueError(f"{self.source} T = {self.temperature:g}: no structures")
+        for s in self.structures:
+            if s.values.shape[0] != self.times.size:
+                raise ValueError(f"{s.name}: {s.values.shape[0]} values per particle, the field has {self.times.size} times")
+        boxes = {round(s.box, 9) for s in self.structures}
+        if len(boxes) != 1:
+            raise ValueError(f"{self.source} T = {self.temperature:g}: structures have different boxes {sorted(boxes)}")
+
+    @property
+    def box(self) -> float:
+        return self.structures[0].box
+
+    @property
+    def n_members(self) -> int:
+        """Networks per structure (0 without per-network predictions)."""
+        m = {0 if s.members is None else s.members.shape[0] for s in self.structures}
+        return min(m)
+
+    def values(self) -> list[np.ndarray]:
+        """(K, N_s) per structure."""
+        return [s.values for s in self.structures]
+
+    def member_values(self, m: int) -> list[np.ndarray]:
+        """(K, N_s) per structure for network m."""
+        return [s.members[m] for s in self.structures]
+
+    def at_levels(self, levels: Sequence[float]) -> "PropensityField":
+        """MD propensities read off at fixed <C_B> levels (``labels_at_levels``; levels not reached are dropped)."""
+        from tglassmlp.observables.labels import labels_at_levels
+
+        kept, t_star, per = [], [], [[] for _ in self.structures]
+        for c in levels:
+            ts = None
+            for j, s in enumerate(self.structures):
+                t, lab = labels_at_levels(self.times, s.values, self.levels, [c])
+                if not np.isfinite(t[0]):
+                    break
+                ts = t[0]
+                per[j].append(lab[0])
+            else:
+                kept.append(float(c))
+                t_star.append(ts)
+                continue
+            for j in range(len(per)):  # level not reached: undo any partial append
+                if len(per[j]) > len(kept):
+                    per[j].pop()
+        if not kept:
+            raise ValueError(f"{self.source} T = {self.temperature:g}: none of the levels {list(levels)} is reached")
+        structs = [replace(s, values=np.array(v), spread=None, members=None, truth=np.array(v))
+                   for s, v in zip(self.structures, per)]
+        return PropensityField(self.source, self.temperature, np.array(t_star), np.array(kept), structs)
+
+
+def prediction_field(temperature: float, levels: Sequence[float], structures: Sequence[StructurePropensity],
+                     source: str = "tGlassMLP", times=None, tts=None) -> PropensityField:
+    """Group predicted structures at one temperature. ``times`` [tau] default to the time-temperature
+    superposition ``tts.time_at(levels, T)`` when a TTS object is given (NaN if it cannot extrapolate)."""
+    levels = np.asarray(levels, dtype=np.float64).reshape(-1)
+    if times is None:
+        times = np.full(levels.shape, np.nan)
+        if tts is not None:
+            try:
+                times = np.asarray(tts.time_at(levels, temperature), dtype=np.float64)
+            except ValueError as exc:
+                log.warning("T = %g: no time for the levels (%s); the time axis is left empty", temperature, exc)
+    return PropensityField(source, float(temperature), times, levels, list(structures))
+
+
+# ------------------------------------------------------------------------------------------------ MD
+def md_fields(root, reference_type: int = 0) -> dict[float, PropensityField]:
+    """{T: MD field on the MD times} for every temperature under ``root`` with propensities.
+
+    ``levels`` are the temperature's reference-type <C_B>(t) averaged over its structures (as in
+    ``analysis.labels_report.temperature_curves``, which this reuses); not equilibrated shards are left out.
+    """
+    from tglassmlp.analysis.labels_report import temperature_curves
+    from tglassmlp.data.shards import read_shard
+
+    curves = temperature_curves(root, reference_type)
+    skipped = curves.pop("skipped", [])
+    for path in skipped:
+        log.warning("%s: not equilibrated; left out of the analysis", path)
+    out = {}
+    for temperature, (times, curve, items) in curves.items():
+        structs = []
+        for path, propensity, types in items:
+            shard = read_shard(path, fields=["positions"])
+            s = structure_propensity(shard["positions"], shard.box, propensity, types=types,
+                                     reference_type=reference_type, name=str(path))
+            s.truth = s.values  # MD is its own ground truth
+            structs.append(s)
+        out[round(float(temperature), 3)] = PropensityField("MD", float(temperature), times, curve, structs)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ networks
+@dataclass
+class SavedNetwork:
+    """A trained network loaded from a run's ``artifacts/model`` folder."""
+
+    network: object
+    scaler: object
+    state_points: dict
+    config: dict
+    path: Path
+
+    @property
+    def training_temperatures(self) -> list[float]:
+        return sorted({round(float(t), 3) for t, _ in self.state_points.get("train", [])})
+
+
+def load_network_dir(model_dir) -> SavedNetwork:
+    """Network, scaler and state points from a ``model/`` artefact folder (as written by train.py).
+
+    Same steps as ``tglassmlp.ensemble.load_run_network`` after its MLflow download (local folders need no
+    tracking store)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from tglassmlp.model.network import TGlassMLP
+    from tglassmlp.observables import DescriptorScaler
+
+    model_dir = Path(model_dir)
+    missing = [f for f in ("network.yaml", "state_dict.pt", "scaler.npz", "state_points.json")
+               if not (model_dir / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{model_dir}: not a model artefact folder (missing {missing})")
+    kwargs = OmegaConf.to_container(OmegaConf.load(model_dir / "network.yaml"))
+    kwargs.pop("_target_", None)
+    kwargs.pop("seed", None)
+    network = TGlassMLP(**kwargs)
+    network.load_state_dict(torch.load(model_dir / "state_dict.pt", weights_only=True))
+    network.eval()
+    config_path = model_dir.parent / "config" / "train.yaml"
+    config = OmegaConf.to_container(OmegaConf.load(config_path)) if config_path.is_file() else {}
+    return SavedNetwork(network, DescriptorScaler.load(model_dir / "scaler.npz"),
+                        json.loads((model_dir / "state_points.json").read_text()), config, model_dir)
+
+
+def find_sweep_networks(sweep_dir, selection: str = "all") -> list[SavedNetwork]:
+    """The networks of a train.py multirun folder (``<sweep>/<job>/artifacts/model``).
+
+    ``selection``: 'all' or 'selected' (the runs that ``<sweep>/ensemble.json`` marks as selected, matched by
+    seed; none selected is an error naming the manifest).
+    """
+    sweep_dir = Path(sweep_dir)
+    dirs = sorted(sweep_dir.glob("*/artifacts/model"), key=lambda p: p.parts[-3])
+    if not dirs:
+        raise FileNotFoundError(f"{sweep_dir}: no */artifacts/model folders (run `python train.py -m ...` first)")
+    nets = [load_network_dir(d) for d in dirs]
+    if selection == "all":
+        return nets
+    if selection != "selected":
+        raise ValueError(f"networks.selection must be 'all' or 'selected', got {selection!r}")
+    manifest = sweep_dir / "ensemble.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest}: no ensemble manifest; use networks.selection=all")
+    result = json.loads(manifest.read_text())
+    seeds = {str(e["seed"]) for e in result.get("ranking", []) if e.get("selected")}
+    chosen = [n for n in nets if str(n.config.get("seed")) in seeds]
+    if not chosen:
+        raise ValueError(f"{manifest}: no network is selected ({result.get('note', '')}); use networks.selection=all")
+    return chosen
+
+
+def latest_sweep(root) -> Path | None:
+    """The newest ``multirun_*`` folder under ``root`` that holds trained networks (None if there is none)."""
+    sweeps = [p for p in Path(root).glob("multirun_*") if any(p.glob("*/artifacts/model/state_dict.pt"))]
+    return max(sweeps, key=lambda p: p.stat().st_mtime) if sweeps else None
+
+
+@dataclass
+class ProbeResult:
+    """Network outputs for one structure at K levels.
+
+    Attributes:
+        propensity: (M, K, N) per-network prediction of the analysed particles.
+        bottleneck: (M, K, N, n_bottleneck) bottleneck activations.
+        attention: (M, K, M_S) particle-averaged attention weights.
+        names: (M_S,) descriptor columns of the attention weights (the scaler's kept names).
+    """
+
+    propensity: np.ndarray
+    bottleneck: np.ndarray
+    attention: np.ndarray
+    names: list[str]
+
+
+class NetworkProbe:
+    """Run saved networks on structures and keep their internals (paper Sec. VI).
+
+    Args:
+        networks: the :class:`SavedNetwork` ensemble (same descriptor columns).
+        reference_type: particles whose propensity is predicted (type 0 = the paper's type 1).
+        cache_dir: descriptor cache (``tglassmlp.data.datamodule.shard_descriptors``).
+
+    These are the plain network outputs (no iterative mean constraint of App. B: that belongs to predict.py).
+    """
+
+    def __init__(self, networks: Sequence[SavedNetwork], reference_type: int = 0, cache_dir=None):
+        if not networks:
+            raise ValueError("NetworkProbe: no networks")
+        names = {tuple(n.scaler.kept_names) for n in networks}
+        if len(names) != 1:
+            raise ValueError("NetworkProbe: the networks use different descriptor columns")
+        self.networks = list(networks)
+        self.names = list(next(iter(names)))
+        self.reference_type = int(reference_type)
+        self.cache_dir = cache_dir
+
+    def shard_inputs(self, path):
+        """(raw descriptors (N_ref, D), positions (N_ref, 2), box, reference mask (N,)) of one shard."""
+        from tglassmlp.data.datamodule import shard_descriptors
+        from tglassmlp.data.shards import open_shard, read_shard
+
+        with open_shard(path) as reader:
+            present = set(reader.fields)
+        shard = read_shard(path, fields=[f for f in ("positions", "types", "inherent_positions", "particle_energies",
+                                                     "descriptors") if f in present])
+        desc, _ = shard_descriptors(shard, self.cache_dir)
+        ref = np.asarray(shard["types"]) == self.reference_type
+        return desc[ref], np.asarray(shard["positions"], dtype=np.float64)[ref], float(shard.box), ref
+
+    def run(self, descriptors, temperature: float, levels: Sequence[float]) -> ProbeResult:
+        """Outputs of every network for raw descriptors (N, D) at temperature T and the K levels."""
+        import torch
+
+        levels = [float(c) for c in levels]
+        props, necks, atts = [], [], []
+        with torch.no_grad():
+            for net in self.networks:
+                x = torch.as_tensor(net.scaler.transform(descriptors), dtype=torch.float32)
+                out = net.network(x, torch.full((len(levels),), float(temperature)), torch.tensor(levels),
+                                  return_internals=True)
+                props.append(out.propensity.numpy())
+                necks.append(out.bottleneck.numpy())
+                atts.append(out.mean_attention_weights.numpy())
+        return ProbeResult(np.array(props, dtype=np.float64), np.array(necks, dtype=np.float64),
+                           np.array(atts, dtype=np.float64), self.names)

@@ -1,0 +1,479 @@
+"""Dynamic heterogeneity of MD data and of predictions: the numbers and figures of the paper's Secs. III-VI.
+
+``analyze(cfg)`` (called by the top-level ``analyze.py``, configured by ``conf/analyze.yaml``):
+
+1. MD: every temperature of ``data_root`` with propensities, on the MD times and at the <C_B> ``levels``:
+   chi_4 (Eq. 9), S_4(q) (Eq. 10), xi_4 (Eq. 11), A (Eq. C1), the chord length (Sec. V B). Error bars: bootstrap
+   over structures.
+2. Networks (``networks.sweep_dir``; 'latest' = the newest train.py multirun): each network predicts the
+   propensity of every structure at every temperature of ``data_root`` (swap-MC-only temperatures too) at
+   the levels; the same observables per network, mean +- std over networks (the paper's error bars); Pearson
+   rho_P against MD on the structures the networks were not trained on (Eq. 8); P_int(L), xi_int from the
+   attention weights; the bottleneck activations (Sec. VI).
+3. Prediction files (``predictions``: a Hydra ``_target_`` callable returning ``PropensityField`` objects, see
+   ``tglassmlp.analysis.fields``): analysed like 2 (without the network internals).
+4. Figures (``tglassmlp.analysis.figures``) and tables under ``out_dir``; an MLflow run with the figures,
+   tables and headline numbers (``mlflow=false`` switches MLflow off).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from tglassmlp.analysis.fields import (
+    NetworkProbe,
+    PropensityField,
+    find_sweep_networks,
+    latest_sweep,
+    md_fields,
+    prediction_field,
+    structure_propensity,
+)
+from tglassmlp.observables.attention import AttentionLengthScale
+from tglassmlp.observables.chords import ChordLength
+from tglassmlp.observables.four_point import (
+    FourPointStructureFactor,
+    FourPointSusceptibility,
+    OrnsteinZernikeFit,
+)
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------------ files
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write via a temporary file in the same folder and os.replace (no half-written file on a crash)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp-")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    """Rows (dicts) as CSV, atomically; the columns are the union of the keys (missing cells empty)."""
+    buf = io.StringIO()
+    if rows:
+        names = list(dict.fromkeys(k for r in rows for k in r))
+        writer = csv.DictWriter(buf, fieldnames=names, restval="")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return atomic_write_text(path, buf.getvalue())
+
+
+# ------------------------------------------------------------------------------------------------ observables
+class HeterogeneitySettings:
+    """The analysis parameters of ``conf/analyze.yaml`` (chi4, s4, oz, chords sections)."""
+
+    def __init__(self, chi4: Mapping, s4: Mapping, oz: Mapping, chords: Mapping):
+        self.n_bootstrap = int(chi4.get("n_bootstrap", 200))
+        self.n_bootstrap_fits = int(chi4.get("n_bootstrap_fits", 50))
+        self.seed = int(chi4.get("seed", 0))
+        self.s4 = dict(s4)
+        self.oz = dict(oz)
+        self.chord_cell = float(chords.get("cell_size", 2.0))
+        self.chord_threshold = str(chords.get("threshold", "median"))
+
+
+def _fit_curves(q, s4_rows, fitter) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(chi4_tilde, xi4, A) arrays over the K rows of S_4."""
+    out = np.full((3, len(s4_rows)), np.nan)
+    for k, row in enumerate(s4_rows):
+        fit = fitter.compute(q, row)  # compute() returns the same object each time: read it out now
+        out[:, k] = fit.chi4_tilde, fit.xi4, fit.prefactor_a
+    return out[0], out[1], out[2]
+
+
+def _chord_sums(field_values, positions, box, chord) -> np.ndarray:
+    """(S, K, 2): per structure and time, (sum of chord lengths [sigma], number of chords)."""
+    out = np.zeros((len(field_values), field_values[0].shape[0], 2))
+    for s, (vals, pos) in enumerate(zip(field_values, positions)):
+        for k, row in enumerate(vals):
+            ch = chord.compute(pos, row, box).chords
+            out[s, k] = ch.sum(), ch.size
+    return out
+
+
+def observe(values: list[np.ndarray], positions: list[np.ndarray], box: float, settings: HeterogeneitySettings,
+            bootstrap: bool) -> dict[str, np.ndarray]:
+    """chi_4, S_4, xi_4, chi4_tilde, A and <xi_chord> of one set of structures (each (K, N_s)).
+
+    With ``bootstrap``, ``*_err`` are standard deviations over structures resampled with replacement; else NaN.
+    Returns arrays over K (S_4: (K, n_q) with ``q``).
+    """
+    chi = FourPointSusceptibility(settings.n_bootstrap if bootstrap else 0, settings.seed).compute(values)
+    sf = FourPointStructureFactor(**settings.s4).compute(positions, values, box)
+    fitter = OrnsteinZernikeFit(**settings.oz)
+    chi_t, xi, a = _fit_curves(sf.q, sf.s4, fitter)
+    chord = ChordLength(settings.chord_cell, settings.chord_threshold)
+    sums = _chord_sums(values, positions, box, chord)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_chord = sums[:, :, 0].sum(0) / sums[:, :, 1].sum(0)
+    nan = np.full(len(xi), np.nan)
+    out = {"mean": chi.mean, "chi4": chi.chi4, "chi4_err": chi.chi4_err, "q": sf.q, "s4": sf.s4,
+           "s4_err": sf.s4_err, "chi4_tilde": chi_t, "xi4": xi, "A": a, "chord": mean_chord,
+           "xi4_err": nan, "A_err": nan, "chord_err": nan}
+    n = len(values)
+    if bootstrap and n > 1:
+        rng = np.random.default_rng(settings.seed + 1)
+        xis, as_, chords = [], [], []
+        for _ in range(settings.n_bootstrap_fits):
+            pick = rng.integers(0, n, n)
+            _, x_b, a_b = _fit_curves(sf.q, sf.s4_samples[pick].mean(0), fitter)
+            xis.append(x_b)
+            as_.append(a_b)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                chords.append(sums[pick, :, 0].sum(0) / sums[pick, :, 1].sum(0))
+        with warnings.catch_warnings():  # all-NaN columns (no fit possible) stay NaN quietly
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out["xi4_err"] = np.nanstd(xis, axis=0, ddof=1)
+            out["A_err"] = np.nanstd(as_, axis=0, ddof=1)
+            out["chord_err"] = np.nanstd(chords, axis=0, ddof=1)
+    return out
+
+
+def observe_ensemble(field: PropensityField, settings: HeterogeneitySettings) -> dict[str, np.ndarray]:
+    """Observables of a predicted field: per network, then mean and std over networks (the paper's error
+    bars). Without per-network predictions: the ensemble mean's observables with a bootstrap over structures."""
+    positions = [s.positions for s in field.structures]
+    m = field.n_members
+    if m < 2:
+        return observe(field.values(), positions, field.box, settings, bootstrap=True)
+    per = [observe(field.member_values(j), positions, field.box, settings, bootstrap=False) for j in range(m)]
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for key in ("mean", "chi4", "s4", "chi4_tilde", "xi4", "A", "chord"):
+            stack = np.array([p[key] for p in per])
+            out[key] = np.nanmean(stack, axis=0)
+            out[key + "_err"] = np.nanstd(stack, axis=0, ddof=1)
+    out["q"] = per[0]["q"]
+    out["n_networks"] = m
+    return out
+
+
+def pearson_scores(field: PropensityField) -> dict[str, np.ndarray]:
+    """rho_P (Eq. 8) per level against the MD truth: per network, the mean over the structures the networks
+    were not trained on; then mean and std over networks. Also the same over the training structures."""
+    from tglassmlp.model.module import pearson
+
+    out = {}
+    for label, wanted in (("test", False), ("train", True)):
+        structs = [s for s in field.structures if s.trained == wanted and s.truth is not None]
+        k = field.levels.size
+        if not structs:
+            out[label], out[label + "_err"], out[label + "_n"] = np.full(k, np.nan), np.full(k, np.nan), 0
+            continue
+        m = max(1, field.n_members)
+        rho = np.full((m, k), np.nan)
+        for j in range(m):
+            for i in range(k):
+                vals = [pearson(s.members[j, i] if s.members is not None else s.values[i], s.truth[i])
+                        for s in structs if np.all(np.isfinite(s.truth[i]))]
+                if vals:
+                    rho[j, i] = np.mean(vals)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out[label] = np.nanmean(rho, axis=0)
+            out[label + "_err"] = np.nanstd(rho, axis=0, ddof=1) if m > 1 else np.full(k, np.nan)
+        out[label + "_n"] = len(structs)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ networks
+def network_fields(probe: NetworkProbe, data_root, levels, tts, md_at_levels: Mapping[float, PropensityField],
+                   split: Mapping[str, Any]) -> tuple[dict, dict]:
+    """Predict every structure of ``data_root`` at ``levels`` with every network.
+
+    Returns ({T: PropensityField with members}, {T: {'attention': (M, K, M_S) averaged over structures,
+    'bottleneck': [(M, K, N, 2) per structure], 'truth': [(K, N) per structure or None]}}).
+    """
+    from tglassmlp.data.datamodule import PropensityDataModule, temperatures_in
+    from tglassmlp.data.shards import parse_shard_path
+
+    splitter = PropensityDataModule(data_root, train_fraction=float(split.get("train_fraction", 0.8)),
+                                    split_seed=int(split.get("split_seed", 0)))
+    trained_t = set(probe.networks[0].training_temperatures)
+    fields, internals = {}, {}
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        def tqdm(x, **_):
+            return x
+    for temperature, paths in tqdm(sorted(temperatures_in(data_root).items(), reverse=True),
+                                   desc="network predictions", unit="T"):
+        indices = [parse_shard_path(p)[1] for p in paths]
+        train_idx = set(splitter.split(temperature, indices)[0]) if temperature in trained_t and len(indices) > 1 else set()
+        md = md_at_levels.get(temperature)
+        structs, atts, necks, truths = [], [], [], []
+        for path, index in zip(paths, indices):
+            desc, pos, box, _ = probe.shard_inputs(path)
+            res = probe.run(desc, temperature, levels)
+            truth = None
+            if md is not None:
+                md_struct = next((s for s in md.structures if Path(s.name) == Path(path)), None)
+                if md_struct is not None:
+                    truth = np.full((len(levels), pos.shape[0]), np.nan)
+                    for i, c in enumerate(levels):
+                        hit = np.flatnonzero(np.isclose(md.levels, c))
+                        if hit.size:
+                            truth[i] = md_struct.values[hit[0]]
+            s = structure_propensity(pos, box, res.propensity.mean(0), res.propensity.std(0, ddof=1)
+                                     if res.propensity.shape[0] > 1 else None, res.propensity,
+                                     name=str(path), trained=index in train_idx)
+            s.truth = truth
+            structs.append(s)
+            atts.append(res.attention)
+            necks.append(res.bottleneck)
+            truths.append(truth)
+        fields[temperature] = prediction_field(temperature, levels, structs, source="tGlassMLP", tts=tts)
+        internals[temperature] = {"attention": np.mean(atts, axis=0), "bottleneck": necks, "truth": truths,
+                                  "names": probe.names}
+    return fields, internals
+
+
+def attention_scales(internals: Mapping[float, dict], levels) -> dict[float, dict]:
+    """{T: {'lengths', 'p_int' (K, n_L), 'p_int_err', 'xi_int' (K,), 'xi_int_err'}}, mean +- std over networks."""
+    out = {}
+    for temperature, item in internals.items():
+        scale = AttentionLengthScale(item["names"])
+        att = item["attention"]  # (M, K, M_S)
+        p = np.array([[scale.compute(att[m, k]).p_int for k in range(att.shape[1])] for m in range(att.shape[0])])
+        xi = np.array([[scale.compute(att[m, k]).xi_int for k in range(att.shape[1])] for m in range(att.shape[0])])
+        ddof = 1 if att.shape[0] > 1 else 0
+        out[temperature] = {"lengths": scale.lengths, "p_int": p.mean(0), "p_int_err": p.std(0, ddof=ddof),
+                            "xi_int": xi.mean(0), "xi_int_err": xi.std(0, ddof=ddof), "levels": np.asarray(levels)}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def _rows(source: str, field: PropensityField, obs: Mapping, pearson: Mapping | None = None) -> list[dict]:
+    rows = []
+    for k in range(field.levels.size):
+        row = {"source": source, "T": field.temperature, "level": float(field.levels[k]),
+               "time": float(field.times[k]), "mean_propensity": float(obs["mean"][k]),
+               "chi4": float(obs["chi4"][k]), "chi4_err": float(obs["chi4_err"][k]),
+               "xi4": float(obs["xi4"][k]), "xi4_err": float(obs["xi4_err"][k]),
+               "chi4_tilde": float(obs["chi4_tilde"][k]), "A": float(obs["A"][k]), "A_err": float(obs["A_err"][k]),
+               "chord": float(obs["chord"][k]), "chord_err": float(obs["chord_err"][k]),
+               "n_structures": len(field.structures)}
+        if pearson is not None:
+            row.update({"pearson_test": float(pearson["test"][k]), "pearson_test_err": float(pearson["test_err"][k]),
+                        "n_test": pearson["test_n"], "pearson_train": float(pearson["train"][k]),
+                        "pearson_train_err": float(pearson["train_err"][k]), "n_train": pearson["train_n"]})
+        rows.append(row)
+    return rows
+
+
+def _fmt(v, err=None, digits=3) -> str:
+    if v is None or not np.isfinite(v):
+        return "-"
+    s = f"{v:.{digits}g}"
+    return s + (f" +- {err:.2g}" if err is not None and np.isfinite(err) else "")
+
+
+def markdown_report(name: str, level_rows: list[dict], attention_rows: list[dict], figures: list[Path],
+                    notes: list[str]) -> str:
+    lines = [f"# Dynamic heterogeneity analysis: {name}", "",
+             "Units: lengths in sigma, times in tau (reduced LJ units); chi_4, S_4, A, rho_P dimensionless. "
+             "MD error bars: bootstrap over structures; network error bars: std over networks.", ""]
+    lines += notes + [""] if notes else []
+    lines += ["## At the <C_B> levels", "",
+              "| source | T | <C_B> | t [tau] | chi_4 | xi_4 [sigma] | A | <xi_chord> [sigma] | rho_P (test) |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in level_rows:
+        lines.append(f"| {r['source']} | {r['T']:g} | {r['level']:.2f} | {_fmt(r['time'])} | "
+                     f"{_fmt(r['chi4'], r['chi4_err'])} | {_fmt(r['xi4'], r['xi4_err'])} | {_fmt(r['A'], r['A_err'])} | "
+                     f"{_fmt(r['chord'], r['chord_err'])} | {_fmt(r.get('pearson_test'), r.get('pearson_test_err'))} |")
+    if attention_rows:
+        lines += ["", "## Attention length scale (Sec. VI A)", "", "| T | <C_B> | xi_int [sigma] |", "|---|---|---|"]
+        lines += [f"| {r['T']:g} | {r['level']:.2f} | {_fmt(r['xi_int'], r['xi_int_err'])} |" for r in attention_rows]
+    lines += ["", "## Figures", ""] + [f"- `{p.name}`" for p in figures]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------ main
+def _resolve_sweep(spec, output_dir) -> Path | None:
+    if spec in (None, "", "none", "null"):
+        return None
+    if spec == "latest":
+        return latest_sweep(Path(output_dir) / "hydra" / "train")
+    path = Path(spec)
+    if not path.is_dir():
+        raise FileNotFoundError(f"networks.sweep_dir = {spec}: no such folder")
+    return path
+
+
+def analyze(cfg: DictConfig | Mapping) -> dict[str, Any]:
+    """Run the analysis of the module docstring; returns {'out_dir', 'figures', 'tables', 'summary', 'run_id'}."""
+    from tglassmlp.analysis import figures as figs
+    from tglassmlp.observables.tts import TimeTemperatureSuperposition
+
+    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
+    out_dir = Path(cfg.out_dir)
+    fig_dir, table_dir = out_dir / "figures", out_dir / "tables"
+    settings = HeterogeneitySettings(cfg.chi4, cfg.s4, cfg.oz, cfg.chords)
+    levels = [float(c) for c in cfg.levels]
+    ref_level = float(cfg.reference_level)
+    notes: list[str] = []
+
+    tracking = None
+    if cfg.get("mlflow", True) and cfg.get("logger") is not None:  # fail fast on an unreachable store, before any work
+        from hydra.utils import instantiate
+
+        tracking = instantiate(cfg.logger)
+        tracking.prepare()
+
+    # 1. MD ------------------------------------------------------------------------------------------------
+    md = md_fields(cfg.data_root, int(cfg.reference_type))
+    if not md:
+        raise FileNotFoundError(f"{cfg.data_root}: no shard with MD propensities")
+    tts = TimeTemperatureSuperposition(**OmegaConf.to_container(cfg.tts, resolve=True)).compute(
+        {T: (f.times, f.levels) for T, f in md.items()})
+    md_time = {T: observe(f.values(), [s.positions for s in f.structures], f.box, settings, bootstrap=True)
+               for T, f in md.items()}
+    md_levels = {}
+    for T, f in md.items():
+        try:
+            md_levels[T] = f.at_levels(levels)
+        except ValueError as exc:
+            notes.append(f"- MD T = {T:g}: {exc}")
+    md_level_obs = {T: observe(f.values(), [s.positions for s in f.structures], f.box, settings, bootstrap=True)
+                    for T, f in md_levels.items()}
+
+    # 2. networks ------------------------------------------------------------------------------------------
+    pred, pred_obs, pearson, attention, internals = {}, {}, {}, {}, {}
+    sweep = _resolve_sweep(cfg.networks.sweep_dir, cfg.paths.output_dir)
+    if sweep is not None:
+        nets = find_sweep_networks(sweep, str(cfg.networks.selection))
+        if cfg.networks.get("max_networks"):
+            nets = nets[: int(cfg.networks.max_networks)]
+        notes.append(f"- networks: {len(nets)} from `{sweep}` (selection: {cfg.networks.selection}); plain network "
+                     "outputs, without the iterative mean constraint of App. B")
+        probe = NetworkProbe(nets, int(cfg.reference_type), cfg.get("cache_dir"))
+        split = nets[0].config.get("data", {}) if nets[0].config else {}
+        pred, internals = network_fields(probe, cfg.data_root, levels, tts, md_levels, split)
+        attention = attention_scales(internals, levels)
+    elif cfg.networks.sweep_dir not in (None, "", "none", "null"):
+        notes.append("- networks: none found (run `make demo` or `python train.py -m ...` first)")
+
+    # 3. prediction files ---------------------------------------------------------------------------------
+    if cfg.get("predictions") is not None:
+        from hydra.utils import call
+
+        for f in call(cfg.predictions, tts=tts):
+            if not isinstance(f, PropensityField):
+                raise TypeError(f"predictions reader returned {type(f).__name__}, expected PropensityField")
+            pred[round(f.temperature, 3)] = f
+    for T, f in pred.items():
+        pred_obs[T] = observe_ensemble(f, settings)
+        pearson[T] = pearson_scores(f)
+
+    # 4. tables ------------------------------------------------------------------------------------------------
+    time_rows = [r for T, f in md.items() for r in _rows("MD", f, md_time[T])]
+    level_rows = [r for T, f in md_levels.items() for r in _rows("MD", f, md_level_obs[T])]
+    level_rows += [r for T, f in pred.items() for r in _rows(f.source, f, pred_obs[T], pearson[T])]
+    attention_rows = [{"T": T, "level": float(c), "xi_int": float(a["xi_int"][k]),
+                       "xi_int_err": float(a["xi_int_err"][k]),
+                       **{f"P_L{L:g}": float(a["p_int"][k, j]) for j, L in enumerate(a["lengths"])}}
+                      for T, a in attention.items() for k, c in enumerate(levels)]
+    tables = [write_csv(table_dir / "md_time_series.csv", time_rows),
+              write_csv(table_dir / "levels.csv", level_rows)]
+    if attention_rows:
+        tables.append(write_csv(table_dir / "attention.csv", attention_rows))
+    s4_rows = []
+    for src, fields, obs in (("MD", md_levels, md_level_obs), ("tGlassMLP", pred, pred_obs)):
+        for T, f in fields.items():
+            for k, c in enumerate(f.levels):
+                s4_rows += [{"source": src, "T": T, "level": float(c), "q": float(q), "S4": float(obs[T]["s4"][k, j]),
+                             "S4_err": float(obs[T]["s4_err"][k, j])} for j, q in enumerate(obs[T]["q"])]
+    tables.append(write_csv(table_dir / "s4.csv", s4_rows))
+
+    # 5. figures -----------------------------------------------------------------------------------------------
+    fig_cfg = cfg.figures
+    made = figs.make_all(fig_dir, md=md, md_time=md_time, md_levels=md_levels, md_level_obs=md_level_obs,
+                         pred=pred, pred_obs=pred_obs, pearson=pearson, attention=attention, internals=internals,
+                         tts=tts, levels=levels, ref_level=ref_level, dpi=int(fig_cfg.dpi),
+                         chord_range=tuple(cfg.chords.level_range), oz=settings.oz)
+    if fig_cfg.get("master_curve", True):
+        made.append(figs.master_curve_figure(cfg.data_root, fig_dir / "fig13_master_curve.png", out_dir / "labels"))
+
+    summary = {"name": str(cfg.name), "data_root": str(cfg.data_root), "tau_alpha": tts.tau_alpha, "beta": tts.beta,
+               "networks_sweep": str(sweep) if sweep else None, "notes": notes,
+               "levels": level_rows, "attention": attention_rows}
+    tables.append(atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1, default=float) + "\n"))
+    report = atomic_write_text(out_dir / "analysis.md", markdown_report(str(cfg.name), level_rows, attention_rows,
+                                                                         made, notes))
+    result = {"out_dir": str(out_dir), "figures": [str(p) for p in made], "tables": [str(p) for p in tables],
+              "report": str(report), "summary": summary, "run_id": None}
+
+    # 6. MLflow ------------------------------------------------------------------------------------------------
+    if tracking is not None:
+        result["run_id"] = log_to_mlflow(tracking, cfg, made, tables + [report], level_rows, attention_rows)
+    return result
+
+
+def log_to_mlflow(tracking, cfg, figures, tables, level_rows, attention_rows) -> str:
+    """One MLflow run 'analysis-<name>' with params, headline metrics, figures and tables as artefacts."""
+    from tglassmlp.data.datamodule import state_point_name
+    from tglassmlp.tracking import git_commit, hydra_job_info
+
+    commit, dirty = git_commit()
+    info = hydra_job_info()
+    tracking.start_run({"kind": "analysis", "git_commit": commit, "git_dirty": str(dirty).lower(),
+                        "sweep_id": info.get("sweep_id")}, run_name=f"analysis-{cfg.name}")
+    try:
+        tracking.log_params({"data_root": cfg.data_root, "levels": list(cfg.levels),
+                             "networks.sweep_dir": cfg.networks.sweep_dir, "oz.q_max": cfg.oz.q_max,
+                             "chords.cell_size": cfg.chords.cell_size, "s4.q_max": cfg.s4.q_max})
+        metrics = {}
+        for r in level_rows:
+            key = f"{r['source']}/{state_point_name(r['T'], r['level'])}"
+            for m in ("chi4", "xi4", "A", "chord", "pearson_test"):
+                v = r.get(m)
+                if v is not None and np.isfinite(v):
+                    metrics[f"{key}/{m}"] = v
+        for r in attention_rows:
+            metrics[f"attention/{state_point_name(r['T'], r['level'])}/xi_int"] = r["xi_int"]
+        tracking.log_metrics(metrics)
+        for p in figures:
+            tracking.log_artifact(p, "figures")
+        for p in tables:
+            tracking.log_artifact(p, "tables")
+        tracking.end("FINISHED")
+    except BaseException:
+        tracking.end("FAILED")
+        raise
+    return tracking.run_id
+
+
+def copy_figures(result: Mapping, dest) -> list[Path]:
+    """Copy the figures of a result to ``dest`` (docs/demo/figures)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for p in result["figures"]:
+        shutil.copy2(p, dest / Path(p).name)
+        out.append(dest / Path(p).name)
+    return out
+
