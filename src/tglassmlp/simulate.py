@@ -8,6 +8,13 @@ Stages (each written atomically into the shard, see docs/data-format.md; a rerun
    inherent structure (otherwise training computes them on load and caches them under outputs/);
 4. ``isoconfigurational``: NVE runs with fresh velocities at the dataset's times (where the dataset asks for
    MD at this temperature), then bond breaking C_B^i(t) per run and the propensity (mean over runs).
+
+Scale-out (docs/scale-out.md): ``simulate.py -m temperature=... structure_index=...`` runs one job per shard
+(joblib locally, submitit on SLURM). A job claims its shard (a lock the kernel drops if the job dies), so two
+jobs never write one shard; it records the shard's expectation in the dataset manifest when it starts and the
+shard's checksums when it finishes (:mod:`tglassmlp.data.manifest`). A killed job leaves only finished stages
+(atomic writes), so its rerun resumes at the first missing stage with the same seeds and produces the same
+values. ``simulate.py verify=true`` checks the dataset and lists missing, partial and corrupt shards.
 """
 
 from __future__ import annotations
@@ -32,8 +39,16 @@ from tglassmlp.data import (
     update_shard,
     write_shard,
 )
+from tglassmlp.data.manifest import (
+    claim_shard,
+    expect_shards,
+    forget_shard,
+    record_shard,
+    verify_dataset,
+)
 from tglassmlp.observables.bond_breaking import bond_breaking
-from tglassmlp.physics import inherent_structure, particle_energies
+from tglassmlp.physics import inherent_structure, particle_energies, validate_configuration
+from tglassmlp.physics.potential import interacting_pairs
 from tglassmlp.physics.system import system_from_config
 from tglassmlp.timegrid import log_spaced_times
 
@@ -94,6 +109,77 @@ def md_times(cfg: DictConfig, temperature: float):
     return log_spaced_times(iso.t_min, t_max, iso.n_times, cfg.md.dt)
 
 
+def required_fields(cfg: DictConfig, temperature: float) -> list[str]:
+    """Fields a finished shard at ``temperature`` has under ``cfg``: the structure and its inherent structure,
+    the descriptors where the dataset stores them, the MD labels (and trajectories, if stored) where the
+    dataset has MD at that temperature."""
+    fields = [*STRUCTURE_FIELDS, *INHERENT_FIELDS]
+    if cfg.dataset.get("store_descriptors", False):
+        fields.append("descriptors")
+    if md_times(cfg, temperature) is not None:
+        fields += list(MD_FIELDS)
+        if cfg.dataset.get("store_trajectories", False):
+            fields.append("trajectories")
+    return fields
+
+
+def dataset_root(cfg: DictConfig) -> Path:
+    """``<paths.output_dir>/datasets/<dataset.name>``: where the shards and the manifest of ``cfg`` live."""
+    name = str(cfg.dataset.name)
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"dataset.name must be a plain folder name, got {name!r}")
+    return Path(cfg.paths.output_dir) / "datasets" / name
+
+
+def _check_dataset_config(cfg: DictConfig) -> None:
+    """Refuse impossible dataset / MD settings before any work, naming the key."""
+    ds, iso = cfg.dataset, cfg.dataset.isoconfigurational
+
+    def number(key, value, *, integer=False, minimum=None, strict=True, allow_none=False):
+        if value is None and allow_none:
+            return
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = ok and (float(value).is_integer() if integer else np.isfinite(float(value)))
+        if ok and minimum is not None:
+            ok = value > minimum if strict else value >= minimum
+        if not ok:
+            bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum}"
+            raise ValueError(f"config {key}: must be a{'n integer' if integer else ' finite number'}{bound}, "
+                             f"got {value!r}")
+
+    number("dataset.n_particles", ds.n_particles, integer=True, minimum=2, strict=False)
+    number("dataset.isoconfigurational.n_runs", iso.n_runs, integer=True, minimum=0, strict=False)
+    number("dataset.isoconfigurational.n_times", iso.n_times, integer=True, minimum=1, strict=False)
+    number("dataset.isoconfigurational.t_min", iso.t_min, minimum=0)
+    number("dataset.default_t_max", ds.default_t_max, minimum=0, allow_none=True)
+    number("md.dt", cfg.md.dt, minimum=0)
+    for k, sp in enumerate(ds.state_points):
+        number(f"dataset.state_points[{k}].temperature", sp.temperature, minimum=0)
+        number(f"dataset.state_points[{k}].t_max", sp.t_max, minimum=0, allow_none=True)
+    number("seed", cfg.seed, integer=True, minimum=0, strict=False)
+
+
+def _check_md_config(cfg: DictConfig) -> None:
+    """The MD settings that would otherwise fail only at stage 4, after hours of swap MC: check them first."""
+    from tglassmlp.physics.openmm_system import LAYOUTS, resolve_platform
+
+    def _positive_int(value, name):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+
+    md = cfg.md
+    resolve_platform(md.platform, md.precision)  # ValueError naming the platform / md.precision
+    if md.layout not in LAYOUTS:
+        raise ValueError(f"config md.layout: must be one of {LAYOUTS}, got {md.layout!r}")
+    for key in ("replicas_per_context", "check_every"):
+        _positive_int(md[key], f"config md.{key}")
+    for key in ("workers", "threads"):
+        if md.get(key) is not None:
+            _positive_int(md[key], f"config md.{key}")
+    if not (isinstance(md.max_energy_drift, (int, float)) and md.max_energy_drift > 0):
+        raise ValueError(f"config md.max_energy_drift: must be > 0, got {md.max_energy_drift!r}")
+
+
 def _resolve_temperature(cfg: DictConfig, structure: Structure | None) -> float:
     temperature = cfg.temperature
     if temperature is None and structure is not None:
@@ -101,9 +187,16 @@ def _resolve_temperature(cfg: DictConfig, structure: Structure | None) -> float:
     if temperature is None:
         where = cfg.structure if cfg.structure is not None else "swap Monte Carlo"
         raise ValueError(f"{where}: no temperature given and the input does not say one; set temperature=T")
-    temperature = float(temperature)
+    try:
+        temperature = float(temperature)
+    except (TypeError, ValueError):
+        raise ValueError(f"config temperature: must be a number, got {temperature!r}") from None
     if not (np.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+    if round(temperature, 3) <= 0:
+        # shard names carry T with 3 decimals: T0.000 would be no temperature at all
+        raise ValueError(f"temperature {temperature!r} rounds to 0.000 in the shard name T%.3f; the smallest "
+                         "temperature a shard can have is 0.001")
     return temperature
 
 
@@ -115,23 +208,56 @@ def simulate_shard(cfg: DictConfig) -> dict:
         particle [epsilon], the equilibration flag, and where MD ran: times [tau], mean-squared displacement
         [sigma^2] and the type-0 mean propensity per time.
     """
+    _check_dataset_config(cfg)
     system = system_from_config(cfg.system)
     structure = load_structure(cfg.structure) if cfg.structure is not None else None
+    if structure is not None:
+        # overlaps and a box below two cutoffs would only fail in stage 2, after stage 1 wrote the shard
+        interacting_pairs(*validate_configuration(structure.positions, structure.types, structure.box,
+                                                  where=str(cfg.structure)), system, where=str(cfg.structure))
     temperature = _resolve_temperature(cfg, structure)
+    index = _resolve_index(cfg, structure)
+    swap_seed, md_seed = shard_seeds(cfg.seed, temperature, index)
+    root = dataset_root(cfg)
+    path = shard_path(root, temperature, index)
+    required = required_fields(cfg, temperature)
+    threads = cfg.get("num_threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"config num_threads: must be an integer >= 1 or null, got {threads!r}")
+    if md_times(cfg, temperature) is not None:
+        _check_md_config(cfg)
+    # everything above only reads; nothing on disk changes before the settings are known to be valid
+    if threads is not None:
+        import numba
+
+        numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))
+    # one writer per shard: a second job on the same shard (a resubmitted array task while the first still
+    # runs) fails here with ShardBusyError instead of racing it; a killed holder's lock vanishes with it
+    with claim_shard(path):
+        expect_shards(root, [(temperature, index, required)], dataset=str(cfg.dataset.name))
+        if cfg.overwrite and path.exists():
+            forget_shard(root, path)
+            path.unlink()
+        summary = _run_stages(cfg, system, structure, temperature, index, swap_seed, md_seed, path, threads)
+        record = record_shard(root, path, required)
+    summary["physics_sha256"] = record["physics_sha256"]
+    return summary
+
+
+def _resolve_index(cfg: DictConfig, structure: Structure | None) -> int:
     index = cfg.structure_index
     if index is None:
         index = structure.index if structure is not None and structure.index is not None else 0
-    index = int(index)
-    if index < 0:
-        raise ValueError(f"structure_index must be >= 0, got {index}")
-    swap_seed, md_seed = shard_seeds(cfg.seed, temperature, index)
-    path = shard_path(Path(cfg.paths.output_dir) / "datasets" / cfg.dataset.name, temperature, index)
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
+        raise ValueError(f"config structure_index: must be an integer >= 0 or null, got {index!r}")
+    return int(index)
+
+
+def _run_stages(cfg, system, structure, temperature, index, swap_seed, md_seed, path, threads) -> dict:
+    """The four stages of :func:`simulate_shard` (called while the shard is claimed)."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved.pop("hydra", None)
     summary = {"shard": str(path), "temperature": temperature, "ran": [], "skipped": []}
-
-    if cfg.overwrite and path.exists():
-        path.unlink()
     existing = set()
     if path.exists():
         with open_shard(path) as reader:  # metadata only: nothing large is loaded
@@ -220,9 +346,11 @@ def simulate_shard(cfg: DictConfig) -> dict:
     else:
         from tglassmlp.physics.md import isoconfigurational_runs
 
+        # num_threads (parallel launchers set 1): that many one-thread Contexts, the CPU layout measured best
+        layout = {} if threads is None else {"workers": int(threads), "threads": 1}
         runs = isoconfigurational_runs(positions, types, box, temperature, times,
                                        int(cfg.dataset.isoconfigurational.n_runs), md_seed, system=system,
-                                       config=cfg.md)
+                                       config=cfg.md, progress=cfg.get("progress") is not False, **layout)
         c_b = bond_breaking(positions, runs, types, box, system=system)  # (R, T_n, N)
         propensity = c_b.mean(axis=0)
         new = {"times": times, "bond_breaking": c_b.astype(np.float32), "propensity": propensity.astype(np.float32)}
@@ -235,6 +363,81 @@ def simulate_shard(cfg: DictConfig) -> dict:
     if runs is not None:
         summary["msd"] = ((np.asarray(runs) - positions) ** 2).sum(-1).mean(axis=(0, 2)).tolist()
     return summary
+
+
+def verify(cfg: DictConfig, *, deep: bool = True):
+    """Verify the dataset of ``cfg`` (``<output_dir>/datasets/<dataset.name>``) against its manifest.
+
+    Returns the :class:`tglassmlp.data.manifest.VerifyReport` (``.ok``, ``.format()``).
+    """
+    root = dataset_root(cfg)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset {cfg.dataset.name!r}: no folder {root} (nothing simulated yet, or "
+                                "another paths.output_dir)")
+    return verify_dataset(root, deep=deep)
+
+
+def sweep_shards(cfg: DictConfig, task_overrides) -> list[tuple[float, int, list[str]]]:
+    """(temperature, structure index, required fields) of every job of a ``simulate.py -m`` sweep.
+
+    ``cfg`` is the multirun's config (sweep overrides not applied), ``task_overrides`` the command line's
+    overrides (``temperature=0.6,0.5``, ``structure_index=range(0,4)``). Only ``temperature`` and
+    ``structure_index`` may vary; a sweep over anything else that names the shard (dataset, structure, output
+    folder) returns [] (nothing can be predicted; each job still records itself when it starts).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides([str(o) for o in task_overrides])
+    values: dict[str, list] = {}
+    for o in parsed:
+        if not o.is_sweep_override():
+            continue
+        key = o.key_or_group
+        if key in ("temperature", "structure_index"):
+            values[key] = list(o.sweep_string_iterator())
+        elif key.split(".")[0] in ("dataset", "structure", "paths", "md", "seed", "experiment"):
+            log.warning("sweep over %s: the expected shards are not recorded in advance", key)
+            return []
+
+    def parse(key, text):
+        if text in ("null", "None"):
+            return None
+        return float(text) if key == "temperature" else int(text)
+
+    structure = load_structure(cfg.structure) if cfg.structure is not None else None
+    temps = [parse("temperature", t) for t in values.get("temperature", [])] or [cfg.temperature]
+    indices = [parse("structure_index", k) for k in values.get("structure_index", [])] or [cfg.structure_index]
+    out = []
+    for t in temps:
+        for k in indices:
+            job = OmegaConf.merge(cfg, {"temperature": t, "structure_index": k})
+            temperature = _resolve_temperature(job, structure)
+            out.append((temperature, _resolve_index(job, structure), required_fields(job, temperature)))
+    return out
+
+
+try:
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover - hydra-core < 1.1
+    _HydraCallback = object
+
+
+class ExpectSweepShards(_HydraCallback):
+    """Hydra callback (conf/simulate.yaml): before the jobs of ``simulate.py -m`` start, record every shard
+    of the sweep as expected in the dataset manifest, so that ``verify=true`` lists the shards whose jobs
+    never ran (a cancelled SLURM array, a crashed launcher) as missing."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        if config.get("verify"):
+            return
+        try:
+            shards = sweep_shards(config, config.hydra.overrides.task)
+            if shards:
+                n = expect_shards(dataset_root(config), shards, dataset=str(config.dataset.name))
+                log.info("manifest: %d expected shard(s) recorded in %s", n, dataset_root(config))
+        except Exception as exc:  # noqa: BLE001 - bookkeeping only; each job records itself anyway
+            log.warning("could not record the sweep's expected shards (%s: %s); jobs still record their own",
+                        type(exc).__name__, exc)
 
 
 def print_summary(summary: dict, cfg: DictConfig) -> None:

@@ -326,8 +326,9 @@ except ImportError:  # pragma: no cover - hydra-core < 1.1
 
 class PrepareTrackingStore(_HydraCallback):
     """Hydra callback: create the store schema and the study's experiment once, in the launching process,
-    before the jobs of a multirun start (parallel jobs then only add runs). Also fails the whole sweep fast
-    when the store cannot be reached. Reads ``logger.tracking_uri``, ``logger.artifact_location``, ``study``.
+    before the jobs of a multirun start (parallel jobs then only add runs). Also stops the whole sweep before
+    any job is launched when the store cannot be reached (SystemExit with the reason). Reads
+    ``logger.tracking_uri``, ``logger.artifact_location``, ``study``.
     """
 
     def on_multirun_start(self, config, **kwargs) -> None:
@@ -339,5 +340,11 @@ class PrepareTrackingStore(_HydraCallback):
         cfg = OmegaConf.to_container(logger, resolve=True)
         tracking = MlflowTracking(cfg["tracking_uri"], cfg.get("experiment_name") or config.study,
                                   cfg.get("artifact_location"))
-        exp = tracking.prepare()
+        try:
+            exp = tracking.prepare()
+        except TrackingStoreError as exc:
+            # Hydra turns a callback's Exception into a warning and launches the jobs anyway (on SLURM: an
+            # array of jobs that each queue, start and fail). SystemExit is not an Exception: the sweep stops
+            # here, before any job is launched, with the reason.
+            raise SystemExit(f"{config.hydra.job.name}.py: {exc}") from None
         log.info("MLflow: experiment %r (id %s) in %s", tracking.experiment_name, exp, tracking.tracking_uri)

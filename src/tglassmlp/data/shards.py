@@ -240,7 +240,7 @@ def shard_path(root: str | os.PathLike, temperature: float, index: int) -> Path:
     that three decimals cannot represent (0.4004) is refused rather than merged with its neighbour.
     """
     t = float(temperature)
-    if not np.isfinite(t) or t <= 0:
+    if not np.isfinite(t) or round(t, 3) <= 0:  # T0.000 would be a valid-looking name for nonsense
         raise ValueError(f"shard_path: temperature must be finite and positive, got {temperature!r}")
     # The tolerance lets float32 temperatures through (0.4f = 0.40000000596) but not 0.4004.
     if abs(t - round(t, 3)) > 1e-6:

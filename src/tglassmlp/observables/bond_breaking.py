@@ -79,7 +79,10 @@ def bond_breaking(initial_positions, positions, types, box, *, system=None, init
             f"bond_breaking: {lonely.size} particle(s) have no initial neighbour (first: particle {lonely[0]}); "
             "C_B is undefined for them"
         )
-    positions = np.asarray(positions, dtype=np.float64)
+    try:
+        positions = np.asarray(positions, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"bond_breaking: positions are not numeric ({exc})") from None
     if positions.ndim < 2 or positions.shape[-2:] != (n, 2):
         raise ConfigurationError(f"bond_breaking: positions must have shape (..., {n}, 2), got {positions.shape}")
     if not np.isfinite(positions).all():

@@ -349,7 +349,10 @@ def structural_descriptors(inherent_positions, types, box, *, l_grid=None, cutof
     if energies is None:
         from tglassmlp.physics.potential import particle_energies
 
-        energies = particle_energies(positions, types, box, system)
+        try:
+            energies = particle_energies(positions, types, box, system)
+        except ConfigurationError as exc:  # e.g. overlapping particles: say which entry point was called
+            raise ConfigurationError(f"structural_descriptors: {exc}") from None
     energies = _per_particle(energies, n, "energies")
     if perimeters is None:
         perimeters = voronoi_perimeters(positions, box)

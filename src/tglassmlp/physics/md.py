@@ -19,6 +19,7 @@ unchanged on the CPU (0.90 M at 1 replica, 0.95 M at 20); on a GPU it should be 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -42,6 +43,8 @@ from tglassmlp.physics.openmm_system import (
 )
 from tglassmlp.physics.potential import interacting_pairs
 from tglassmlp.physics.system import resolve_system
+
+log = logging.getLogger(__name__)
 
 # a time counts as a multiple of dt if it is within this fraction of a step of one (float rounding of
 # e.g. 0.1 / 0.01 = 10.000000000000002)
@@ -217,21 +220,27 @@ def isoconfigurational_runs(positions, types, box, temperature, times, n_runs, s
     max_drift = float(cfg.max_energy_drift if max_energy_drift is None else max_energy_drift)
     if not max_drift > 0:
         raise ValueError(f"max_energy_drift must be > 0, got {max_drift}")
-    plat = resolve_platform(cfg.platform if platform is None else platform)
+    layout = cfg.layout if layout is None else layout
+    precision = cfg.precision if precision is None else precision
+    plat = resolve_platform(cfg.platform if platform is None else platform, precision)
     plat_name = plat.getName()
     workers = cfg.get("workers") if workers is None else workers
     workers = _default_workers(plat_name) if workers is None else _positive_int(workers, "workers")
     threads = cfg.threads if threads is None else threads
     if threads is None and plat_name == "CPU" and workers > 1:
         threads = max(1, _default_workers("CPU") // workers)
-    layout = cfg.layout if layout is None else layout
-    precision = cfg.precision if precision is None else precision
 
     rng = np.random.default_rng(seed)
     velocities = np.stack([maxwell_boltzmann_velocities(n, temperature, rng, pot.mass) for _ in range(n_runs)])
 
     n_groups = max(math.ceil(n_runs / rpc), min(workers, n_runs))
     groups = _split(n_runs, n_groups)
+    log.info("isoconfigurational MD: %d run(s) x %d steps, N = %d, on OpenMM %s (precision %s): %d Context(s) of "
+             "<= %d stacked replica(s), %d at a time, %s thread(s) each, layout %s", n_runs, int(steps[-1]), n,
+             plat_name, precision if plat_name in ("CUDA", "OpenCL") else
+             {"CPU": "mixed", "Reference": "double"}.get(plat_name, precision), len(groups),
+             max(len(g) for g in groups), min(workers, len(groups)),
+             threads if threads is not None else "default", layout)
     out = np.empty((n_runs, steps.size, n, 2))
     bar = _Progress(len(groups) * int(steps[-1]), progress)
     systems: dict[int, openmm.System] = {}

@@ -15,6 +15,7 @@ also across the periodic z boundary (Lz = max(n_replicas, 2) * spacing), so repl
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from pathlib import Path
 
@@ -42,7 +43,12 @@ def temperature_kelvin(temperature: float) -> float:
     return float(temperature) * ENERGY_KJ_PER_MOL / MOLAR_GAS_CONSTANT_KJ
 
 
+log = logging.getLogger(__name__)
+
 LAYOUTS = ("onehot", "table")
+PRECISIONS = ("single", "mixed", "double")
+# platforms whose precision is set by the "Precision" property; CPU is always mixed, Reference double
+PRECISION_PLATFORMS = ("CUDA", "OpenCL")
 # fastest first: "auto" takes the first one OpenMM can load
 PLATFORM_PREFERENCE = ("CUDA", "OpenCL", "CPU", "Reference")
 
@@ -241,13 +247,59 @@ def available_platforms() -> list[str]:
     return [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
 
 
-def resolve_platform(platform: str | None = "auto") -> openmm.Platform:
-    """The OpenMM platform for a name (case-insensitive) or "auto" (fastest present)."""
+@lru_cache(maxsize=16)
+def platform_problem(name: str, precision: str = "mixed") -> str | None:
+    """Why a Context cannot be made on platform ``name`` at ``precision`` here, or None when it can.
+
+    A platform's plugin can load on a machine without the device (the CUDA plugin next to a missing or busy
+    GPU, an OpenCL runtime without a device): only making a Context tells. The probe is a two-particle
+    System, cached per process.
+    """
+    try:
+        plat = openmm.Platform.getPlatformByName(name)
+        system = openmm.System()
+        for _ in range(2):
+            system.addParticle(1.0)
+        props = {"Precision": precision} if name in PRECISION_PLATFORMS else {}
+        context = openmm.Context(system, openmm.VerletIntegrator(0.001), plat, props)
+        del context
+    except Exception as exc:  # noqa: BLE001 - OpenMMException or a driver error: the text is the answer
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    return None
+
+
+_LOGGED_CHOICES: set[tuple] = set()
+
+
+def resolve_platform(platform: str | None = "auto", precision: str | None = None) -> openmm.Platform:
+    """The OpenMM platform for a name (case-insensitive) or "auto".
+
+    "auto" takes the first of CUDA, OpenCL, CPU, Reference on which a Context can actually be made at
+    ``precision`` (None = ``conf/md``; it matters for CUDA and OpenCL only), and logs once per process which
+    one it picked and why the faster ones were passed over. A named platform that is not available raises.
+    """
     names = available_platforms()
+    precision = md_config().precision if precision is None else precision
+    if precision not in PRECISIONS:
+        raise ValueError(f"OpenMM precision must be one of {PRECISIONS}, got {precision!r} (md.precision)")
     if platform is None or str(platform).lower() == "auto":
+        passed = []
         for name in PLATFORM_PREFERENCE:
-            if name in names:
-                return openmm.Platform.getPlatformByName(name)
+            if name not in names:
+                passed.append(f"{name}: plugin not loaded")
+                continue
+            problem = platform_problem(name, precision)
+            if problem is not None:
+                passed.append(f"{name}: {problem}")
+                continue
+            key = ("auto", name, precision)
+            if key not in _LOGGED_CHOICES:
+                _LOGGED_CHOICES.add(key)
+                used = precision if name in PRECISION_PLATFORMS else ("mixed" if name == "CPU" else "double")
+                log.info("OpenMM platform: %s (md.platform=auto, precision %s)%s", name, used,
+                         f"; passed over {'; '.join(passed)}" if passed else "")
+            return openmm.Platform.getPlatformByName(name)
+        raise ValueError(f"OpenMM: no usable platform ({'; '.join(passed)})")
     by_lower = {n.lower(): n for n in names}
     key = str(platform).lower()
     if key not in by_lower:
@@ -276,7 +328,8 @@ def make_context(system: openmm.System, platform: str | None = "auto", threads: 
         ValueError for an unknown or unavailable platform (the message lists the available ones) or bad options.
     """
     cfg = md_config()
-    plat = resolve_platform(platform)
+    precision = cfg.precision if precision is None else precision
+    plat = resolve_platform(platform, precision)
     name = plat.getName()
     props = {}
     if threads is not None:
@@ -284,10 +337,7 @@ def make_context(system: openmm.System, platform: str | None = "auto", threads: 
             raise ValueError(f"make_context: threads must be a positive integer, got {threads!r}")
         if name == "CPU":
             props["Threads"] = str(int(threads))
-    precision = cfg.precision if precision is None else precision
-    if name in ("CUDA", "OpenCL"):
-        if precision not in ("single", "mixed", "double"):
-            raise ValueError(f"make_context: precision must be single, mixed or double, got {precision!r}")
+    if name in PRECISION_PLATFORMS:
         props["Precision"] = precision
     if integrator is None:
         dt = float(cfg.dt if dt is None else dt)
