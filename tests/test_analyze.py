@@ -4,7 +4,6 @@ predictions: numbers in the tables against direct computations, figures written,
 from __future__ import annotations
 
 import csv
-import json
 
 import numpy as np
 import pytest
@@ -25,6 +24,7 @@ from tglassmlp.observables.four_point import four_point_susceptibility
 from tglassmlp.observables.labels import labels_at_levels
 from tglassmlp.observables.tts import master_curve
 from tglassmlp.paths import config_dir
+from tglassmlp.predict import save_model_dir
 
 from conftest import random_configuration
 
@@ -60,14 +60,9 @@ def sweep(dataset, tmp_path_factory):
     scaler = DescriptorScaler(descriptor_names()).fit(raw)
     for seed in (0, 1):
         model = root / str(seed) / "artifacts" / "model"
-        model.mkdir(parents=True)
         kwargs = {"n_descriptors": scaler.n_kept, "mlp1_hidden": [6, 6], "head_hidden": [10, 10]}
         net = TGlassMLP(**kwargs, seed=seed)
-        OmegaConf.save(OmegaConf.create({"_target_": "tglassmlp.model.network.TGlassMLP", **kwargs, "seed": None}),
-                       model / "network.yaml")
-        torch.save(net.state_dict(), model / "state_dict.pt")
-        scaler.save(model / "scaler.npz")
-        (model / "state_points.json").write_text(json.dumps({"train": [[0.6, 0.8], [0.6, 0.5]]}))
+        save_model_dir(model, {**kwargs, "seed": None}, net, scaler, {"train": [[0.6, 0.8], [0.6, 0.5]]})
         (model.parent / "config").mkdir()
         OmegaConf.save(OmegaConf.create({"seed": seed, "data": {"train_fraction": 0.67, "split_seed": 0}}),
                        model.parent / "config" / "train.yaml")
@@ -164,6 +159,19 @@ def test_network_probe_matches_a_direct_forward_pass(dataset, sweep):
 def test_find_sweep_networks_selected_needs_a_manifest(sweep):
     with pytest.raises(FileNotFoundError, match="ensemble.json"):
         find_sweep_networks(sweep, "selected")
+
+
+def test_find_sweep_networks_needs_the_training_state_points(sweep, tmp_path):
+    """The analysis separates trained from unseen temperatures: a model folder without state_points.json is refused."""
+    import shutil
+
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    nets = find_sweep_networks(copy)
+    assert [n.training_temperatures for n in nets] == [[0.6], [0.6]] and nets[1].config["seed"] == 1
+    (copy / "1" / "artifacts" / "model" / "state_points.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"1/artifacts/model: no state_points.json"):
+        find_sweep_networks(copy)
 
 
 # ------------------------------------------------------------------------------------------------ reader interface

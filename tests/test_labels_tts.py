@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -71,3 +73,40 @@ def test_tts_errors():
         tts.relaxation_time(0.15)
     with pytest.raises(ValueError, match="levels"):
         tts.time_at(1.2, 0.3)
+
+
+def test_tts_round_trip_through_json():
+    """to_dict -> JSON -> from_dict gives the same superposition: fitted values, the Arrhenius extrapolation below
+    the fitted temperatures and the level <-> time conversion; constructor settings travel and can be overridden."""
+    a, e = -4.0, 2.0
+    fitted = TimeTemperatureSuperposition(arrhenius_t_max=0.3, tau_glass=1e10).compute(
+        synthetic_curves([0.4, 0.3, 0.25], a, e, BETA, t_max=1e3))
+    state = json.loads(json.dumps(fitted.to_dict()))
+    assert set(state) == {"beta", "tau_alpha", "arrhenius", "settings"}
+    assert state["tau_alpha"].keys() == {"0.4", "0.3", "0.25"}  # JSON keys: T with %g
+    back = TimeTemperatureSuperposition.from_dict(state)
+    assert back.beta == fitted.beta and back.tau_alpha == fitted.tau_alpha and back.arrhenius == fitted.arrhenius
+    assert (back.arrhenius_t_max, back.fit_below, back.tau_glass) == (0.3, 0.95, 1e10)
+    for T in (0.4, 0.2, 0.15):  # a fitted temperature and two Arrhenius extrapolations
+        assert back.relaxation_time(T) == fitted.relaxation_time(T)
+        assert back.time_at(0.3, T) == fitted.time_at(0.3, T)
+    # the Arrhenius law of the synthetic data: tau = exp(a + E / T)
+    assert back.relaxation_time(0.15) == pytest.approx(np.exp(a + e / 0.15), rel=5e-2)
+    # keyword settings override the stored ones: T_g moves to E / (ln 1e12 - a)
+    assert TimeTemperatureSuperposition.from_dict(state, tau_glass=1e12).glass_transition_temperature() == \
+        pytest.approx(e / (np.log(1e12) - a), rel=1e-2)
+    no_arrhenius = TimeTemperatureSuperposition.from_dict({"beta": 0.8, "tau_alpha": {"0.45": 750.0}})
+    assert no_arrhenius.arrhenius is None and no_arrhenius.time_at(0.5, 0.45) == pytest.approx(750.0, rel=1e-12)
+    with pytest.raises(ValueError, match="Arrhenius"):
+        no_arrhenius.relaxation_time(0.3)
+
+
+def test_tts_from_dict_errors():
+    with pytest.raises(KeyError, match=r"missing \['tau_alpha'\]"):
+        TimeTemperatureSuperposition.from_dict({"beta": 0.8})
+    with pytest.raises(ValueError, match="beta must be positive"):
+        TimeTemperatureSuperposition.from_dict({"beta": -1.0, "tau_alpha": {"0.4": 3.0}})
+    with pytest.raises(ValueError, match="arrhenius must be"):
+        TimeTemperatureSuperposition.from_dict({"beta": 0.8, "tau_alpha": {"0.4": 3.0}, "arrhenius": [1.0]})
+    with pytest.raises(RuntimeError, match="nothing fitted"):
+        TimeTemperatureSuperposition().to_dict()

@@ -1,4 +1,5 @@
-"""tGlassMLP network: sizes, shapes, the attention layer of Eqs. (5)-(7), determinism, gradients, config."""
+"""tGlassMLP network: sizes, shapes, the attention layer of Eqs. (5)-(7), determinism, gradients, config, and the
+factorised many-levels evaluation (LevelBatchedForward) against the plain forward pass."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from tglassmlp.model import NetworkInternals, TGlassMLP, parameter_count, state_features
+from tglassmlp.model.network import LevelBatchedForward
 from tglassmlp.paths import config_dir
 
 torch.set_num_threads(1)
@@ -258,3 +260,37 @@ def test_config_instantiates_paper_network():
     assert sum(p.numel() for p in net.parameters()) == parameter_count(cfg.n_descriptors) == 1460
     s = torch.randn(5, cfg.n_descriptors)
     assert net(s, 0.3, 0.5).shape == (5,)
+
+
+def test_factorised_attention_equals_the_network():
+    """LevelBatchedForward against TGlassMLP.forward: a random network with state normalisation, chunks of
+    uneven size, several temperatures; and descriptors so large that exp underflows for some particles (those
+    rows go through the plain forward pass)."""
+    net = TGlassMLP(n_descriptors=30, seed=3).eval()
+    net.set_state_normalization([0.6, 0.5, 0.45, 0.6], [0.9, 0.8, 0.5, 0.5])
+    with torch.no_grad():
+        net.attention.f.mul_(3.0)  # sharper softmax than at initialisation
+        net.attention.f[1:-1].mul_(100.0)  # state term spread ~1e2 over k
+    feats = torch.randn(250, 30, generator=torch.Generator().manual_seed(0))
+    # logits S f_1 of +-1e3: where the particle factor and the state factor peak at different k, their
+    # product underflows at every k (the normaliser is 0 in float32)
+    feats[::7] *= 400.0
+    levels = torch.tensor([0.95, 0.7, 0.3, 0.05])
+    fast = LevelBatchedForward(net, feats, chunk_size=64)
+    assert fast.n_blocks == 4
+    fallback = []
+    handle = net.register_forward_hook(lambda mod, inp, out: fallback.append(out.shape[-1]))
+    try:
+        for temperature in (0.6, 0.35, 0.2):
+            got = torch.cat([fast.block(i, temperature, levels) for i in range(fast.n_blocks)], dim=1).numpy()
+            with torch.no_grad():
+                want = net(feats, temperature, levels).numpy()
+            fallback.pop()  # the reference call itself
+            normal = np.arange(250) % 7 != 0
+            np.testing.assert_allclose(got[:, normal], want[:, normal], atol=5e-6, rtol=1e-5)
+            # |S| ~ 400: float32 rounding of S w differs between the two summation orders at ~1e-7 relative
+            np.testing.assert_allclose(got[:, ~normal], want[:, ~normal], atol=1e-4)
+    finally:
+        handle.remove()
+    assert fallback and sum(fallback) < 250  # some particles, never a whole block, took the plain pass
+    assert LevelBatchedForward.supports(net) and not LevelBatchedForward.supports(torch.nn.Linear(30, 1))

@@ -180,41 +180,6 @@ def test_chunks_are_used_and_give_the_whole_prediction(affine, fast):
     np.testing.assert_allclose(chunked, whole, atol=2e-6)
 
 
-def test_factorised_attention_equals_the_network():
-    """LevelBatchedForward against TGlassMLP.forward: a random network with state normalisation, chunks of
-    uneven size, several temperatures; and descriptors so large that exp underflows for some particles (those
-    rows go through the plain forward pass)."""
-    from tglassmlp.predict import LevelBatchedForward
-
-    net = TGlassMLP(n_descriptors=30, seed=3).eval()
-    net.set_state_normalization([0.6, 0.5, 0.45, 0.6], [0.9, 0.8, 0.5, 0.5])
-    with torch.no_grad():
-        net.attention.f.mul_(3.0)  # sharper softmax than at initialisation
-        net.attention.f[1:-1].mul_(100.0)  # state term spread ~1e2 over k
-    feats = torch.randn(250, 30, generator=torch.Generator().manual_seed(0))
-    # logits S f_1 of +-1e3: where the particle factor and the state factor peak at different k, their
-    # product underflows at every k (the normaliser is 0 in float32)
-    feats[::7] *= 400.0
-    levels = torch.tensor([0.95, 0.7, 0.3, 0.05])
-    fast = LevelBatchedForward(net, feats, chunk_size=64)
-    assert fast.n_blocks == 4
-    fallback = []
-    handle = net.register_forward_hook(lambda mod, inp, out: fallback.append(out.shape[-1]))
-    try:
-        for temperature in (0.6, 0.35, 0.2):
-            got = torch.cat([fast.block(i, temperature, levels) for i in range(fast.n_blocks)], dim=1).numpy()
-            with torch.no_grad():
-                want = net(feats, temperature, levels).numpy()
-            fallback.pop()  # the reference call itself
-            normal = np.arange(250) % 7 != 0
-            np.testing.assert_allclose(got[:, normal], want[:, normal], atol=5e-6, rtol=1e-5)
-            # |S| ~ 400: float32 rounding of S w differs between the two summation orders at ~1e-7 relative
-            np.testing.assert_allclose(got[:, ~normal], want[:, ~normal], atol=1e-4)
-    finally:
-        handle.remove()
-    assert fallback and sum(fallback) < 250  # some particles, never a whole block, took the plain pass
-
-
 MEMORY_PROBE = r"""
 import json, resource, numpy as np, torch
 from tglassmlp.model.network import TGlassMLP
@@ -388,6 +353,10 @@ def test_input_errors(glassbench_models, tmp_path):
 
 def test_times_become_levels_by_the_master_curve():
     tts = tts_from_dict({"beta": 0.8, "tau_alpha": {"0.45": 750.0, "0.6": 200.0}, "arrhenius": None})
+    with pytest.raises(PredictionInputError, match=r"missing \['beta'\].*labels_report.json or tts.json"):
+        tts_from_dict({"tau_alpha": {"0.45": 750.0}})
+    with pytest.raises(PredictionInputError, match="time-temperature superposition: .*beta must be positive"):
+        tts_from_dict({"beta": 0.0, "tau_alpha": {"0.45": 750.0}})
     c, t = levels_at(0.45, times=[750.0, 75.0], tts=tts)
     np.testing.assert_allclose(c, [0.5, math.exp(-math.log(2) * 0.1**0.8)], rtol=1e-12)
     assert t.tolist() == [750.0, 75.0]
@@ -440,6 +409,25 @@ def test_manifest_and_mlflow_sources(request, glassbench_models, tmp_path):
         ManifestEnsemble(manifest, uri).load()
     with pytest.raises(PredictionInputError, match="does not exist"):
         ManifestEnsemble(manifest, f"sqlite:///{tmp_path}/none.db").load()
+    with pytest.raises(PredictionInputError, match="names no tracking store"):
+        ManifestEnsemble(manifest).load()
+    # select_sweep records its store in the manifest: enough to load the ensemble
+    manifest.write_text(json.dumps({"selected": [r0], "ranking": ranking, "tracking_uri": uri}))
+    assert ManifestEnsemble(manifest).load().members[0].digest == digests[r0]
+
+    # the selection's reader (tglassmlp.ensemble) downloads and reads through load_model_dir: same weights
+    from tglassmlp.ensemble import load_run_network
+
+    local = load_model_dir(root / "seed0")
+    network, scaler, state_points = load_run_network(tracking.client, r0, tmp_path / "dl")
+    assert not network.training and state_points == {"train": [[0.45, 0.5], [0.6, 0.9]]}
+    assert scaler.names == local.scaler.names and np.array_equal(scaler.mean, local.scaler.mean)
+    for k, v in local.network.state_dict().items():
+        torch.testing.assert_close(network.state_dict()[k], v, rtol=0, atol=0)
+    save_model_dir(tmp_path / "no_state_points", {"n_descriptors": local.scaler.n_kept}, local.network, local.scaler)
+    r2 = _log_model_run(tracking, tmp_path / "no_state_points", {"ensemble.selected": "false"})
+    with pytest.raises(FileNotFoundError, match=f"run {r2}: .*no state_points.json"):
+        load_run_network(tracking.client, r2, tmp_path / "dl2")
 
 
 # --------------------------------------------------------------------------------------------- Hydra entry point
@@ -459,6 +447,10 @@ def test_predict_py_with_times_and_mlflow(request, glassbench_models, tmp_path):
     d = read_prediction(tmp_path / "pred" / "N1290T0.23_202_tc05.pred.h5")
     np.testing.assert_allclose(d["levels"], [0.5, math.exp(-math.log(2) * 0.1**0.8)], rtol=1e-12)
     np.testing.assert_allclose(d["times"], [1000.0, 100.0])
+    # the TTS used is written back (TimeTemperatureSuperposition.to_dict): the input values and the settings
+    written = json.loads((tmp_path / "pred" / "tts.json").read_text())
+    assert written["beta"] == 0.8 and written["tau_alpha"] == {"0.23": 1000.0} and written["arrhenius"] is None
+    assert set(written["settings"]) == {"arrhenius_t_max", "fit_below", "tau_glass"}
     from tglassmlp.tracking import make_client
 
     client = make_client(uri)

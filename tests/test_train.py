@@ -109,6 +109,16 @@ def test_state_point_metrics():
     assert m["pearson"] == pytest.approx(1.0) and m["mae"] == 0.0
     assert m["chi4_pred"] == m["chi4_true"] == pytest.approx(50 * np.var([t.mean() for t in target]))
     assert m["self_consistency"] == pytest.approx(abs(np.mean([t.mean() for t in target]) - 0.5))
+    # chi_4 is four_point_susceptibility's: structures of different N use their mean N; a NaN (a diverging
+    # network) gives NaN for that chi_4 only
+    uneven = [rng.uniform(0, 1, n) for n in (40, 50, 60)]
+    m = state_point_metrics([u.astype(np.float32) for u in uneven], uneven, level=0.5)
+    assert m["chi4_true"] == pytest.approx(50 * np.var([u.mean() for u in uneven]), rel=1e-12)
+    assert m["chi4_pred"] == pytest.approx(m["chi4_true"], rel=1e-5)
+    broken = [u.copy() for u in uneven]
+    broken[1][3] = np.nan
+    m = state_point_metrics(broken, uneven, level=0.5)
+    assert np.isnan(m["chi4_pred"]) and np.isfinite(m["chi4_true"])
 
 
 # --------------------------------------------------------------------------------------------- training
@@ -138,7 +148,15 @@ def test_short_training_learns_the_synthetic_dependence(request, synthetic_root,
     assert run.info.status == "FINISHED" and run.data.tags["seed"] == "0"
     assert "val/T0.600_c0.80/pearson" in run.data.metrics and "train/loss" in run.data.metrics
     arts = {f.path for f in client.list_artifacts(result["run_id"], "model")}
-    assert {"model/state_dict.pt", "model/scaler.npz", "model/network.yaml"} <= arts
+    assert {"model/state_dict.pt", "model/scaler.npz", "model/network.yaml", "model/state_points.json"} <= arts
+    # the model directory reads back through predict's reader with the trained weights
+    from tglassmlp.predict import load_model_dir
+
+    member = load_model_dir(tmp_path / "run" / "artifacts" / "model")
+    for k, v in result["state_dict"].items():
+        torch.testing.assert_close(member.network.state_dict()[k], v.cpu(), rtol=0, atol=0)
+    assert member.scaler.n_kept == member.network.n_descriptors
+    assert {"train", "all", "label_std"} <= set(member.state_points) and member.state_points["train"]
     figs = {f.path for f in client.list_artifacts(result["run_id"], "figures")}
     assert figs == {"figures/scatter_pred_vs_true.png", "figures/snapshot_true_vs_pred.png"}
 
@@ -267,6 +285,14 @@ def test_multirun_after_a_killed_run_read_back_through_a_server(request, synthet
         scores = [e["score"] for e in manifest["ranking"]]
         assert scores == sorted(scores) and all("T0.400_c0.80" in e["per_state_point"] for e in manifest["ranking"])
         assert manifest["selected"] == [e["run_id"] for e in manifest["ranking"] if e["selected"]]
+        # the manifest names its store, so predict's ManifestEnsemble needs nothing else; the weights it loads are
+        # those train.py logged (save_model_dir -> MLflow -> load_model_dir)
+        assert manifest["tracking_uri"] == f"sqlite:///{db}"
+        from tglassmlp.predict import ManifestEnsemble
+
+        ens = ManifestEnsemble(next((tmp_path / "out").rglob("ensemble.json")), top_k=2).load()
+        assert set(ens.names) <= {e["run_id"] for e in manifest["ranking"]}
+        assert all(m.state_points["train"] and m.scaler.n_kept == m.network.n_descriptors for m in ens.members)
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait(30)

@@ -31,18 +31,25 @@ log = logging.getLogger(__name__)
 
 
 def load_run_network(client, run_id: str, dest: Path):
-    """(network in eval mode, DescriptorScaler, state_points dict) from a run's ``model/`` artefacts."""
-    from tglassmlp.model.network import TGlassMLP
-    from tglassmlp.observables import DescriptorScaler
+    """(network in eval mode, DescriptorScaler, state_points dict) from a run's ``model/`` artefacts.
+
+    Downloads ``model/`` into ``dest`` and reads it with :func:`tglassmlp.predict.load_model_dir` (the one
+    reader of the model directory layout); ``state_points.json`` is required here (the selection needs the
+    run's training temperatures).
+
+    Raises:
+        tglassmlp.predict.PredictionInputError: a file of the model directory missing or inconsistent.
+        FileNotFoundError: no ``state_points.json``.
+    """
+    # imported here: tglassmlp.predict reads ensemble manifests, a module-level import would invite a cycle
+    from tglassmlp.predict import load_model_dir
 
     local = Path(client.download_artifacts(run_id, "model", str(dest)))
-    kwargs = OmegaConf.to_container(OmegaConf.load(local / "network.yaml"))
-    kwargs.pop("_target_", None)
-    kwargs.pop("seed", None)
-    network = TGlassMLP(**kwargs)
-    network.load_state_dict(torch.load(local / "state_dict.pt", weights_only=True))
-    network.eval()
-    return network, DescriptorScaler.load(local / "scaler.npz"), json.loads((local / "state_points.json").read_text())
+    member = load_model_dir(local, name=run_id, source=f"mlflow run {run_id}")
+    if member.state_points is None:
+        raise FileNotFoundError(f"run {run_id}: its model/ artefacts have no state_points.json (the training "
+                                "state points, written by train.py)")
+    return member.network, member.scaler, member.state_points
 
 
 def reference_features(root, temperature: float, reference_type: int = 0, cache_dir=None,
@@ -113,7 +120,8 @@ def select_sweep(tracking_uri: str, experiment_name: str, sweep_id: str, data_ro
                            "ensemble.threshold": f"{threshold:g}"})
     entries.sort(key=lambda e: (not math.isfinite(e["score"]), e["score"]))
     chosen = [e["run_id"] for e in entries if e["selected"]]
-    result = {"sweep_id": sweep_id, "experiment_id": exp, "threshold": threshold, "levels": list(levels),
+    result = {"sweep_id": sweep_id, "experiment_id": exp, "tracking_uri": tracking.tracking_uri,
+              "threshold": threshold, "levels": list(levels),
               "selected": chosen, "ranking": entries,
               "note": (f"{len(chosen)} of {len(entries)} runs pass |mean prediction - c| < {threshold:g}" if chosen
                        else f"no run passes |mean prediction - c| < {threshold:g}; ranking kept, nothing selected")}

@@ -25,8 +25,8 @@ Pipeline (:func:`predict_structures`, one structure at a time, so memory does no
 4. **Prediction** (:class:`EnsemblePrediction`): for each network, the type-0 particles' standardised
    descriptors are fed in chunks of ``chunk_size`` particles (the network is per particle: the attention
    softmax runs over a particle's own descriptors, the state point is shared), all levels of the structure
-   at once (:class:`LevelBatchedForward`: the attention factorised into a particle part and a state part),
-   under the mean constraint (:class:`MeanConstraint`).
+   at once (:class:`~tglassmlp.model.network.LevelBatchedForward`: the attention factorised into a particle
+   part and a state part), under the mean constraint (:class:`MeanConstraint`).
 5. **Output**: one HDF5 file per structure (layout below and in ``docs/predict-format.md``), written
    atomically; a rerun skips structures whose file holds the same prediction settings (resume) and refuses
    to overwrite a file made with other settings unless ``overwrite``. ``summary.json`` lists them all.
@@ -93,6 +93,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from tglassmlp.model.network import LevelBatchedForward
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +165,9 @@ def _digest(*paths: Path) -> str:
 
 
 def load_model_dir(path: str | os.PathLike, name: str | None = None, source: str | None = None) -> EnsembleMember:
-    """One network from a model directory (``network.yaml``, ``state_dict.pt``, ``scaler.npz``).
+    """One network from a model directory (``network.yaml``, ``state_dict.pt``, ``scaler.npz``, optionally
+    ``state_points.json``): the one reader of the layout :func:`save_model_dir` writes (also behind
+    ``tglassmlp.ensemble.load_run_network`` and ``tglassmlp.analysis.fields.find_sweep_networks``).
 
     Raises:
         PredictionInputError: a missing file (a missing ``scaler.npz`` above all: without the training
@@ -212,20 +216,39 @@ def load_model_dir(path: str | os.PathLike, name: str | None = None, source: str
 
 def save_model_dir(path: str | os.PathLike, network_kwargs: Mapping[str, Any], network: torch.nn.Module, scaler,
                    state_points: Mapping | None = None) -> Path:
-    """Write a model directory that :func:`load_model_dir` reads (the layout of train.py's ``model/``).
+    """Write a model directory that :func:`load_model_dir` reads: the one writer of the layout (train.py's
+    ``model/`` artefact, tests, benchmarks).
 
-    ``network_kwargs`` are the constructor arguments of ``network`` (``n_descriptors`` included).
+    Args:
+        path: the directory (created).
+        network_kwargs: constructor arguments of ``network`` (``n_descriptors`` included; a ``_target_`` entry
+            replaces the default ``tglassmlp.model.network.TGlassMLP``).
+        network: the TGlassMLP whose ``state_dict`` is saved.
+        scaler: its :class:`~tglassmlp.observables.DescriptorScaler`.
+        state_points: JSON-ready training state points ({'train': [[T, c], ...], ...}) or None (no file).
+
+    Every file is written to a temporary name and renamed, so a reader never sees half a file.
     """
     from omegaconf import OmegaConf
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     cfg = {"_target_": "tglassmlp.model.network.TGlassMLP", **dict(network_kwargs)}
-    (path / "network.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))
-    torch.save(network.state_dict(), path / "state_dict.pt")
-    scaler.save(path / "scaler.npz")
+
+    def atomic(name: str, write: Callable[[Path], Any]) -> None:
+        final = path / name
+        tmp = final.with_name(f"{final.stem}.tmp-{os.getpid()}{final.suffix}")  # keeps .npz: np.savez adds it
+        try:
+            write(tmp)
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    atomic("network.yaml", lambda f: f.write_text(OmegaConf.to_yaml(OmegaConf.create(cfg))))
+    atomic("state_dict.pt", lambda f: torch.save(network.state_dict(), f))
+    atomic("scaler.npz", scaler.save)
     if state_points is not None:
-        (path / "state_points.json").write_text(json.dumps(state_points, indent=1))
+        atomic("state_points.json", lambda f: f.write_text(json.dumps(state_points, indent=1)))
     return path
 
 
@@ -381,31 +404,22 @@ class DirectoryEnsemble:
 
 
 # ============================================================================================== TTS
-def tts_to_dict(tts) -> dict[str, Any]:
-    """The fitted values of a TimeTemperatureSuperposition as JSON-ready data (:func:`tts_from_dict` reads it)."""
-    return {"beta": tts.beta, "tau_alpha": {f"{t:g}": v for t, v in tts.tau_alpha.items()},
-            "arrhenius": None if tts.arrhenius is None else list(tts.arrhenius),
-            "settings": {"arrhenius_t_max": tts.arrhenius_t_max, "fit_below": tts.fit_below,
-                         "tau_glass": tts.tau_glass}}
-
-
 def tts_from_dict(state: Mapping[str, Any], settings: Mapping[str, Any] | None = None):
     """A fitted TimeTemperatureSuperposition from ``beta``, ``tau_alpha`` ({T: tau}) and ``arrhenius`` ([a, E] or
-    null); the keys of :func:`tts_to_dict` and of ``labels_report.json`` (tglassmlp.analysis.labels_report).
-    ``settings`` (arrhenius_t_max, fit_below, tau_glass) override the file's."""
+    null): ``TimeTemperatureSuperposition.from_dict`` (the keys of its ``to_dict``, which writes predict's
+    ``tts.json``, and of ``labels_report.json``, tglassmlp.analysis.labels_report), its errors as
+    PredictionInputError. ``settings`` (arrhenius_t_max, fit_below, tau_glass) override the file's.
+    """
     from tglassmlp.observables import TimeTemperatureSuperposition
 
-    missing = [k for k in ("beta", "tau_alpha") if k not in state]
+    missing = [k for k in TimeTemperatureSuperposition.REQUIRED_KEYS if k not in state]
     if missing:
         raise PredictionInputError(f"time-temperature superposition: missing {missing} (expected the keys beta, "
                                    "tau_alpha, arrhenius of labels_report.json or tts.json)")
-    tts = TimeTemperatureSuperposition(**{**dict(state.get("settings") or {}), **dict(settings or {})})
-    # TimeTemperatureSuperposition is built by compute() only; these three attributes are all compute() sets
-    tts._beta = float(state["beta"])
-    tts._tau_alpha = dict(sorted((float(t), float(v)) for t, v in dict(state["tau_alpha"]).items()))
-    arr = state.get("arrhenius")
-    tts._arrhenius = None if arr is None else (float(arr[0]), float(arr[1]))
-    return tts
+    try:
+        return TimeTemperatureSuperposition.from_dict(state, **dict(settings or {}))
+    except (TypeError, ValueError) as exc:
+        raise PredictionInputError(f"time-temperature superposition: {exc}") from None
 
 
 def tts_from_json(path: str | os.PathLike, settings: Mapping[str, Any] | None = None):
@@ -802,82 +816,6 @@ class MeanConstraint:
 
 
 # ============================================================================================== prediction
-class LevelBatchedForward:
-    """TGlassMLP on one fixed set of particles at many state points: the numbers of ``network.forward``, faster.
-
-    The attention weights of Eq. (6) factorise, exp(A^k) = exp(S^k f_1^k + f_4^k) exp(sum_n m1^n f_{n+1}^k): the
-    first factor E^k depends on the particle only, the second u^k on the state point only. Per particle, the
-    softmax normaliser sum_k E^k u^k and the bottleneck pre-activations sum_k W_jk S^k w^k are then dot products
-    of the per-particle vectors (E, S E W_1, ..., S E W_nb) with u: one (n, 1 + nb, M) x (M, A) product per
-    chunk instead of elementwise work on (A, n, M) tensors (at M = 172 and 11 levels 6x fewer CPU seconds,
-    measured). MLP1, MLP2, the bottleneck activation and the head are the network's own modules. Both factors
-    are divided by their maximum over k (exact in the ratio); particles whose normaliser would underflow
-    (< 1e-30) are evaluated by ``network.forward``.
-
-    Args:
-        network: a TGlassMLP (eval mode).
-        features: (N_0, M_S) float32 standardised descriptors.
-        chunk_size: particles per block; memory (1 + nb) x N_0 x M_S x 4 bytes for the per-particle vectors.
-    """
-
-    UNDERFLOW = 1e-30
-
-    def __init__(self, network, features: torch.Tensor, chunk_size: int = 2048):
-        self.network = network
-        self.features = features
-        self.chunk_size = max(1, int(chunk_size))
-        att, bottleneck = network.attention, network.bottleneck
-        with torch.inference_mode():
-            f1, f4 = att.f[0], att.f[-1]
-            wb = bottleneck[0].weight  # (nb, M)
-            self._blocks = []
-            for start in range(0, features.shape[0], self.chunk_size):
-                s = features[start:start + self.chunk_size]
-                block = torch.empty((s.shape[0], 1 + wb.shape[0], s.shape[1]), dtype=s.dtype)  # (n, 1 + nb, M)
-                e = block[:, 0]
-                torch.addcmul(f4, s, f1, out=e)  # the particle part of Eq. (5), S^k f_1^k + f_4^k
-                e.sub_(e.max(dim=1, keepdim=True).values).exp_()  # max 1 per particle
-                se = s * e
-                for j, w in enumerate(wb):
-                    torch.mul(se, w, out=block[:, 1 + j])
-                self._blocks.append(block)
-
-    @property
-    def n_blocks(self) -> int:
-        return len(self._blocks)
-
-    @torch.inference_mode()
-    def block(self, i: int, temperature: float, levels: torch.Tensor) -> torch.Tensor:
-        """(A, n) propensity of block ``i`` (particles i * chunk_size ...) at T and the A levels."""
-        from tglassmlp.model.network import state_features
-
-        net = self.network
-        c = torch.as_tensor(levels, dtype=self.features.dtype).reshape(-1)
-        x = (state_features(torch.full_like(c, float(temperature)), c) - net.state_mean) / net.state_std
-        m1 = net.mlp1(x)
-        st = m1 @ net.attention.f[1:-1]  # (A, M): the state term of Eq. (5)
-        u = torch.exp(st - st.max(dim=1, keepdim=True).values)
-        r = torch.einsum("nqm,am->anq", self._blocks[i], u)  # (A, n, 1 + nb)
-        norm = r[..., :1]
-        b = net.bottleneck[1](r[..., 1:] / norm + net.bottleneck[0].bias)
-        m2 = net.mlp2(x)
-        y = net.head(torch.cat([b, m2[:, None, :].expand(-1, b.shape[1], -1)], dim=-1)).squeeze(-1)
-        bad = ~(norm[..., 0] > self.UNDERFLOW).all(dim=0)
-        if bad.any():  # extreme logits: let the plain forward pass handle its own softmax
-            rows = torch.nonzero(bad).reshape(-1)
-            start = i * self.chunk_size
-            y[:, rows] = net(self.features[start + rows], float(temperature), c)
-        return y
-
-    @staticmethod
-    def supports(network) -> bool:
-        """Whether ``network`` has the TGlassMLP structure this evaluator relies on."""
-        from tglassmlp.model.network import TGlassMLP
-
-        return (isinstance(network, TGlassMLP) and isinstance(network.bottleneck, torch.nn.Sequential)
-                and len(network.bottleneck) == 2 and isinstance(network.bottleneck[0], torch.nn.Linear))
-
-
 @torch.inference_mode()
 def constrained_prediction(network: torch.nn.Module, features: torch.Tensor, temperature: float, levels,
                            constraint: MeanConstraint, chunk_size: int = 2048, out: np.ndarray | None = None,
@@ -893,7 +831,8 @@ def constrained_prediction(network: torch.nn.Module, features: torch.Tensor, tem
         chunk_size: particles per forward call. Working memory ~ 5 x L x chunk_size x M_S x 4 bytes with the
             plain forward, (1 + nb) x N_0 x M_S x 4 bytes plus L x chunk_size x (1 + nb) with the fast one.
         out: optional (L, N_0) float32 array to fill.
-        fast_attention: evaluate with :class:`LevelBatchedForward` (same numbers to float32 rounding);
+        fast_attention: evaluate with :class:`~tglassmlp.model.network.LevelBatchedForward` (same numbers to
+            float32 rounding);
             False: ``network.forward`` on each chunk.
 
     Returns:
@@ -950,7 +889,8 @@ class EnsemblePrediction:
         constraint: :class:`MeanConstraint` settings (applied per network).
         reference_type: the particle type the networks predict (the paper's type 1 = our 0).
         chunk_size: particles per forward call (bounds the memory for any N).
-        fast_attention: use :class:`LevelBatchedForward` (see :func:`constrained_prediction`).
+        fast_attention: use :class:`~tglassmlp.model.network.LevelBatchedForward` (see
+            :func:`constrained_prediction`).
     """
 
     def __init__(self, ensemble: Ensemble, constraint: MeanConstraint | None = None, reference_type: int = 0,
@@ -1291,7 +1231,7 @@ def predict(cfg) -> dict[str, Any]:
         elif cfg.tts.get("data_root"):
             tts = tts_from_data(cfg.tts.data_root, settings, int(cfg.reference_type))
         if tts is not None:  # the fitted values, reusable with tts.json=<this file>
-            _write_json_atomic(out_dir / "tts.json", tts_to_dict(tts))
+            _write_json_atomic(out_dir / "tts.json", tts.to_dict())
     check = cfg.get("check") or {}
     result = predict_structures(
         ensemble, OmegaConf.to_container(cfg.structures, resolve=True) if OmegaConf.is_config(cfg.structures)

@@ -280,21 +280,18 @@ def _interrupted() -> bool:
 
 
 def save_artifacts(cfg: DictConfig, tracking, dm, network, module, run_dir: Path) -> None:
-    """model/state_dict.pt, model/network.yaml (constructor arguments), model/scaler.npz,
-    model/state_points.json, config/train.yaml (resolved), figures/*.png."""
-    import torch
+    """model/ (state_dict.pt, network.yaml = constructor arguments, scaler.npz, state_points.json; written by
+    :func:`tglassmlp.predict.save_model_dir`, the writer matching predict's reader), config/train.yaml
+    (resolved), metrics_test.json, figures/*.png; all logged to the run."""
+    from tglassmlp.predict import save_model_dir
 
     art = run_dir / "artifacts"
-    (art / "model").mkdir(parents=True, exist_ok=True)
     (art / "config").mkdir(parents=True, exist_ok=True)
-    torch.save(network.state_dict(), art / "model" / "state_dict.pt")
     net_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     net_cfg["n_descriptors"] = dm.n_features
-    (art / "model" / "network.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(net_cfg)))
-    dm.scaler.save(art / "model" / "scaler.npz")
-    (art / "model" / "state_points.json").write_text(json.dumps(
-        {"train": [list(p) for p in dm.training_state_points], "all": [list(p) for p in dm.state_points],
-         "label_std": dm.label_std}, indent=1))
+    save_model_dir(art / "model", net_cfg, network, dm.scaler,
+                   {"train": [list(p) for p in dm.training_state_points], "all": [list(p) for p in dm.state_points],
+                    "label_std": dm.label_std})
     (art / "config" / "train.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     (art / "metrics_test.json").write_text(json.dumps(module.test_metrics, indent=1, sort_keys=True))
     for sub in ("model", "config"):

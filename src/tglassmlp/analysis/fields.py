@@ -249,7 +249,14 @@ def md_fields(root, reference_type: int = 0) -> dict[float, PropensityField]:
 # ------------------------------------------------------------------------------------------------ networks
 @dataclass
 class SavedNetwork:
-    """A trained network loaded from a run's ``artifacts/model`` folder."""
+    """A trained network of a train.py run folder: its ``artifacts/model`` directory and its resolved config.
+
+    Attributes:
+        network: the TGlassMLP in eval mode. scaler: its DescriptorScaler.
+        state_points: contents of ``state_points.json`` ({'train': [[T, c], ...], ...}).
+        config: the run's ``artifacts/config/train.yaml`` as a dict ({} when absent).
+        path: the model directory.
+    """
 
     network: object
     scaler: object
@@ -262,32 +269,20 @@ class SavedNetwork:
         return sorted({round(float(t), 3) for t, _ in self.state_points.get("train", [])})
 
 
-def load_network_dir(model_dir) -> SavedNetwork:
-    """Network, scaler and state points from a ``model/`` artefact folder (as written by train.py).
-
-    Same steps as ``tglassmlp.ensemble.load_run_network`` after its MLflow download (local folders need no
-    tracking store)."""
-    import torch
+def _saved_network(model_dir: Path) -> SavedNetwork:
+    """One run's network, read by :func:`tglassmlp.predict.load_model_dir` (the one reader of the layout), with
+    the run's config beside it."""
     from omegaconf import OmegaConf
 
-    from tglassmlp.model.network import TGlassMLP
-    from tglassmlp.observables import DescriptorScaler
+    from tglassmlp.predict import load_model_dir
 
-    model_dir = Path(model_dir)
-    missing = [f for f in ("network.yaml", "state_dict.pt", "scaler.npz", "state_points.json")
-               if not (model_dir / f).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{model_dir}: not a model artefact folder (missing {missing})")
-    kwargs = OmegaConf.to_container(OmegaConf.load(model_dir / "network.yaml"))
-    kwargs.pop("_target_", None)
-    kwargs.pop("seed", None)
-    network = TGlassMLP(**kwargs)
-    network.load_state_dict(torch.load(model_dir / "state_dict.pt", weights_only=True))
-    network.eval()
+    member = load_model_dir(model_dir)
+    if member.state_points is None:
+        raise FileNotFoundError(f"{model_dir}: no state_points.json (the training state points train.py writes; "
+                                "the analysis separates trained from unseen temperatures with them)")
     config_path = model_dir.parent / "config" / "train.yaml"
     config = OmegaConf.to_container(OmegaConf.load(config_path)) if config_path.is_file() else {}
-    return SavedNetwork(network, DescriptorScaler.load(model_dir / "scaler.npz"),
-                        json.loads((model_dir / "state_points.json").read_text()), config, model_dir)
+    return SavedNetwork(member.network, member.scaler, member.state_points, config, model_dir)
 
 
 def find_sweep_networks(sweep_dir, selection: str = "all") -> list[SavedNetwork]:
@@ -300,7 +295,7 @@ def find_sweep_networks(sweep_dir, selection: str = "all") -> list[SavedNetwork]
     dirs = sorted(sweep_dir.glob("*/artifacts/model"), key=lambda p: p.parts[-3])
     if not dirs:
         raise FileNotFoundError(f"{sweep_dir}: no */artifacts/model folders (run `python train.py -m ...` first)")
-    nets = [load_network_dir(d) for d in dirs]
+    nets = [_saved_network(d) for d in dirs]
     if selection == "all":
         return nets
     if selection != "selected":

@@ -19,6 +19,8 @@ MLP1 outputs, which are shared by all particles and all descriptors and are mixe
 f_2^k and f_3^k. The paper's Sec. VI A analyses "the particle-averaged weight of each descriptor", which
 confirms that w_k is per particle; :class:`NetworkInternals` therefore returns the per-particle weights and
 their particle average. There are 4 M_S attention parameters (688 for M_S = 172, as the paper states).
+:class:`LevelBatchedForward` evaluates the same equations for one set of particles at many state points with the
+softmax factorised into a particle part and a state part (used by prediction, ``tglassmlp.predict``).
 
 Choices the paper leaves open (documented here, configurable in the constructor):
 - Dense layers are initialised like Keras defaults (the authors' GlassMLP was a Keras model): Glorot
@@ -297,6 +299,83 @@ class TGlassMLP(nn.Module):
             return NetworkInternals(propensity=y, attention_weights=w, attention_logits=a, bottleneck=b,
                                     mlp1_out=m1, mlp2_out=m2)
         return y
+
+
+
+class LevelBatchedForward:
+    """TGlassMLP on one fixed set of particles at many state points: the numbers of ``TGlassMLP.forward``, faster.
+
+    The attention logits of Eq. (5) split into a particle part and a state part, so the weights of Eq. (6) factorise,
+
+        exp(A^k) = E^k u^k,   E^k = exp(S^k f_1^k + f_4^k)   (particle only),
+                              u^k = exp(sum_n m1^n f_{n+1}^k)  (state point only).
+
+    Per particle, the softmax normaliser sum_k E^k u^k and the bottleneck pre-activations of Eq. (7),
+    sum_k W_jk S^k w_k, are then dot products of the per-particle vectors (E, S E W_1, ..., S E W_nb) with u:
+    one (n, 1 + nb, M) x (M, A) product per chunk of n particles instead of elementwise work on (A, n, M)
+    tensors (at M = 172 and 11 levels 6x fewer CPU seconds, measured). MLP1, MLP2, the bottleneck activation
+    and the head are the network's own modules. Both factors are divided by their maximum over k (exact in the
+    ratio); particles whose normaliser would underflow (< ``UNDERFLOW``) are evaluated by ``network.forward``.
+
+    Args:
+        network: a :class:`TGlassMLP` (eval mode) with a Linear + activation bottleneck (:meth:`supports`).
+        features: (N_0, M_S) float32 standardised descriptors.
+        chunk_size: particles per block; memory (1 + nb) x N_0 x M_S x 4 bytes for the per-particle vectors.
+    """
+
+    UNDERFLOW = 1e-30
+
+    def __init__(self, network: TGlassMLP, features: torch.Tensor, chunk_size: int = 2048):
+        self.network = network
+        self.features = features
+        self.chunk_size = max(1, int(chunk_size))
+        att, bottleneck = network.attention, network.bottleneck
+        with torch.inference_mode():
+            f1, f4 = att.f[0], att.f[-1]
+            wb = bottleneck[0].weight  # (nb, M)
+            self._blocks = []
+            for start in range(0, features.shape[0], self.chunk_size):
+                s = features[start:start + self.chunk_size]
+                block = torch.empty((s.shape[0], 1 + wb.shape[0], s.shape[1]), dtype=s.dtype)  # (n, 1 + nb, M)
+                e = block[:, 0]
+                torch.addcmul(f4, s, f1, out=e)  # the particle part of Eq. (5), S^k f_1^k + f_4^k
+                e.sub_(e.max(dim=1, keepdim=True).values).exp_()  # max 1 per particle
+                se = s * e
+                for j, w in enumerate(wb):
+                    torch.mul(se, w, out=block[:, 1 + j])
+                self._blocks.append(block)
+
+    @property
+    def n_blocks(self) -> int:
+        """Number of particle blocks (ceil(N_0 / chunk_size))."""
+        return len(self._blocks)
+
+    @torch.inference_mode()
+    def block(self, i: int, temperature: float, levels: torch.Tensor) -> torch.Tensor:
+        """(A, n) propensity of block ``i`` (particles i * chunk_size ...) at T [epsilon/k_B] and the A levels c."""
+        net = self.network
+        c = torch.as_tensor(levels, dtype=self.features.dtype).reshape(-1)
+        x = (state_features(torch.full_like(c, float(temperature)), c) - net.state_mean) / net.state_std
+        m1 = net.mlp1(x)
+        st = m1 @ net.attention.f[1:-1]  # (A, M): the state term of Eq. (5)
+        u = torch.exp(st - st.max(dim=1, keepdim=True).values)
+        r = torch.einsum("nqm,am->anq", self._blocks[i], u)  # (A, n, 1 + nb)
+        norm = r[..., :1]
+        b = net.bottleneck[1](r[..., 1:] / norm + net.bottleneck[0].bias)
+        m2 = net.mlp2(x)
+        y = net.head(torch.cat([b, m2[:, None, :].expand(-1, b.shape[1], -1)], dim=-1)).squeeze(-1)
+        bad = ~(norm[..., 0] > self.UNDERFLOW).all(dim=0)
+        if bad.any():  # extreme logits: let the plain forward pass handle its own softmax
+            rows = torch.nonzero(bad).reshape(-1)
+            start = i * self.chunk_size
+            y[:, rows] = net(self.features[start + rows], float(temperature), c)
+        return y
+
+    @staticmethod
+    def supports(network) -> bool:
+        """Whether ``network`` has the TGlassMLP structure this evaluator relies on."""
+        return (isinstance(network, TGlassMLP) and isinstance(network.bottleneck, nn.Sequential)
+                and len(network.bottleneck) == 2 and isinstance(network.bottleneck[0], nn.Linear))
 
 
 def _mlp_count(n_in: int, hidden: Sequence[int], n_out: int) -> int:

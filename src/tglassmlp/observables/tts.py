@@ -82,6 +82,60 @@ class TimeTemperatureSuperposition:
             self._arrhenius = None
         return self
 
+    # ------------------------------------------------------------------ persistence
+    #: keys of :meth:`to_dict` that :meth:`from_dict` needs (``arrhenius`` and ``settings`` are optional)
+    REQUIRED_KEYS = ("beta", "tau_alpha")
+
+    def settings(self) -> dict:
+        """The constructor arguments: {'arrhenius_t_max', 'fit_below', 'tau_glass'}."""
+        return {"arrhenius_t_max": self.arrhenius_t_max, "fit_below": self.fit_below, "tau_glass": self.tau_glass}
+
+    def to_dict(self) -> dict:
+        """The fitted values as JSON-ready data, read back by :meth:`from_dict`.
+
+        Returns:
+            {'beta': float, 'tau_alpha': {'<T>': tau_alpha [tau]} (T formatted with %g), 'arrhenius': [a, E] or
+            None, 'settings': :meth:`settings`}.
+        """
+        if not hasattr(self, "_beta"):
+            raise RuntimeError("TimeTemperatureSuperposition.to_dict: nothing fitted yet (call compute or from_dict)")
+        return {"beta": self._beta, "tau_alpha": {f"{t:g}": tau for t, tau in self._tau_alpha.items()},
+                "arrhenius": None if self._arrhenius is None else list(self._arrhenius),
+                "settings": self.settings()}
+
+    @classmethod
+    def from_dict(cls, state, **settings) -> "TimeTemperatureSuperposition":
+        """A fitted superposition from :meth:`to_dict`'s keys (also those of ``labels_report.json``).
+
+        Args:
+            state: {'beta', 'tau_alpha' ({T: tau [tau]}, T as number or string), 'arrhenius' ([a, E] or
+                None, optional), 'settings' (constructor arguments, optional)}.
+            **settings: constructor arguments that override ``state['settings']``.
+
+        Raises:
+            KeyError: ``beta`` or ``tau_alpha`` missing (the message lists them).
+            ValueError: beta not positive, a tau_alpha not positive, arrhenius not a pair.
+        """
+        missing = [k for k in cls.REQUIRED_KEYS if k not in state]
+        if missing:
+            raise KeyError(f"TimeTemperatureSuperposition.from_dict: missing {missing} (expected the keys beta, "
+                           "tau_alpha, arrhenius, settings of to_dict)")
+        tts = cls(**{**dict(state.get("settings") or {}), **settings})
+        beta = float(state["beta"])
+        tau_alpha = dict(sorted((float(t), float(v)) for t, v in dict(state["tau_alpha"]).items()))
+        if not (math.isfinite(beta) and beta > 0):
+            raise ValueError(f"TimeTemperatureSuperposition.from_dict: beta must be positive, got {beta}")
+        if not all(math.isfinite(v) and v > 0 for v in tau_alpha.values()):
+            raise ValueError(f"TimeTemperatureSuperposition.from_dict: tau_alpha must be positive, got {tau_alpha}")
+        arr = state.get("arrhenius")
+        if arr is not None and len(arr) != 2:
+            raise ValueError(f"TimeTemperatureSuperposition.from_dict: arrhenius must be [a, E] or None, got {arr}")
+        # the three results compute() sets
+        tts._beta = beta
+        tts._tau_alpha = tau_alpha
+        tts._arrhenius = None if arr is None else (float(arr[0]), float(arr[1]))
+        return tts
+
     # ------------------------------------------------------------------ results
     @property
     def beta(self) -> float:
