@@ -27,8 +27,9 @@ Decisions (documented because the paper leaves them open):
   loss).
 * The neighbour weights of the loss use the thermal ``positions`` (the configuration the MD runs start from).
 
-Hook for transferred labels (the two-step procedure, a later issue): ``label_source`` replaces the MD labels
-by any object with the :class:`LabelSource` interface; it is not built here.
+Transferred labels (the two-step procedure, :mod:`tglassmlp.transfer`): ``label_source`` replaces the MD
+labels by any object with the :class:`LabelSource` interface, e.g. ``tglassmlp.transfer.CompositeLabels``
+(MD labels at Table I's 'x' points, step-1 labels from ``tglassmlp.transfer.TransferredLabels`` at 't').
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ class Sample:
 
 
 class LabelSource(Protocol):
-    """Where labels come from (hook for the transferred labels of the two-step procedure, a later issue).
+    """Where labels come from: :class:`MDLabels` (default), or the two-step procedure's transferred labels
+    (``tglassmlp.transfer.TransferredLabels``, ``tglassmlp.transfer.CompositeLabels``).
 
     ``labels(structures, temperature, levels)`` gets the :class:`StructureRecord` s of one temperature and the
     requested levels and returns ``{level: (labels: S arrays (N_0,), t_star (S,) [tau] or NaN)}`` for the levels
@@ -310,7 +312,8 @@ class PropensityDataModule(pl.LightningDataModule):
         radii, width: shells of the loss's neighbour weights [sigma] (take them from the loss config).
         shuffle: shuffle the training samples each epoch (global torch RNG: reproducible after seeding).
         num_workers: DataLoader workers (0: everything stays in this process, the weights cache included).
-        label_source: a :class:`LabelSource` replacing the MD labels (transferred labels; not built yet).
+        label_source: a :class:`LabelSource` replacing the MD labels (transferred labels, see
+            :mod:`tglassmlp.transfer`); with one, shards without MD are read too.
 
     After :meth:`setup`: ``scaler`` (fitted DescriptorScaler), ``n_features``, ``label_std``,
     ``state_points`` (the kept (T, c) pairs, sorted), ``train_samples``/``test_samples``, ``structures``.
