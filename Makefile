@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo demo-data ui env clean-env benchmarks
+.PHONY: test demo demo-data ui env clean-env benchmarks transfer-demo
 
 env: $(STAMP)
 
@@ -39,6 +39,11 @@ DEMO_STRUCTURES := range(0,4)
 demo-data: $(STAMP)
 	$(BIN)/python simulate.py -m dataset=demo structure=null temperature=$(DEMO_T) structure_index='$(DEMO_STRUCTURES)'
 	$(BIN)/python -m tglassmlp.data.export outputs/datasets/demo data/demo
+
+# The two-step transfer on the demo data plus the baselines of docs/demo/transfer_comparison.md (~40 min on
+# 2 cores; resumable: a rerun skips finished networks)
+transfer-demo: $(STAMP)
+	$(BIN)/python transfer.py
 
 # The MLflow UI on the default tracking store (runs table: the link that train.py prints at the end)
 ui: $(STAMP)

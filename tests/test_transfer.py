@@ -257,11 +257,11 @@ def test_end_to_end_with_interruptions(request, tiny, monkeypatch):
     calls = []
     real_train = train_module.train
 
-    def counting_train(cfg, run_dir=None):
+    def counting_train(cfg, run_dir=None, extra_tags=None):
         calls.append((cfg.seed, json.dumps({str(k): list(v) for k, v in cfg.data.state_points.items()})))
         if crash_at and len(calls) == crash_at:
             raise RuntimeError("simulated crash")
-        return real_train(cfg, run_dir=run_dir)
+        return real_train(cfg, run_dir=run_dir, extra_tags=extra_tags)
 
     monkeypatch.setattr(train_module, "train", counting_train)
 

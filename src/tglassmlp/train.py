@@ -211,13 +211,16 @@ def build_trainer(cfg: DictConfig, module, run_dir: Path, logger=None):
     return call_with_objects(trainer_cfg, callbacks=callbacks, logger=logger if logger is not None else False)
 
 
-def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: str | Path | None = None,
+          extra_tags: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one network as configured (``conf/train.yaml``) and record it in MLflow.
 
     Args:
         cfg: the composed training config.
         run_dir: folder for checkpoints and figures; default the Hydra job's output directory, else a
             temporary folder.
+        extra_tags: MLflow tags set when the run is created (they override the defaults, e.g. ``sweep_id``),
+            so that a run is never visible without them (the transfer procedure's grouping tags).
 
     Returns:
         {'run_id', 'experiment_id', 'seed', 'metrics' (the test metrics), 'state_dict' (the network's),
@@ -253,6 +256,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
             "dataset_hash": dm.dataset_hash(), "git_commit": commit, "git_dirty": str(dirty).lower(),
             MLFLOW_GIT_COMMIT: commit, "study": cfg.get("study"), "hydra_job_num": job.get("hydra_job_num"),
             "output_dir": str(run_dir.resolve()), "overrides": job.get("overrides")}
+    tags.update(extra_tags or {})
     tracking.start_run(tags, run_name=f"seed{seed}")
     try:
         tracking.log_params(curated_params(cfg, dm, module, n_params, seed))

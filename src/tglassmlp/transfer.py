@@ -702,10 +702,10 @@ class TwoStepTransfer:
             for seed in todo:
                 seed_cfg = copy.deepcopy(cfg)
                 seed_cfg.seed = int(seed)
-                result = train(seed_cfg, run_dir=sweep_dir / f"seed{seed}")
                 # sweep_id = the ensemble's folder: tglassmlp.ensemble.select_sweep works on it too
-                self._set_tags(result["run_id"], {**tags, "transfer.role": "member", "sweep_id": str(sweep_dir),
-                                                  "mlflow.parentRunId": ens["parent_run_id"]})
+                result = train(seed_cfg, run_dir=sweep_dir / f"seed{seed}",
+                               extra_tags={**tags, "transfer.role": "member", "sweep_id": str(sweep_dir),
+                                           "mlflow.parentRunId": ens["parent_run_id"]})
                 ens["runs"][str(seed)] = result["run_id"]
                 self.state.save()
                 bar.update(1)
