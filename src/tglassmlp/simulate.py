@@ -171,7 +171,7 @@ def _check_md_config(cfg: DictConfig) -> None:
     resolve_platform(md.platform, md.precision)  # ValueError naming the platform / md.precision
     if md.layout not in LAYOUTS:
         raise ValueError(f"config md.layout: must be one of {LAYOUTS}, got {md.layout!r}")
-    for key in ("replicas_per_context", "check_every"):
+    for key in ("replicas_per_context", "structures_per_context", "check_every"):
         _positive_int(md[key], f"config md.{key}")
     for key in ("workers", "threads"):
         if md.get(key) is not None:

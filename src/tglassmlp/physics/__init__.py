@@ -2,7 +2,7 @@
 
 Public API (reduced units; types are ints 0, 1, 2; positions (N, 2); box = square side):
     particle_energies, forces, potential_energy, inherent_structure   (numpy reference)
-    build_system, isoconfigurational_runs                              (OpenMM)
+    build_system, isoconfigurational_runs, isoconfigurational_runs_many (OpenMM)
     equilibrium_structure                                              (swap Monte Carlo)
 Submodules are imported on first use so that numpy-only users do not pay for OpenMM or numba.
 """
@@ -18,6 +18,7 @@ _LAZY = {
     "build_system": "tglassmlp.physics.openmm_system",
     "make_context": "tglassmlp.physics.openmm_system",
     "isoconfigurational_runs": "tglassmlp.physics.md",
+    "isoconfigurational_runs_many": "tglassmlp.physics.md",
     "maxwell_boltzmann_velocities": "tglassmlp.physics.md",
     "equilibrium_structure": "tglassmlp.physics.swap_mc",
 }

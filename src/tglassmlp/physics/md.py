@@ -14,7 +14,9 @@ platform, one OpenMM thread per Context and one Context per core stepped concurr
 Context (1.7 M) and far less sensitive to other load on the machine (a 2-thread Context dropped to
 0.95 M while another process ran). Stacking replicas as z-layers leaves the throughput per thread
 unchanged on the CPU (0.90 M at 1 replica, 0.95 M at 20); on a GPU it should be the main lever
-(one Context, many layers; untested here).
+(one Context, many layers; untested here). A GPU needs more layers than one structure's 20 runs give, so
+:func:`isoconfigurational_runs_many` also stacks several structures (same N, box and T; per-layer types)
+in one Context (``md.structures_per_context``); :func:`isoconfigurational_runs` is its one-structure case.
 """
 
 from __future__ import annotations
@@ -171,6 +173,8 @@ def isoconfigurational_runs(positions, types, box, temperature, times, n_runs, s
                             config=None) -> np.ndarray:
     """NVE runs from one structure with fresh Maxwell-Boltzmann velocities; unwrapped positions at ``times``.
 
+    The one-structure case of :func:`isoconfigurational_runs_many` (same code, same numbers).
+
     Args:
         positions: (N, 2) initial positions [sigma] (wrapped or unwrapped).
         types: (N,) integer types 0, 1, 2.
@@ -200,11 +204,109 @@ def isoconfigurational_runs(positions, types, box, temperature, times, n_runs, s
         RuntimeError if a run explodes (non-finite energy or positions, or total energy per particle
         drifting by more than ``max_energy_drift``), naming the time and the run(s).
     """
+    return _isoconfigurational_md(
+        [(positions, types)], box, temperature, times, n_runs, [seed], where="isoconfigurational_runs",
+        name_structures=False,
+        system=system, dt=dt, platform=platform, replicas_per_context=replicas_per_context,
+        structures_per_context=1, workers=workers, threads=threads, precision=precision, layout=layout,
+        progress=progress, max_energy_drift=max_energy_drift, check_every=check_every, config=config,
+    )[0]
+
+
+def isoconfigurational_runs_many(structures, box, temperature, times, n_runs, seeds, *, system=None,
+                                 dt: float | None = None, platform: str | None = None,
+                                 replicas_per_context: int | None = None,
+                                 structures_per_context: int | None = None, workers: int | None = None,
+                                 threads: int | None = None, precision: str | None = None,
+                                 layout: str | None = None, progress: bool = True,
+                                 max_energy_drift: float | None = None, check_every: int | None = None,
+                                 config=None) -> list[np.ndarray]:
+    """Isoconfigurational runs of several structures at once, their replicas sharing OpenMM Contexts.
+
+    Every structure gets exactly what :func:`isoconfigurational_runs` would give it with its own seed:
+    the same velocity draws, the same physics. Only the packing differs: a Context holds up to
+    ``structures_per_context`` structures x ``replicas_per_context`` runs as z-layers (layers never
+    interact, see ``tglassmlp.physics.openmm_system``). On a GPU one N = 1290 layer leaves most of the
+    device idle and 20-100 layers per Context are the lever; on the CPU platform stacking does not change
+    the throughput per thread, so ``structures_per_context`` = 1 (the default) costs nothing there.
+
+    Args:
+        structures: sequence of K >= 1 pairs (positions (N, 2) [sigma], types (N,) integers 0, 1, 2),
+            all with the same N, in the one square box ``box`` [sigma], at the one temperature.
+        box, temperature, times, n_runs: as in :func:`isoconfigurational_runs`, shared by all structures.
+        seeds: K seeds; structure k's run r uses the r-th velocity draw of ``default_rng(seeds[k])``.
+        structures_per_context: at most this many structures per Context (None = ``conf/md``); a Context
+            then holds <= structures_per_context x replicas_per_context layers.
+        system, dt, platform, replicas_per_context, workers, threads, precision, layout, progress,
+            max_energy_drift, check_every, config: as in :func:`isoconfigurational_runs`. With several
+            workers, structure blocks are split further by runs until every worker has a Context.
+
+    Returns:
+        list of K arrays, structure k's (n_runs, len(times), N, 2) float64 unwrapped positions [sigma].
+
+    Reproducibility: as :func:`isoconfigurational_runs`. On the Reference platform the trajectories are
+    bit-identical to running the structures one by one (measured; each particle's force is summed over the
+    same pairs in the same order whatever the other layers hold); elsewhere they agree to rounding at short
+    times, then diverge as chaos amplifies rounding.
+
+    Raises:
+        as :func:`isoconfigurational_runs`, the message naming ``structures[k]`` for a bad structure and
+        the structure and run of an exploding run; ValueError when the structures' N differ or ``seeds``
+        does not hold one seed per structure.
+    """
+    return _isoconfigurational_md(
+        structures, box, temperature, times, n_runs, seeds, where="isoconfigurational_runs_many",
+        name_structures=True,
+        system=system, dt=dt, platform=platform, replicas_per_context=replicas_per_context,
+        structures_per_context=structures_per_context, workers=workers, threads=threads, precision=precision,
+        layout=layout, progress=progress, max_energy_drift=max_energy_drift, check_every=check_every,
+        config=config,
+    )
+
+
+def _check_structures(structures, seeds, box, pot, where, name_structures):
+    """(positions (K, N, 2), types (K, N), box, seeds list) of validated structures, or a clear error.
+
+    Errors start with ``where``, followed by ``structures[k]`` when ``name_structures``.
+    """
+    if isinstance(structures, (str, bytes)) or not hasattr(structures, "__len__") or len(structures) == 0:
+        raise ValueError(f"{where}: structures must be a non-empty sequence of (positions, types) pairs, "
+                         f"got {type(structures).__name__}")
+    k_total = len(structures)
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__len__") or len(seeds) != k_total:
+        got = f"{len(seeds)} seed(s)" if hasattr(seeds, "__len__") else repr(seeds)
+        raise ValueError(f"{where}: seeds must hold one seed per structure ({k_total}), got {got}")
+    all_pos, all_types = [], []
+    for k, item in enumerate(structures):
+        name = f"{where}: structures[{k}]" if name_structures else where
+        try:
+            pos, types = item
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: expected a (positions, types) pair, got {type(item).__name__}") from None
+        pos, types, box_k = validate_configuration(pos, types, box, where=name)
+        interacting_pairs(pos, types, box_k, pot, where=name)  # box size, overlaps
+        if all_pos and pos.shape[0] != all_pos[0].shape[0]:
+            raise ValueError(f"{where}: all structures must have the same N (their replicas are layers of one "
+                             f"box), but structures[0] has N = {all_pos[0].shape[0]} and structures[{k}] has "
+                             f"N = {pos.shape[0]}")
+        all_pos.append(pos)
+        all_types.append(types)
+        box = box_k
+    return np.stack(all_pos), np.stack(all_types), box, list(seeds)
+
+
+def _isoconfigurational_md(structures, box, temperature, times, n_runs, seeds, *, where, name_structures, system,
+                           dt, platform, replicas_per_context, structures_per_context, workers, threads, precision,
+                           layout, progress, max_energy_drift, check_every, config) -> list[np.ndarray]:
+    """The one implementation behind both public functions (arguments as there).
+
+    ``where`` prefixes error messages; ``name_structures`` names structures in them (the many-structure API)
+    or only runs (the one-structure API).
+    """
     cfg = md_config(config)
     pot = resolve_system(system)
-    positions, types, box = validate_configuration(positions, types, box, where="isoconfigurational_runs")
-    interacting_pairs(positions, types, box, pot, where="isoconfigurational_runs")  # box size, overlaps
-    n = positions.shape[0]
+    positions, types, box, seeds = _check_structures(structures, seeds, box, pot, where, name_structures)
+    k_total, n = types.shape
 
     dt = float(cfg.dt if dt is None else dt)
     if not (np.isfinite(dt) and dt > 0):
@@ -216,6 +318,8 @@ def isoconfigurational_runs(positions, types, box, temperature, times, n_runs, s
     steps = _time_steps(times, dt)
     rpc = _positive_int(cfg.replicas_per_context if replicas_per_context is None else replicas_per_context,
                         "replicas_per_context")
+    spc = _positive_int(cfg.structures_per_context if structures_per_context is None else structures_per_context,
+                        "structures_per_context")
     check_every = _positive_int(cfg.check_every if check_every is None else check_every, "check_every")
     max_drift = float(cfg.max_energy_drift if max_energy_drift is None else max_energy_drift)
     if not max_drift > 0:
@@ -229,40 +333,50 @@ def isoconfigurational_runs(positions, types, box, temperature, times, n_runs, s
     threads = cfg.threads if threads is None else threads
     if threads is None and plat_name == "CPU" and workers > 1:
         threads = max(1, _default_workers("CPU") // workers)
+    spacing = float(cfg.replica_spacing)
 
-    rng = np.random.default_rng(seed)
-    velocities = np.stack([maxwell_boltzmann_velocities(n, temperature, rng, pot.mass) for _ in range(n_runs)])
+    # structure k draws exactly as a one-structure call with seeds[k] does: the same n_runs draws in order
+    velocities = np.empty((k_total, n_runs, n, 2))
+    for k, seed in enumerate(seeds):
+        rng = np.random.default_rng(seed)
+        for r in range(n_runs):
+            velocities[k, r] = maxwell_boltzmann_velocities(n, temperature, rng, pot.mass)
 
-    n_groups = max(math.ceil(n_runs / rpc), min(workers, n_runs))
-    groups = _split(n_runs, n_groups)
-    log.info("isoconfigurational MD: %d run(s) x %d steps, N = %d, on OpenMM %s (precision %s): %d Context(s) of "
-             "<= %d stacked replica(s), %d at a time, %s thread(s) each, layout %s", n_runs, int(steps[-1]), n,
-             plat_name, precision if plat_name in ("CUDA", "OpenCL") else
+    # Contexts: (block of <= spc structures) x (block of <= rpc runs), split further while there are fewer
+    # Contexts than workers (each worker needs one). Layer order structure-major, run-minor.
+    chunks = _split(k_total, math.ceil(k_total / spc))
+    n_run_groups = max(math.ceil(n_runs / rpc), min(n_runs, math.ceil(workers / len(chunks))))
+    groups = [(chunk, runs) for chunk in chunks for runs in _split(n_runs, n_run_groups)]
+    max_layers = max(len(c) * len(r) for c, r in groups)
+    log.info("isoconfigurational MD: %d structure(s) x %d run(s) x %d steps, N = %d, on OpenMM %s (precision %s): "
+             "%d Context(s) of <= %d structure(s) x <= %d replica(s) = <= %d z-layer(s) (%d particles), "
+             "%d at a time, %s thread(s) each, layout %s", k_total, n_runs, int(steps[-1]), n, plat_name,
+             precision if plat_name in ("CUDA", "OpenCL") else
              {"CPU": "mixed", "Reference": "double"}.get(plat_name, precision), len(groups),
-             max(len(g) for g in groups), min(workers, len(groups)),
-             threads if threads is not None else "default", layout)
-    out = np.empty((n_runs, steps.size, n, 2))
+             max(len(c) for c, _ in groups), max(len(r) for _, r in groups), max_layers, max_layers * n,
+             min(workers, len(groups)), threads if threads is not None else "default", layout)
+    out = np.empty((k_total, n_runs, steps.size, n, 2))
     bar = _Progress(len(groups) * int(steps[-1]), progress)
-    systems: dict[int, openmm.System] = {}
+    systems: dict[tuple, openmm.System] = {}
     lock = threading.Lock()
     stop = threading.Event()  # set when a group fails, so that the others stop at their next check
 
-    def system_for(n_rep):
+    def system_for(chunk: range, n_rep: int):
+        key = (chunk.start, chunk.stop, n_rep)
         with lock:
-            if n_rep not in systems:
-                systems[n_rep] = build_system(types, box, pot, n_replicas=n_rep, layout=layout,
-                                              spacing=float(cfg.replica_spacing))
-            return systems[n_rep]
+            if key not in systems:
+                systems[key] = build_system(np.repeat(types[chunk.start:chunk.stop], n_rep, axis=0), box, pot,
+                                            layout=layout, spacing=spacing)
+            return systems[key]
 
-    def run_group(runs: range):
-        r = len(runs)
-        label = f"run {runs[0]}" if r == 1 else f"runs {runs[0]}-{runs[-1]}"
+    def run_group(chunk: range, runs: range):
         if stop.is_set():
             return
-        context = make_context(system_for(r), plat_name, threads=threads, precision=precision, dt=dt)
+        context = make_context(system_for(chunk, len(runs)), plat_name, threads=threads, precision=precision,
+                               dt=dt)
         try:
-            _integrate_group(context, runs, label, positions, velocities, steps, dt, pot.mass, out, bar,
-                             check_every, max_drift, float(cfg.replica_spacing), stop)
+            _integrate_group(context, chunk, runs, positions, velocities, steps, dt, pot.mass, out, bar,
+                             check_every, max_drift, spacing, stop, where, name_structures=name_structures)
         except BaseException:
             stop.set()
             raise
@@ -272,31 +386,48 @@ def isoconfigurational_runs(positions, types, box, temperature, times, n_runs, s
     try:
         if workers == 1 or len(groups) == 1:
             for g in groups:
-                run_group(g)
+                run_group(*g)
         else:
             with ThreadPoolExecutor(max_workers=min(workers, len(groups))) as pool:
-                for fut in [pool.submit(run_group, g) for g in groups]:
+                for fut in [pool.submit(run_group, *g) for g in groups]:
                     fut.result()
     finally:
         bar.close()
-    return out
+    return list(out)
 
 
-def _integrate_group(context, runs, label, positions, velocities, steps, dt, mass, out, bar, check_every,
-                     max_drift, spacing, stop):
-    """Integrate the runs ``runs`` stacked in ``context``, writing their frames into ``out``."""
-    r = len(runs)
-    n = positions.shape[0]
+def _span(word: str, r: range) -> str:
+    """'run 3' or 'runs 0-4' (the same for structures)."""
+    return f"{word} {r[0]}" if len(r) == 1 else f"{word}s {r[0]}-{r[-1]}"
+
+
+def _integrate_group(context, chunk, runs, positions, velocities, steps, dt, mass, out, bar, check_every,
+                     max_drift, spacing, stop, where, *, name_structures):
+    """Integrate structures ``chunk`` x runs ``runs``, stacked in ``context``, writing their frames into ``out``.
+
+    positions (K, N, 2) and velocities (K, n_runs, N, 2) hold all structures; out is (K, n_runs, n_times, N, 2).
+    Layer l of the Context is structure chunk[l // len(runs)], run runs[l % len(runs)].
+    """
+    s, r = len(chunk), len(runs)
+    layers = s * r
+    n = positions.shape[1]
     integrator = context.getIntegrator()
-    context.setPositions(stacked_positions(positions, r, spacing))
+    context.setPositions(stacked_positions(np.repeat(positions[chunk.start:chunk.stop], r, axis=0),
+                                           spacing=spacing))
     f0 = context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(
         openmm.unit.kilojoule_per_mole / openmm.unit.nanometer) / FORCE_KJ_PER_MOL_NM
-    v = np.zeros((r * n, 3))
-    v[:, :2] = velocities[runs.start:runs.stop].reshape(r * n, 2)
+    v = np.zeros((layers * n, 3))
+    v[:, :2] = velocities[chunk.start:chunk.stop, runs.start:runs.stop].reshape(layers * n, 2)
     # leapfrog half-step offset: makes OpenMM's positions those of velocity Verlet from (x0, v0)
     v -= 0.5 * dt * f0 / mass
     v[:, 2] = 0.0  # in-plane motion only (f0_z is exactly 0 anyway)
     context.setVelocities(v * VELOCITY_NM_PER_PS)
+
+    label = (f"{_span('structure', chunk)} x {_span('run', runs)}" if name_structures else _span("run", runs))
+
+    def layer_name(layer: int):
+        k, run = chunk[layer // r], runs[layer % r]
+        return f"structure {k} run {run}" if name_structures else run
 
     def energy():
         st = context.getState(getEnergy=True)
@@ -304,46 +435,47 @@ def _integrate_group(context, runs, label, positions, velocities, steps, dt, mas
                 + st.getKineticEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)) / ENERGY_KJ_PER_MOL
 
     def culprits():
-        """Runs whose layer holds non-finite numbers, else the run with the largest kinetic energy."""
+        """Layers holding non-finite numbers, else the layer with the largest kinetic energy."""
         try:
             st = context.getState(getPositions=True, getVelocities=True)
-            x = unstack(st.getPositions(asNumpy=True)._value, r)
-            vv = unstack(st.getVelocities(asNumpy=True)._value, r)
+            x = unstack(st.getPositions(asNumpy=True)._value, layers)
+            vv = unstack(st.getVelocities(asNumpy=True)._value, layers)
         except Exception:  # noqa: BLE001 - a courtesy for the message; the error raised below is the point
             return "unknown"
         bad = ~(np.isfinite(x).all(axis=(1, 2)) & np.isfinite(vv).all(axis=(1, 2)))
         if bad.any():
-            return [runs[k] for k in np.flatnonzero(bad)]
-        return [runs[int(np.argmax(np.einsum("rni,rni->r", vv, vv)))]]
+            return [layer_name(int(k)) for k in np.flatnonzero(bad)]
+        return [layer_name(int(np.argmax(np.einsum("rni,rni->r", vv, vv))))]
 
     def exploded(when, why):
         return RuntimeError(
-            f"isoconfigurational_runs: MD exploded {when} in {label} (culprit run(s) {culprits()}): {why}. "
+            f"{where}: MD exploded {when} in {label} (culprit run(s) {culprits()}): {why}. "
             "Check the configuration, T and dt."
         )
 
     e0 = energy()
-    n_total = r * n
+    n_total = layers * n
     done = 0
     for k, target in enumerate(steps):
         while done < target:
             if stop.is_set():  # another group failed: its error is the one raised
                 return
-            chunk = min(check_every, int(target) - done)
+            chunk_steps = min(check_every, int(target) - done)
             try:
-                integrator.step(chunk)
+                integrator.step(chunk_steps)
             except openmm.OpenMMException as exc:
                 # OpenMM stops somewhere inside the chunk without saying where
-                raise exploded(f"between t = {done * dt:g} and {(done + chunk) * dt:g}", f"OpenMM says {exc}") from exc
-            done += chunk
-            bar.update(chunk)
+                raise exploded(f"between t = {done * dt:g} and {(done + chunk_steps) * dt:g}",
+                               f"OpenMM says {exc}") from exc
+            done += chunk_steps
+            bar.update(chunk_steps)
             e = energy()
             if not np.isfinite(e) or abs(e - e0) / n_total > max_drift:
                 raise exploded(f"at t = {done * dt:g} (step {done})",
                                f"total energy per particle went from {e0 / n_total:.6g} to {e / n_total:.6g}"
                                f" (allowed drift {max_drift:g})")
         x = unstack(context.getState(getPositions=True, enforcePeriodicBox=False).getPositions(asNumpy=True)
-                    .value_in_unit(openmm.unit.nanometer), r) / LENGTH_NM
+                    .value_in_unit(openmm.unit.nanometer), layers) / LENGTH_NM
         if not np.isfinite(x).all():
             raise exploded(f"at t = {done * dt:g} (step {done})", "non-finite positions")
-        out[runs.start:runs.stop, k] = x
+        out[chunk.start:chunk.stop, runs.start:runs.stop, k] = x.reshape(s, r, n, 2)

@@ -11,6 +11,9 @@ layer all dz are exactly 0.0, so the z-component of every pair force is exactly 
 particle with zero z-velocity never leaves its plane: no constraint or custom integrator is needed, and
 ``tglassmlp.physics.md`` tests that z stays bit-for-bit constant. Layers are ``spacing`` > cutoff apart,
 also across the periodic z boundary (Lz = max(n_replicas, 2) * spacing), so replicas never interact.
+A layer is any 2D configuration of the same N and box: the replicas of one structure (same types in every
+layer) or of several structures (per-layer types), which is how one GPU Context is filled with enough
+particles (one N = 1290 layer is far too small for a GPU).
 """
 
 from __future__ import annotations
@@ -136,15 +139,24 @@ def _table_force(pot: PairPotential, types: np.ndarray) -> openmm.CustomNonbonde
 
 
 def _check_types(types) -> np.ndarray:
-    arr = np.asarray(types)
-    if arr.ndim != 1 or arr.size < 2:
-        raise ValueError(f"build_system: types must be a 1D array of N >= 2 integers, got shape {arr.shape}")
+    """``types`` as an int64 array of shape (N,) or (L, N) with N >= 2, L >= 1, values 0..N_TYPES-1."""
+    try:
+        arr = np.asarray(types)
+    except ValueError:  # a ragged list of per-layer lists (numpy >= 1.24 refuses to build it)
+        arr = None
+    if arr is None or arr.dtype == object:
+        lengths = [np.size(t) for t in types] if isinstance(types, (list, tuple)) else "?"
+        raise ValueError("build_system: per-layer types must all have the same N (one box, layers of equal "
+                         f"size), got layer lengths {lengths}")
+    if arr.ndim not in (1, 2) or arr.shape[-1] < 2 or arr.size == 0:
+        raise ValueError("build_system: types must be (N,) integers (every layer alike) or (L, N) (layer l gets "
+                         f"types[l]) with N >= 2, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.integer):
         if not (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr))):
             raise ValueError(f"build_system: types must be integers 0..{N_TYPES - 1}, got dtype {arr.dtype}")
     arr = arr.astype(np.int64)
     if arr.min() < 0 or arr.max() >= N_TYPES:
-        raise ValueError(f"build_system: types must be in 0..{N_TYPES - 1}, got {sorted(set(arr.tolist()))}")
+        raise ValueError(f"build_system: types must be in 0..{N_TYPES - 1}, got {sorted(set(arr.ravel().tolist()))}")
     return arr
 
 
@@ -157,15 +169,18 @@ def layer_box_height(n_replicas: int, spacing: float) -> float:
     return max(int(n_replicas), 2) * float(spacing)
 
 
-def build_system(types, box, system=None, *, n_replicas: int = 1, layout: str | None = None,
+def build_system(types, box, system=None, *, n_replicas: int | None = None, layout: str | None = None,
                  spacing: float | None = None) -> openmm.System:
-    """OpenMM System of ``n_replicas`` non-interacting copies of one 2D configuration's particles.
+    """OpenMM System of non-interacting 2D configurations stacked as z-layers of one periodic box.
 
     Args:
-        types: (N,) integer types 0, 1, 2 of one replica.
+        types: (N,) integer types 0, 1, 2 shared by every layer (replicas of one structure), or (L, N):
+            layer l gets types[l] (e.g. the replicas of several structures, each structure's types repeated
+            for its replicas). All layers have the same N and the same box.
         box: square box side L [sigma]; must exceed twice the largest cutoff.
         system: the PairPotential (default ``conf/system/ka2d_ternary.yaml``), a config node or a name.
-        n_replicas: number of copies, stacked as z-layers (particle r * N + i is particle i of replica r).
+        n_replicas: number of layers (particle l * N + i is particle i of layer l). None: 1 for (N,)
+            types, L for (L, N) types; with (L, N) types a value other than L is an error.
         layout: "onehot" or "table" (see the module docstring and the benchmark); None = ``conf/md``.
         spacing: z distance between layers [sigma], > the largest cutoff; None = ``conf/md``.
 
@@ -174,7 +189,7 @@ def build_system(types, box, system=None, *, n_replicas: int = 1, layout: str | 
         (0,0,Lz) and one CutoffPeriodic CustomNonbondedForce (cutoff = largest cutoff_ab, the per-pair
         cutoff inside the expression; no switching, no long-range correction). No CMMotionRemover: the
         runs are NVE and their initial momentum is zero by construction. Place particles with
-        :func:`stacked_positions`.
+        :func:`stacked_positions` (same layer order).
     """
     pot = resolve_system(system)
     cfg = md_config()
@@ -183,9 +198,14 @@ def build_system(types, box, system=None, *, n_replicas: int = 1, layout: str | 
     types = _check_types(types)
     if layout not in LAYOUTS:
         raise ValueError(f"build_system: layout must be one of {LAYOUTS}, got {layout!r}")
-    if int(n_replicas) != n_replicas or n_replicas < 1:
+    if n_replicas is None:
+        n_replicas = 1 if types.ndim == 1 else types.shape[0]
+    if isinstance(n_replicas, bool) or int(n_replicas) != n_replicas or n_replicas < 1:
         raise ValueError(f"build_system: n_replicas must be a positive integer, got {n_replicas!r}")
     n_replicas = int(n_replicas)
+    if types.ndim == 2 and types.shape[0] != n_replicas:
+        raise ValueError(f"build_system: types of shape {types.shape} give {types.shape[0]} layer(s) but "
+                         f"n_replicas = {n_replicas} (leave n_replicas out with per-layer types)")
     box = float(box)
     rc = pot.max_cutoff
     if not np.isfinite(box) or box <= 2.0 * rc:
@@ -199,9 +219,10 @@ def build_system(types, box, system=None, *, n_replicas: int = 1, layout: str | 
         openmm.Vec3(box * LENGTH_NM, 0, 0), openmm.Vec3(0, box * LENGTH_NM, 0),
         openmm.Vec3(0, 0, layer_box_height(n_replicas, spacing) * LENGTH_NM),
     )
-    for _ in range(n_replicas * types.size):
+    # layer-major particle order, as stacked_positions and unstack lay them out
+    all_types = np.tile(types, n_replicas) if types.ndim == 1 else types.ravel()
+    for _ in range(all_types.size):
         omm.addParticle(pot.mass * MASS_AMU)
-    all_types = np.tile(types, n_replicas)
     force = _onehot_force(pot, all_types) if layout == "onehot" else _table_force(pot, all_types)
     force.setNonbondedMethod(openmm.CustomNonbondedForce.CutoffPeriodic)
     force.setCutoffDistance(rc * LENGTH_NM)
