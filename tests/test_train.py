@@ -285,6 +285,12 @@ def test_multirun_after_a_killed_run_read_back_through_a_server(request, synthet
         scores = [e["score"] for e in manifest["ranking"]]
         assert scores == sorted(scores) and all("T0.400_c0.80" in e["per_state_point"] for e in manifest["ranking"])
         assert manifest["selected"] == [e["run_id"] for e in manifest["ranking"] if e["selected"]]
+        # default points: every dataset temperature below each run's own T_min (here only 0.4), no fallback
+        assert manifest["points"] is None and manifest["fallback"] is None
+        for e in manifest["ranking"]:
+            assert e["score"] == max(e["per_state_point"].values()) and e["basis"] == "structures below T_min"
+            assert {round(float(k[1:6]), 3) for k in e["per_state_point"]} == {0.4} and e["t_min"] > 0.4
+            assert e["selected"] == (e["score"] < manifest["threshold"])
         # the manifest names its store, so predict's ManifestEnsemble needs nothing else; the weights it loads are
         # those train.py logged (save_model_dir -> MLflow -> load_model_dir)
         assert manifest["tracking_uri"] == f"sqlite:///{db}"

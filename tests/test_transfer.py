@@ -16,16 +16,15 @@ from omegaconf import OmegaConf, open_dict
 from test_datamodule import make_synthetic_dataset
 from test_tracking import fresh_store
 from tglassmlp.data.datamodule import MDLabels, PropensityDataModule, StructureRecord
-from tglassmlp.ensemble import load_run_network
+from tglassmlp.ensemble import NoSelfConsistentNetworkError, load_run_network, rank_and_select, select_sweep
 from tglassmlp.observables import labels_at_levels
 from tglassmlp.paths import config_dir
 from tglassmlp.transfer import (
     CompositeLabels,
-    NoSelfConsistentNetworkError,
+    NoSelfConsistentTransferError,
     TransferError,
     TransferredLabels,
     TransferTable,
-    rank_and_select,
 )
 
 PAPER_LEVELS = [0.99, 0.94, 0.9, 0.85, 0.8, 0.75, 0.65, 0.5]
@@ -193,6 +192,10 @@ def test_rank_and_select():
         rank_and_select([dict(e) for e in entries], 1e-5, None, "ens")
     choice = rank_and_select([dict(e) for e in entries], 1e-5, 3, "ens")
     assert choice["selected"] == ["d", "b", "a"] and "NO network passes" in choice["note"]
+    # the transfer's error is both a selection error and a TransferError (transfer.py exits with its message)
+    with pytest.raises(TransferError, match="ens: no network of 4 passes") as info:
+        rank_and_select([dict(e) for e in entries], 1e-5, None, "ens", error=NoSelfConsistentTransferError)
+    assert isinstance(info.value, NoSelfConsistentNetworkError)
 
 
 def test_changed_training_config_is_refused_on_resume(tmp_path):
@@ -304,6 +307,20 @@ def test_end_to_end_with_interruptions(request, tiny, monkeypatch):
     assert set(manifest["points"]) == {"T0.400_c0.80", "T0.500_c0.80", "T0.500_c0.50"}
     held = p.held_out_metrics["T0.500_c0.80"]
     assert held["n_structures"] == 4 and -1 <= held["pearson_ensemble"] <= 1
+    # the manifest names its store: predict.py's ManifestEnsemble loads the final ensemble from it alone
+    from tglassmlp.predict import ManifestEnsemble
+
+    assert ManifestEnsemble(p.manifest_path).load().names == manifest["selected"]
+    # one selection implementation: select_sweep on the step-2 sweep at the transfer's points gives the same
+    # scores and ranking as TwoStepTransfer.select did (same reader, same networks, same scoring)
+    again = select_sweep(uri, cfg.logger.experiment_name, manifest["sweep_id"], root, [], threshold=p.threshold,
+                         points=[(0.4, 0.8), (0.5, 0.8), (0.5, 0.5)], fallback_top_k=1,
+                         cache_dir=cfg.data.get("cache_dir"), max_structures=cfg.data.get("max_structures"))
+    assert [e["run_id"] for e in again["ranking"]] == [e["run_id"] for e in manifest["ranking"]]
+    for e, f in zip(again["ranking"], manifest["ranking"]):
+        assert e["per_state_point"] == pytest.approx(f["per_state_point"], rel=1e-12, abs=0)
+        assert e["score"] == max(e["per_state_point"].values())
+    assert again["selected"] == manifest["selected"] and again["fallback"] == manifest["fallback"]
 
     # MLflow: procedure -> ensembles -> members, all with the transfer tags; the step-2 networks learnt from
     # the transferred labels (their data module got the composite label source)

@@ -137,6 +137,18 @@ class EnsembleMember:
     def describe(self) -> dict[str, str]:
         return {"name": self.name, "digest": self.digest, "source": self.source}
 
+    def features(self, descriptors: np.ndarray) -> torch.Tensor:
+        """(N_0, M_S) float32 network input: the raw (N_0, D) descriptors of the reference particles
+        standardised with this network's own scaler."""
+        return torch.as_tensor(self.scaler.transform(descriptors), dtype=torch.float32)
+
+    @torch.no_grad()
+    def predict(self, descriptors: np.ndarray, temperature: float, level: float) -> np.ndarray:
+        """(N_0,) float64 propensity of the reference particles (raw (N_0, D) descriptors) at the state
+        input (T [epsilon/k_B], c), as the network gives it: no mean constraint (that is
+        :func:`constrained_prediction`). Used by the selection and the transfer's labels."""
+        return self.network(self.features(descriptors), float(temperature), float(level)).numpy().astype(np.float64)
+
 
 @dataclass
 class Ensemble:

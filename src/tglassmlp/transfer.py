@@ -14,7 +14,8 @@ at that level only (all MD temperatures T >= T_min(c), the lowest of them). Each
     score = max over selection points (T, c) of | mean_s mean_i X_MLP^i(s; T, c) - c |
 
 (s: the structures at T, i: their type-0 particles), the selection points being the 't'/'r' temperatures
-below T_min(c) at the level c; networks with score < threshold (paper: 1e-4) are kept. Their mean prediction
+below T_min(c) at the level c; networks with score < threshold (paper: 1e-4) are kept (the scoring, ranking
+and run tags are those of every ensemble selection: :mod:`tglassmlp.ensemble`). Their mean prediction
 on every structure at the 't' temperatures of the level is the transferred label (and the spread over
 networks its uncertainty), stored in ``<output_dir>/step1/labels.npz`` (:class:`TransferredLabels`).
 
@@ -39,7 +40,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +56,17 @@ from tglassmlp.data.datamodule import (
     format_level,
     state_point_name,
 )
+from tglassmlp.ensemble import (
+    NoSelfConsistentNetworkError,
+    StructureCache,
+    atomic_json,
+    atomic_write,
+    load_run_members,
+    rank_and_select,
+    score_runs,
+    selection_manifest,
+    tag_selection,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +80,9 @@ class TransferError(RuntimeError):
     """The transfer procedure cannot go on (the message says what and where)."""
 
 
-class NoSelfConsistentNetworkError(TransferError):
-    """No network of an ensemble passes the self-consistency threshold and no fallback is configured."""
+class NoSelfConsistentTransferError(TransferError, NoSelfConsistentNetworkError):
+    """No network of a transfer ensemble passes the self-consistency threshold and no fallback is configured
+    (a TransferError, so transfer.py exits with the message; a NoSelfConsistentNetworkError of the selection)."""
 
 
 # ================================================================================================ Table I
@@ -198,25 +210,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """``write(file handle)`` into a temporary file beside ``path``, then rename it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp-")
-    try:
-        with os.fdopen(fd, mode) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    _atomic_write(Path(path), lambda fh: fh.write(json.dumps(obj, indent=1, sort_keys=False)), mode="w")
-
-
 class TransferredLabels:
     """Labels made by step 1 (a :class:`~tglassmlp.data.datamodule.LabelSource`), read from one ``.npz``.
 
@@ -251,7 +244,7 @@ class TransferredLabels:
                     arrays["spread__" + _label_key(t, c, k)] = np.asarray(spread[(t, c)][k], dtype=np.float32)
         arrays["meta"] = np.array(json.dumps(dict(meta or {})))
         path = Path(path)
-        _atomic_write(path, lambda fh: np.savez(fh, **arrays))
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))
         return path
 
     def _load(self) -> None:
@@ -359,7 +352,7 @@ class TransferState:
 
     def save(self) -> None:
         self.data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        _atomic_json(self.path, self.data)
+        atomic_json(self.path, self.data)
 
     def ensemble(self, name: str) -> dict:
         return self.data["ensembles"].setdefault(name, {"runs": {}, "selection": None, "parent_run_id": None,
@@ -386,106 +379,10 @@ def fingerprint(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-# ================================================================================================ networks
-def read_structures(root, temperatures: Iterable[float], cache_dir=None, max_structures: int | None = None,
-                    reference_type: int = 0) -> dict[float, list[StructureRecord]]:
-    """{T: StructureRecords} of every shard at the temperatures (MD fields when present), as the data module
-    reads them for training (same shard list, same reference particles, raw descriptors)."""
-    temps = sorted({round(float(t), 3) for t in temperatures})
-    if not temps:
-        return {}
-    dm = PropensityDataModule(root, state_points={t: [0.5] for t in temps}, max_structures=max_structures,
-                              cache_dir=cache_dir, reference_type=reference_type)
-    return {t: [dm._read(p, need_md=False) for p in paths] for t, paths in dm.shard_paths().items()}
-
-
-@dataclass
-class Member:
-    """One trained network of an ensemble with the descriptor standardisation it was trained with."""
-
-    run_id: str
-    seed: int | None
-    network: Any
-    scaler: Any
-    state_points: dict
-
-    def features(self, record: StructureRecord):
-        import torch
-
-        return torch.as_tensor(self.scaler.transform(record.descriptors), dtype=torch.float32)
-
-    def predict(self, record: StructureRecord, temperature: float, level: float) -> np.ndarray:
-        """(N_0,) predicted propensity of the record's reference particles at the state input (T, c)."""
-        import torch
-
-        with torch.no_grad():
-            return self.network(self.features(record), float(temperature), float(level)).numpy().astype(np.float64)
-
-
-def load_members(client, run_ids: Sequence[str], seeds: Mapping[str, Any] | None = None) -> list[Member]:
-    """Networks of finished runs from their MLflow ``model/`` artefacts."""
-    from tglassmlp.ensemble import load_run_network
-
-    out = []
-    # MLflow draws a progress bar per download; dozens of 4-file downloads would bury the log
-    saved = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    try:
-        for rid in run_ids:
-            with tempfile.TemporaryDirectory() as tmp:
-                network, scaler, sp = load_run_network(client, rid, Path(tmp))
-            out.append(Member(rid, None if seeds is None else seeds.get(rid), network, scaler, sp))
-    finally:
-        if saved is None:
-            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
-        else:
-            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = saved
-    return out
-
-
-def self_consistency(member: Member, records: Mapping[float, Sequence[StructureRecord]],
-                     points: Sequence[tuple[float, float]]) -> dict[str, float]:
-    """{state point name: |mean over structures and particles of the prediction - c|} (module docstring)."""
-    from tglassmlp.ensemble import mean_prediction
-
-    out = {}
-    for t, c in points:
-        feats = [member.features(r) for r in records[t]]
-        out[state_point_name(t, c)] = abs(mean_prediction(member.network, feats, t, c) - c)
-    return out
-
-
-def rank_and_select(entries: list[dict], threshold: float, fallback_top_k: int | None, name: str) -> dict:
-    """Rank entries ({'run_id', 'score', ...}) by score; select score < threshold, else the fallback.
-
-    Returns {'selected', 'fallback', 'note'}; raises :class:`NoSelfConsistentNetworkError` when nothing passes
-    and ``fallback_top_k`` is None.
-    """
-    entries.sort(key=lambda e: (not math.isfinite(e["score"]), e["score"]))
-    passed = [e for e in entries if math.isfinite(e["score"]) and e["score"] < threshold]
-    fallback = None
-    if passed:
-        chosen = passed
-        note = f"{len(passed)} of {len(entries)} networks pass |mean prediction - c| < {threshold:g}"
-    else:
-        best = ", ".join(f"seed {e['seed']}: {e['score']:.3g}" for e in entries[:4])
-        if not fallback_top_k:
-            raise NoSelfConsistentNetworkError(
-                f"{name}: no network of {len(entries)} passes the self-consistency test |mean prediction - c| < "
-                f"{threshold:g} (best: {best}). Train more seeds (transfer.step1.seeds / transfer.step2.seeds), "
-                "or accept the best-ranked networks with transfer.selection.fallback_top_k=K; rerun to resume")
-        chosen = [e for e in entries if math.isfinite(e["score"])][:int(fallback_top_k)]
-        fallback = f"best {len(chosen)} of {len(entries)} by score"
-        note = (f"NO network passes |mean prediction - c| < {threshold:g} (best: {best}); fallback "
-                f"(transfer.selection.fallback_top_k={fallback_top_k}): {fallback}")
-        log.warning("%s: %s", name, note)
-    for e in entries:
-        e["selected"] = e in chosen
-    return {"selected": [e["run_id"] for e in chosen], "fallback": fallback, "note": note}
-
-
+# ================================================================================================ evaluation
 def per_structure_pearson(predictions: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> np.ndarray:
-    """(S,) Pearson correlation of prediction and target of each structure."""
+    """(S,) Pearson correlation of the (N_0,) prediction and target of each of S structures
+    (:func:`tglassmlp.model.module.pearson`, the project's one Pearson, per structure)."""
     from tglassmlp.model.module import pearson
 
     return np.array([pearson(p, t) for p, t in zip(predictions, targets)])
@@ -500,7 +397,7 @@ class TwoStepTransfer:
         output_dir: folder of state.json, manifests, labels (rerun with the same folder to resume).
         md, transferred, results, held_out: Table I as {T: [c, ...]} per role (:class:`TransferTable`).
         step1, step2: {'seeds': [...]} of each step's ensembles.
-        selection: {'threshold': 1e-4, 'fallback_top_k': None}; see :func:`rank_and_select`.
+        selection: {'threshold': 1e-4, 'fallback_top_k': None}; see :func:`tglassmlp.ensemble.rank_and_select`.
         stop_after: None, 'step1' or 'step2': stop (cleanly) after that stage; a rerun continues.
         quiet: switch Lightning's progress bars and model summaries off in the networks' runs (one tqdm bar
             per ensemble instead).
@@ -534,7 +431,7 @@ class TwoStepTransfer:
         self.state: TransferState | None = None
         self._tracking = None
         self._client = None
-        self._records: dict[float, list[StructureRecord]] = {}
+        self._structures: StructureCache | None = None
         self.manifest: dict | None = None
         self.held_out_metrics: dict | None = None
         self.comparison_result: dict | None = None
@@ -613,7 +510,7 @@ class TwoStepTransfer:
         self.state.save()
         proc = st["procedure_run_id"]
         table_md = self.output_dir / "table.md"
-        _atomic_write(table_md, lambda fh: fh.write(
+        atomic_write(table_md, lambda fh: fh.write(
             "Table I of this procedure: x MD, t transferred (step 1), r results, h held-out MD\n\n"
             + self.table.to_markdown() + "\n"), mode="w")
         self._log_artifact(proc, table_md)
@@ -713,37 +610,25 @@ class TwoStepTransfer:
 
     def select(self, name: str, runs: Mapping[int, str], points: Sequence[tuple[float, float]], cfg: DictConfig,
                manifest: Path) -> dict:
-        """Self-consistency selection of one ensemble on ``points``; writes the manifest, tags the runs."""
+        """Self-consistency selection of one ensemble on ``points`` (:mod:`tglassmlp.ensemble`: scoring,
+        ranking, run tags, manifest schema); writes the manifest, records it in the state and on the
+        ensemble's run. A finished selection is read back, not redone."""
         ens = self.state.ensemble(name)
         if ens.get("selection") and Path(ens["selection"]).is_file():
             return json.loads(Path(ens["selection"]).read_text())
-        records = self.records(cfg, {t for t, _ in points})
-        entries = []
-        for seed, rid in sorted(runs.items()):
-            (member,) = load_members(self._client, [rid], {rid: seed})
-            per_point = self_consistency(member, records, points)
-            run = self._client.get_run(rid)
-            if per_point:
-                score, basis = max(per_point.values()), "structures below T_min"
-            else:
-                score = float(run.data.metrics.get("test/avg/self_consistency", math.nan))
-                basis = "test/avg/self_consistency"
-            entries.append({"run_id": rid, "seed": seed, "score": score, "basis": basis,
-                            "per_state_point": per_point,
-                            "metrics": {k: v for k, v in run.data.metrics.items() if k.startswith("test/avg/")}})
-        choice = rank_and_select(entries, self.threshold, self.fallback_top_k, name)
-        for e in entries:
-            self._log_metrics(e["run_id"], {"selection/self_consistency": e["score"]})
-            self._set_tags(e["run_id"], {"ensemble.selected": str(e["selected"]).lower(),
-                                         "ensemble.selection_basis": e["basis"] if not choice["fallback"]
-                                         else f"{e['basis']}; fallback top-k",
-                                         "ensemble.threshold": f"{self.threshold:g}"})
+        seeds = {rid: seed for seed, rid in runs.items()}
+        entries = score_runs(self._client, [runs[s] for s in sorted(runs)], lambda temps: self.records(cfg, temps),
+                             points, seeds=seeds)
+        choice = rank_and_select(
+            entries, self.threshold, self.fallback_top_k, name, setting="transfer.selection.fallback_top_k",
+            remedy="Train more seeds (transfer.step1.seeds / transfer.step2.seeds), or accept the best-ranked "
+                   "networks with transfer.selection.fallback_top_k=K; rerun to resume",
+            error=NoSelfConsistentTransferError)
+        tag_selection(self._tracking, entries, choice, self.threshold)
         result = {"transfer_id": self.transfer_id, "ensemble": name,
-                  "sweep_id": str((self.output_dir / name).resolve()),
-                  "experiment_id": self._tracking.experiment_id, "threshold": self.threshold,
-                  "points": [state_point_name(t, c) for t, c in points],
-                  "levels": sorted({c for _, c in points}, reverse=True), **choice, "ranking": entries}
-        _atomic_json(manifest, result)
+                  **selection_manifest(self._tracking, str((self.output_dir / name).resolve()), entries, choice,
+                                       self.threshold, sorted({c for _, c in points}, reverse=True), points)}
+        atomic_json(manifest, result)
         parent = ens["parent_run_id"]
         self._log_metrics(parent, {"selection/n_selected": len(choice["selected"]),
                                    "selection/best_score": entries[0]["score"] if entries else math.nan})
@@ -756,13 +641,13 @@ class TwoStepTransfer:
         return result
 
     def records(self, cfg: DictConfig, temperatures: Iterable[float]) -> dict[float, list[StructureRecord]]:
-        """Structures at the temperatures (read once per procedure, shared by selection and labelling)."""
-        missing = sorted({round(float(t), 3) for t in temperatures} - set(self._records))
-        if missing:
-            self._records.update(read_structures(cfg.data.root, missing, cache_dir=cfg.data.get("cache_dir"),
-                                                 max_structures=cfg.data.get("max_structures"),
-                                                 reference_type=cfg.data.get("reference_type", 0)))
-        return {t: self._records[round(float(t), 3)] for t in temperatures}
+        """Structures at the temperatures, every shard as the data module trains on it (read once per
+        procedure, shared by selection and labelling: a :class:`~tglassmlp.ensemble.StructureCache`)."""
+        if self._structures is None:
+            self._structures = StructureCache(cfg.data.root, cache_dir=cfg.data.get("cache_dir"),
+                                              max_structures=cfg.data.get("max_structures"),
+                                              reference_type=cfg.data.get("reference_type", 0))
+        return self._structures(temperatures)
 
     # --------------------------------------------------------------------------------------- step 1
     def _step1_ensemble(self, cfg: DictConfig, level: float, proc: str) -> None:
@@ -777,11 +662,10 @@ class TwoStepTransfer:
         for c in self.table.step1_levels:
             name = f"step1_{format_level(c)}"
             manifest = json.loads(Path(self.state.ensemble(name)["selection"]).read_text())
-            seeds = {e["run_id"]: e["seed"] for e in manifest["ranking"]}
-            members = load_members(self._client, manifest["selected"], seeds)
+            members = load_run_members(self._client, manifest["selected"])
             temps = self.table.transfer_temperatures(c)
             for t, recs in self.records(cfg, temps).items():
-                preds = {r.index: np.stack([m.predict(r, t, c) for m in members]) for r in recs}
+                preds = {r.index: np.stack([m.predict(r.descriptors, t, c) for m in members]) for r in recs}
                 labels[(t, c)] = {k: p.mean(axis=0) for k, p in preds.items()}
                 spread[(t, c)] = {k: p.std(axis=0) for k, p in preds.items()}
                 meta["state_points"][state_point_name(t, c)] = {
@@ -812,7 +696,7 @@ class TwoStepTransfer:
                                    {"transfer.labels_sha256": recorded["sha256"][:16]})
         result = self.select("step2", runs, self.table.selection_points(None), cfg,
                              self.output_dir / "step2" / "ensemble.json")
-        _atomic_json(self.manifest_path, {**result, "final": True, "table": self.table.to_markdown(),
+        atomic_json(self.manifest_path, {**result, "final": True, "table": self.table.to_markdown(),
                                           "labels": str(self.labels_path)})
         self._log_artifact(proc, self.manifest_path)
 
@@ -833,8 +717,7 @@ class TwoStepTransfer:
 
     def _evaluate_final(self, cfg: DictConfig, proc: str) -> dict:
         targets = self.held_out_targets(cfg)
-        seeds = {e["run_id"]: e["seed"] for e in self.manifest["ranking"]}
-        members = load_members(self._client, self.manifest["selected"], seeds)
+        members = load_run_members(self._client, self.manifest["selected"])
         result = evaluate_members(members, targets)
         labels = TransferredLabels(self.labels_path)
         for (t, c), (recs, md) in targets.items():
@@ -843,19 +726,20 @@ class TwoStepTransfer:
                 result[state_point_name(t, c)]["step1_labels_pearson"] = float(np.mean(
                     per_structure_pearson(step1, md)))
         path = self.output_dir / "held_out.json"
-        _atomic_json(path, result)
+        atomic_json(path, result)
         self._log_metrics(proc, {f"held_out/{k}/{m}": v for k, d in result.items() for m, v in d.items()
                                  if isinstance(v, float)})
         self._log_artifact(proc, path)
         return result
 
 
-def evaluate_members(members: Sequence[Member], targets: Mapping, input_state: Callable | None = None,
+def evaluate_members(members: Sequence, targets: Mapping, input_state: Callable | None = None,
                      structures: Callable | None = None) -> dict[str, dict[str, Any]]:
     """Pearson of each network and of the ensemble mean against MD labels.
 
     Args:
-        members: the networks.
+        members: the networks (:class:`tglassmlp.predict.EnsembleMember`, e.g. from
+            :func:`tglassmlp.ensemble.load_run_members`).
         targets: {(T, c): (records, MD labels (N_0,) per record)}.
         input_state: (T, c) -> the state point fed to the networks (default: (T, c) itself; GlassMLP-style
             transfer feeds the training state point).
@@ -873,7 +757,7 @@ def evaluate_members(members: Sequence[Member], targets: Mapping, input_state: C
         for m in members:
             keep = set(structures(m, t)) if structures else {r.index for r in recs}
             rs = [(r, y) for r, y in zip(recs, md) if r.index in keep]
-            p = [m.predict(r, t_in, c_in) for r, _ in rs]
+            p = [m.predict(r.descriptors, t_in, c_in) for r, _ in rs]
             per_net.append(float(np.mean(per_structure_pearson(p, [y for _, y in rs]))))
             for (r, y), pr in zip(rs, p):
                 preds.setdefault(r.index, (y, []))[1].append(pr)

@@ -64,7 +64,8 @@ def compare_transfer(procedure, cfg: DictConfig, seeds: Sequence[int] = (0, 1), 
         folds: number of split seeds for (a).
         methods: which baselines to train ('a', 'b', 'c').
     """
-    from tglassmlp.transfer import TransferredLabels, evaluate_members, load_members, per_structure_pearson
+    from tglassmlp.ensemble import load_run_members
+    from tglassmlp.transfer import TransferredLabels, evaluate_members, per_structure_pearson
 
     table = procedure.table
     targets = procedure.held_out_targets(cfg)
@@ -83,15 +84,14 @@ def compare_transfer(procedure, cfg: DictConfig, seeds: Sequence[int] = (0, 1), 
     rows: dict[str, dict] = {}
 
     def members_of(runs: dict[int, str]):
-        return load_members(client, list(runs.values()), {r: s for s, r in runs.items()})
+        return load_run_members(client, list(runs.values()))
 
     # transfer: the final ensemble (selected) and all its networks
     manifest = procedure.manifest
-    seeds_of = {e["run_id"]: e["seed"] for e in manifest["ranking"]}
     rows["transfer (step-2 ensemble, selected)"] = evaluate_members(
-        load_members(client, manifest["selected"], seeds_of), targets)
+        load_run_members(client, manifest["selected"]), targets)
     rows["transfer (step-2, all networks)"] = evaluate_members(
-        load_members(client, [e["run_id"] for e in manifest["ranking"]], seeds_of), targets)
+        load_run_members(client, [e["run_id"] for e in manifest["ranking"]]), targets)
     labels = TransferredLabels(procedure.labels_path)
     step1 = {}
     for (t, c), (recs, md) in targets.items():
@@ -121,11 +121,11 @@ def compare_transfer(procedure, cfg: DictConfig, seeds: Sequence[int] = (0, 1), 
                                              "comparison.test_structures": ",".join(map(str, test))})
             fold_members = members_of(runs)
             for m in fold_members:
-                test_of[m.run_id] = test
+                test_of[m.name] = test
             members += fold_members
         rows[f"(a) trained with {format_temperature(t_h)} MD ({len(fold_list)} folds)"] = evaluate_members(
             members, {k: v for k, v in targets.items() if k[0] == t_h},
-            structures=lambda m, t: test_of[m.run_id])
+            structures=lambda m, t: test_of[m.name])
     if "b" in methods:
         res = {}
         for (t, c) in targets:
@@ -144,11 +144,11 @@ def compare_transfer(procedure, cfg: DictConfig, seeds: Sequence[int] = (0, 1), 
 
     result = {"transfer_id": procedure.transfer_id, "held_out": [state_point_name(*k) for k in targets],
               "rows": rows}
-    from tglassmlp.transfer import _atomic_json, _atomic_write
+    from tglassmlp.ensemble import atomic_json, atomic_write
 
-    _atomic_json(out_dir / "comparison.json", result)
+    atomic_json(out_dir / "comparison.json", result)
     text = format_markdown(result)
-    _atomic_write(out_dir / "comparison.md", lambda fh: fh.write(text), mode="w")
+    atomic_write(out_dir / "comparison.md", lambda fh: fh.write(text), mode="w")
     figure = plot_comparison(result, out_dir / "comparison.png")
     metrics = {}
     for k, (method, per_point) in enumerate(rows.items()):
