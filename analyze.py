@@ -3,6 +3,7 @@
     python analyze.py                                  # demo data + the newest train.py ensemble
     python analyze.py mlflow=false                     # without MLflow
     python analyze.py networks.sweep_dir=null name=md  # MD only
+    python analyze.py predictions=files                # predict.py's files (mean-constrained) as the predictions
 
 The work is done by tglassmlp.analyze.analyze (tests call it directly); this file only adapts the command line.
 """

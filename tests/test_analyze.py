@@ -4,6 +4,7 @@ predictions: numbers in the tables against direct computations, figures written,
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from tglassmlp.analysis.fields import (
     structure_propensity,
 )
 from tglassmlp.analyze import HeterogeneitySettings, observe_ensemble, pearson_scores
-from tglassmlp.data import shard_path, write_shard
+from tglassmlp.data import read_shard, shard_path, write_shard
 from tglassmlp.model.network import TGlassMLP
 from tglassmlp.observables import DescriptorScaler, descriptor_names, structural_descriptors
 from tglassmlp.observables.four_point import four_point_susceptibility
@@ -102,8 +103,6 @@ def test_analyze_end_to_end(dataset, sweep, tmp_path):
     assert not list((tmp_path / "out").rglob("*.tmp-*"))  # atomic writes leave no temporary files
 
     # chi_4 of the MD rows equals Eq. (9) computed directly from the shards' type-0 propensities
-    from tglassmlp.data import read_shard
-
     rows = _read_csv(tmp_path / "out" / "tables" / "levels.csv")
     md_row = next(r for r in rows if r["source"] == "MD" and float(r["T"]) == 0.5 and float(r["level"]) == 0.8)
     shards = [read_shard(shard_path(root, 0.5, k)) for k in range(3)]
@@ -224,3 +223,172 @@ def test_pearson_scores_against_numpy():
     assert scores["test"][0] == pytest.approx(per_net.mean())
     assert scores["test_err"][0] == pytest.approx(per_net.std(ddof=1))
     assert scores["test_n"] == 2 and scores["train_n"] == 1
+
+
+# ------------------------------------------------------------------------------------------------ predict.py files
+LEVELS = [0.9, 0.8, 0.6]
+
+
+def _predict(ensemble_dir, structures, out, levels=LEVELS):
+    """predict.py's Python API on the tiny structures (the system checks off: a 12-sigma box of random types)."""
+    from tglassmlp.predict import DirectoryEnsemble, predict_structures
+
+    torch.set_num_threads(1)
+    return predict_structures(DirectoryEnsemble(ensemble_dir).load(), structures, out, levels=levels,
+                              cache_dir=None, density_rtol=10.0, composition_atol=1.0)
+
+
+@pytest.fixture(scope="module")
+def predicted(dataset, sweep, tmp_path_factory):
+    """predict.py's out_dir for the 6 structures of the dataset, by the sweep's 2 networks (mean-constrained)."""
+    root, _ = dataset
+    out = tmp_path_factory.mktemp("pred")
+    _predict(sweep, root, out)
+    return out
+
+
+def _h5(path, *names):
+    import h5py
+
+    with h5py.File(path, "r") as h5:
+        return [h5[n][()] for n in names]
+
+
+def _scope(path):
+    """The mean constraint's scope recorded in a prediction file ('structure' before predict.py recorded it)."""
+    import json
+
+    import h5py
+
+    with h5py.File(path, "r") as h5:
+        return json.loads(h5.attrs["constraint"]).get("scope", "structure")
+
+
+def test_prediction_files_become_fields_with_per_network_members(predicted, dataset):
+    from tglassmlp.analysis.fields import read_prediction_fields
+    from tglassmlp.predict import tts_from_dict
+
+    root, _ = dataset
+    tts = tts_from_dict({"beta": BETA, "tau_alpha": {str(t): tau for t, tau in TAUS.items()}, "arrhenius": None})
+    fields = read_prediction_fields(predicted, tts=tts)
+    assert [f.temperature for f in fields] == [0.6, 0.5] and all(len(f.structures) == 3 for f in fields)
+    for f in fields:
+        assert f.levels.tolist() == LEVELS and f.n_members == 2
+        # the time axis from the master curve exp(-ln2 (t/tau)^beta) = c: t = tau (ln(1/c) / ln 2)^(1/beta)
+        np.testing.assert_allclose(f.times, TAUS[f.temperature] * (np.log(1 / np.array(LEVELS)) / np.log(2)) ** (1 / BETA),
+                                   rtol=1e-12)
+    s = fields[1].structures[2]
+    assert s.name == str(shard_path(root, 0.5, 2).resolve()) and s.file.endswith("T0.500_s0002.pred.h5")
+    types, positions, mean, per_net, c_mean, conv = _h5(s.file, "types", "positions", "propensity_mean",
+                                                       "propensity_networks", "constraint/mean_prediction",
+                                                       "constraint/converged")
+    ref = types == 0
+    np.testing.assert_array_equal(s.positions, positions[ref])
+    np.testing.assert_array_equal(s.values, mean[:, ref])
+    np.testing.assert_array_equal(s.members, per_net[:, :, ref])
+    # the members are the mean-constrained predictions: their type-0 average (over the structure, or over all
+    # structures of the temperature when predict.py constrains them together) is the constraint's Xbar, which
+    # equals the level wherever the iteration converged
+    pooled = _scope(s.file) == "temperature"
+    together = np.concatenate([t.members for t in fields[1].structures], axis=2) if pooled else s.members
+    np.testing.assert_allclose(together.mean(axis=2), c_mean, atol=1e-6)
+    assert np.all(np.abs(c_mean - np.array(LEVELS))[conv.astype(bool)] <= 1e-4)
+    assert fields[0].info["converged_fraction"] == pytest.approx(
+        np.mean([_h5(p, "constraint/converged")[0].mean() for p in fields[0].info["files"]]))
+
+    # ensemble error bars: chi_4 (Eq. 9) per network over the 3 structures, then mean and std over networks
+    settings = HeterogeneitySettings({"n_bootstrap": 0}, {"q_max": 2.0}, {"q_max": 1.6}, {"cell_size": 2.0})
+    obs = observe_ensemble(fields[1], settings)
+    files = sorted(predicted.glob("T0.500_*.pred.h5"))
+    chi = np.array([four_point_susceptibility([_h5(p, "propensity_networks")[0][j][:, _h5(p, "types")[0] == 0]
+                                               for p in files]) for j in range(2)])
+    np.testing.assert_allclose(obs["chi4"], chi.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(obs["chi4_err"], chi.std(0, ddof=1), rtol=1e-6)
+
+
+def test_prediction_files_refuse_missing_foreign_and_inconsistent_files(predicted, dataset, sweep, tmp_path):
+    import shutil
+
+    from tglassmlp.analysis.fields import read_prediction_fields
+    from tglassmlp.predict import PredictionInputError
+
+    root, _ = dataset
+
+    def folder(name, files):
+        d = tmp_path / name
+        d.mkdir()
+        for f in files:
+            shutil.copy(f, d / Path(f).name)
+        return d
+
+    every = sorted(predicted.glob("*.pred.h5"))
+    with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
+        read_prediction_fields(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=r"holds no \*.pred.h5"):
+        read_prediction_fields(folder("empty", []))
+    with pytest.raises(ValueError, match=r"\['s0000.h5'\] is not predict.py output"):
+        read_prediction_fields(folder("data", every + [shard_path(root, 0.6, 0)]))
+    shutil.copy(shard_path(root, 0.6, 0), tmp_path / "fake.pred.h5")
+    with pytest.raises(PredictionInputError, match="fake.pred.h5: not a tglassmlp prediction file"):
+        read_prediction_fields([*every, tmp_path / "fake.pred.h5"])
+    # summary.json lists every file; one lost in a copy is named
+    d = folder("incomplete", every + [predicted / "summary.json"])
+    (d / "T0.500_s0001.pred.h5").unlink()
+    with pytest.raises(FileNotFoundError, match=r"lists \['T0.500_s0001.pred.h5'\], missing"):
+        read_prediction_fields(d)
+    # a file of another ensemble (network 0 alone) is not one of the ensemble's members
+    _predict(sweep / "0", [shard_path(root, 0.6, 0)], tmp_path / "one_net")
+    other = tmp_path / "one_net" / "T0.600_s0000.pred.h5"
+    with pytest.raises(ValueError, match=r"ensemble \(network digests\) .* differs from"):
+        read_prediction_fields([*every[1:], other])
+    # one temperature at two sets of levels
+    _predict(sweep, [shard_path(root, 0.5, 0)], tmp_path / "levels", levels=[0.9, 0.8, 0.5])
+    with pytest.raises(ValueError, match=r"T = 0.5: .* at levels \[0.9, 0.8, 0.6\], .* at \[0.9, 0.8, 0.5\]"):
+        read_prediction_fields([p for p in every if p.name != "T0.500_s0000.pred.h5"]
+                               + [tmp_path / "levels" / "T0.500_s0000.pred.h5"])
+    shutil.copy(every[0], tmp_path / "copy.pred.h5")
+    with pytest.raises(ValueError, match="both predict the structure"):
+        read_prediction_fields([*every, tmp_path / "copy.pred.h5"])
+
+
+def test_analyze_uses_the_prediction_files(dataset, predicted, tmp_path):
+    """analyze.py predictions=files without networks: the predicted rows are the files' mean-constrained
+    predictions (chi_4 per network, Pearson against MD), and the train/test split is found through the files'
+    ensemble source (a model folder holding the runs' state points and configs)."""
+    from tglassmlp.analyze import analyze
+    from tglassmlp.data.datamodule import PropensityDataModule
+
+    root, _ = dataset
+    cfg = _compose([f"data_root={root}", f"out_dir={tmp_path / 'out'}", "networks.sweep_dir=null", "mlflow=false",
+                    "predictions=files", f"predictions.path={predicted}", "figures.master_curve=false",
+                    "chi4.n_bootstrap=5", "chi4.n_bootstrap_fits=2", "levels=[0.9,0.8,0.6]", "s4.q_max=2.0",
+                    "oz.q_max=1.6", "figures.dpi=50"])
+    result = analyze(cfg)
+    names = {p.split("/")[-1] for p in result["figures"]}
+    assert {"fig02_pearson.png", "fig03_snapshots.png", "fig05_snapshots_time.png", "fig06_chi4_predicted.png",
+            "fig12_length_scales.png"} <= names and "fig09_attention.png" not in names
+    notes = result["summary"]["notes"]
+    assert any("predict.py files, 2 networks (directory" in n for n in notes)
+    # a per-structure constraint pins each structure's mean (chi_4 ~ 0): the report says so
+    per_structure = _scope(next(predicted.glob("*.pred.h5"))) == "structure"
+    assert any("constraint was applied per structure" in n for n in notes) == per_structure
+    rows = [r for r in _read_csv(tmp_path / "out" / "tables" / "levels.csv") if r["source"] == "tGlassMLP"]
+    assert len(rows) == 6
+    files = {T: sorted(predicted.glob(f"T{T:.3f}_*.pred.h5")) for T in TAUS}
+    test_index = PropensityDataModule(root, train_fraction=0.67).split(0.6, [0, 1, 2])[1]
+    shards = [read_shard(shard_path(root, 0.6, k)) for k in range(3)]
+    curve = np.mean([s["propensity"][:, s["types"] == 0].mean(1) for s in shards], axis=0)
+    for r in rows:
+        T, k = float(r["T"]), LEVELS.index(float(r["level"]))
+        per_net = [[_h5(p, "propensity_networks")[0][j, k][_h5(p, "types")[0] == 0] for p in files[T]] for j in range(2)]
+        chi = [four_point_susceptibility([x[None] for x in per_net[j]])[0] for j in range(2)]
+        assert float(r["chi4"]) == pytest.approx(np.mean(chi), rel=1e-5)
+        assert float(r["chi4_err"]) == pytest.approx(np.std(chi, ddof=1), rel=1e-5)
+        if T == 0.5:  # not a training temperature of the networks: every structure is a test structure
+            assert r["n_test"] == "3" and r["n_train"] == "0"
+            continue
+        assert r["n_test"] == "1" and r["n_train"] == "2"
+        s = shards[test_index[0]]
+        truth = labels_at_levels(TIMES, s["propensity"][:, s["types"] == 0], curve, [LEVELS[k]])[1][0]
+        rho = [np.corrcoef(per_net[j][test_index[0]], truth)[0, 1] for j in range(2)]
+        assert float(r["pearson_test"]) == pytest.approx(np.mean(rho), rel=1e-5)

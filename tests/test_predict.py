@@ -111,6 +111,27 @@ def test_converging_sign_converges_to_the_fixed_point(affine):
         np.testing.assert_allclose((row[1:] / row[:-1])[big], 1 - STEP * 0.9, atol=1e-2)
 
 
+def test_constraint_over_a_temperature_keeps_structure_to_structure_fluctuations(affine):
+    """chi_4 (Eq. 9) is N_0 times the variance of the per-structure means: the constraint must fix their average
+    over the structures of a temperature (one input level for all), not each of them (which would pin chi_4 to
+    ~0). Pooled structures keep exactly the differences the network predicts between them."""
+    net, features, g = affine
+    other = features + 0.7  # a second 'structure' whose particle term differs
+    g_other = particle_term(net, other.numpy()).mean()
+    target = np.array([0.6])
+    pooled, res = constrained_prediction(net, torch.cat([features, other]), 0.4, target, MeanConstraint())
+    n = features.shape[0]
+    means = np.array([pooled[0, :n].mean(dtype=np.float64), pooled[0, n:].mean(dtype=np.float64)])
+    assert res.converged[0]
+    assert means.mean() == pytest.approx(target[0], abs=1e-4)
+    # the difference is the network's own (0.1 (g - g')), whatever the common input level
+    assert means[0] - means[1] == pytest.approx(0.1 * (g - g_other), abs=1e-5)
+    assert abs(g - g_other) > 1e-3
+    separate = [constrained_prediction(net, f, 0.4, target, MeanConstraint())[0][0].mean(dtype=np.float64)
+                for f in (features, other)]
+    np.testing.assert_allclose(separate, target[0], atol=1e-4)  # per structure: the difference is gone
+
+
 def test_printed_sign_diverges(affine):
     net, features, g = affine
     target = np.array([0.5])

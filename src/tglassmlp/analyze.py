@@ -11,7 +11,12 @@
    rho_P against MD on the structures the networks were not trained on (Eq. 8); P_int(L), xi_int from the
    attention weights; the bottleneck activations (Sec. VI).
 3. Prediction files (``predictions``: a Hydra ``_target_`` callable returning ``PropensityField`` objects, see
-   ``tglassmlp.analysis.fields``): analysed like 2 (without the network internals).
+   ``tglassmlp.analysis.fields``; ``predictions=files`` reads predict.py's output folder with
+   ``read_prediction_fields``): when given, they are the predictions of every figure and table (predict.py's
+   mean-constrained propensities, App. B), in place of 2's plain network outputs; the networks of 2 then only
+   give the internals (attention, bottleneck: Figs. 9-11). Their MD truth is matched by input path (Pearson,
+   Fig. 3), and structures count as training structures by the train/test split of the networks whose
+   digests the files record (found in ``networks.sweep_dir`` or under the files' ensemble source).
 4. Figures (``tglassmlp.analysis.figures``) and tables under ``out_dir``; an MLflow run with the figures,
    tables and headline numbers (``mlflow=false`` switches MLflow off).
 """
@@ -36,10 +41,12 @@ from omegaconf import DictConfig, OmegaConf
 from tglassmlp.analysis.fields import (
     NetworkProbe,
     PropensityField,
+    SavedNetwork,
     find_sweep_networks,
     latest_sweep,
     md_fields,
     prediction_field,
+    saved_networks_under,
     structure_propensity,
 )
 from tglassmlp.observables.attention import AttentionLengthScale
@@ -201,19 +208,37 @@ def pearson_scores(field: PropensityField) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------------------ networks
-def network_fields(probe: NetworkProbe, data_root, levels, tts, md_at_levels: Mapping[float, PropensityField],
-                   split: Mapping[str, Any]) -> tuple[dict, dict]:
+def training_structures(networks: list[SavedNetwork], data_root) -> set[Path]:
+    """Resolved paths of the shards of ``data_root`` the networks were trained on: at their training temperatures
+    (``state_points.json``), the train part of train.py's split (``data.train_fraction``, ``data.split_seed`` of
+    the run config; PropensityDataModule.split) of the structures there. The first network's settings stand for
+    all (one sweep)."""
+    from tglassmlp.data.datamodule import PropensityDataModule, temperatures_in
+    from tglassmlp.data.shards import parse_shard_path
+
+    split = (networks[0].config or {}).get("data", {}) or {}
+    splitter = PropensityDataModule(data_root, train_fraction=float(split.get("train_fraction", 0.8)),
+                                    split_seed=int(split.get("split_seed", 0)))
+    trained_t = set(networks[0].training_temperatures)
+    out = set()
+    for temperature, paths in temperatures_in(data_root).items():
+        if temperature in trained_t and len(paths) > 1:
+            indices = [parse_shard_path(p)[1] for p in paths]
+            train_idx = set(splitter.split(temperature, indices)[0])
+            out |= {Path(p).resolve() for p, i in zip(paths, indices) if i in train_idx}
+    return out
+
+
+def network_fields(probe: NetworkProbe, data_root, levels, tts,
+                   md_at_levels: Mapping[float, PropensityField]) -> tuple[dict, dict]:
     """Predict every structure of ``data_root`` at ``levels`` with every network.
 
     Returns ({T: PropensityField with members}, {T: {'attention': (M, K, M_S) averaged over structures,
     'bottleneck': [(M, K, N, 2) per structure], 'truth': [(K, N) per structure or None]}}).
     """
-    from tglassmlp.data.datamodule import PropensityDataModule, temperatures_in
-    from tglassmlp.data.shards import parse_shard_path
+    from tglassmlp.data.datamodule import temperatures_in
 
-    splitter = PropensityDataModule(data_root, train_fraction=float(split.get("train_fraction", 0.8)),
-                                    split_seed=int(split.get("split_seed", 0)))
-    trained_t = set(probe.networks[0].training_temperatures)
+    trained = training_structures(probe.networks, data_root)
     fields, internals = {}, {}
     try:
         from tqdm import tqdm
@@ -222,11 +247,9 @@ def network_fields(probe: NetworkProbe, data_root, levels, tts, md_at_levels: Ma
             return x
     for temperature, paths in tqdm(sorted(temperatures_in(data_root).items(), reverse=True),
                                    desc="network predictions", unit="T"):
-        indices = [parse_shard_path(p)[1] for p in paths]
-        train_idx = set(splitter.split(temperature, indices)[0]) if temperature in trained_t and len(indices) > 1 else set()
         md = md_at_levels.get(temperature)
         structs, atts, necks, truths = [], [], [], []
-        for path, index in zip(paths, indices):
+        for path in paths:
             desc, pos, box, _ = probe.shard_inputs(path)
             res = probe.run(desc, temperature, levels)
             truth = None
@@ -240,7 +263,7 @@ def network_fields(probe: NetworkProbe, data_root, levels, tts, md_at_levels: Ma
                             truth[i] = md_struct.values[hit[0]]
             s = structure_propensity(pos, box, res.propensity.mean(0), res.propensity.std(0, ddof=1)
                                      if res.propensity.shape[0] > 1 else None, res.propensity,
-                                     name=str(path), trained=index in train_idx)
+                                     name=str(path), trained=Path(path).resolve() in trained)
             s.truth = truth
             structs.append(s)
             atts.append(res.attention)
@@ -263,6 +286,115 @@ def attention_scales(internals: Mapping[float, dict], levels) -> dict[float, dic
         ddof = 1 if att.shape[0] > 1 else 0
         out[temperature] = {"lengths": scale.lengths, "p_int": p.mean(0), "p_int_err": p.std(0, ddof=ddof),
                             "xi_int": xi.mean(0), "xi_int_err": xi.std(0, ddof=ddof), "levels": np.asarray(levels)}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ prediction files
+def attach_md_truth(field: PropensityField, md_field: PropensityField | None) -> list[str]:
+    """Give every structure of a predicted field that is an MD structure of the same temperature its MD
+    propensity at the field's levels (``labels_at_levels`` on the MD times; NaN rows for levels the MD does not
+    reach). Matched by input path, else by (T, structure index) of the shard name for data that moved; the
+    positions must agree. Structures without MD get all-NaN truth. Returns the names of those.
+
+    Raises ValueError when a matched MD structure has other positions (the prediction is of another structure).
+    """
+    from tglassmlp.data.shards import parse_shard_path
+    from tglassmlp.observables.labels import labels_at_levels
+
+    def key(name):
+        try:
+            return parse_shard_path(Path(name))
+        except ValueError:
+            return None
+
+    by_path = {Path(s.name).resolve(): s for s in md_field.structures} if md_field is not None else {}
+    by_index = {key(s.name): s for s in md_field.structures} if md_field is not None else {}
+    by_index.pop(None, None)
+    unmatched = []
+    for s in field.structures:
+        md = by_path.get(Path(s.name).resolve()) or by_index.get(key(s.name))
+        if md is None:
+            s.truth = np.full(s.values.shape, np.nan)
+            unmatched.append(s.name)
+            continue
+        if md.positions.shape != s.positions.shape or not np.allclose(md.positions, s.positions, rtol=0, atol=1e-6):
+            raise ValueError(f"{s.file or s.name}: the predicted structure's type-0 positions differ from those of the "
+                             f"MD shard {md.name}; the prediction is of another structure")
+        s.truth = labels_at_levels(md_field.times, md.values, md_field.levels, field.levels)[1]
+    return unmatched
+
+
+def prediction_networks(info: Mapping, candidates: list[SavedNetwork]) -> list[SavedNetwork] | None:
+    """The saved networks behind prediction files (by the weight digests ``info['ensemble']`` records), from
+    ``candidates`` or from the folder of the files' ensemble source (the manifest's sweep, the model folder);
+    None when they cannot all be found."""
+    wanted = [e["digest"] for e in info.get("ensemble", [])]
+    pool = {n.digest: n for n in candidates if n.digest}
+    if not wanted:
+        return None
+    if not all(d in pool for d in wanted):
+        src = info.get("ensemble_source") or {}
+        folder = (Path(src["manifest"]).parent if src.get("kind") == "manifest" and src.get("manifest") else
+                  Path(src["path"]) if src.get("kind") == "directory" and src.get("path") else None)
+        if folder is not None and folder.is_dir():
+            pool.update({n.digest: n for n in saved_networks_under(folder)})
+    return [pool[d] for d in wanted] if all(d in pool for d in wanted) else None
+
+
+def read_predictions(spec, tts, md: Mapping[float, PropensityField], networks: list[SavedNetwork], data_root,
+                     notes: list[str]) -> dict[float, PropensityField]:
+    """Call the ``predictions`` reader and prepare its fields for the analysis: MD truth attached, training
+    structures marked (unknown split: every structure counts as a training one, so no test score is claimed)."""
+    from hydra.utils import call
+
+    out: dict[float, PropensityField] = {}
+    for f in call(spec, tts=tts):
+        if not isinstance(f, PropensityField):
+            raise TypeError(f"predictions reader returned {type(f).__name__}, expected PropensityField")
+        t = round(f.temperature, 3)
+        if t in out:
+            raise ValueError(f"predictions reader returned two fields at T = {t:g}")
+        out[t] = f
+    if not out:
+        raise ValueError("predictions reader returned no field")
+    split_cache: dict[tuple, set[Path] | None] = {}
+    for t, f in sorted(out.items(), reverse=True):
+        unmatched = attach_md_truth(f, md.get(t))
+        if unmatched and t in md:
+            notes.append(f"- predictions T = {t:g}: {len(unmatched)} structure(s) without MD propensities "
+                         f"({Path(unmatched[0]).name}, ...)")
+        ident = tuple(e.get("digest", "") for e in f.info.get("ensemble", []))
+        if ident not in split_cache:
+            nets = prediction_networks(f.info, networks)
+            split_cache[ident] = None if nets is None else training_structures(nets, data_root)
+            if nets is None:
+                notes.append(f"- predictions ({f.source}): the networks behind them were not found "
+                             f"({'digests ' + str(list(ident)) if ident else 'the reader records no network digests'}"
+                             "), so their training structures are unknown: rho_P is reported as a training score only")
+        trained = split_cache[ident]
+        for s in f.structures:
+            s.trained = True if trained is None else Path(s.name).resolve() in trained
+    with_info = [(t, f) for t, f in sorted(out.items(), reverse=True) if f.info.get("ensemble")]
+    if with_info:
+        info = with_info[0][1].info
+        src = info.get("ensemble_source") or {}
+        where = src.get("manifest") or src.get("path") or src.get("experiment") or ""
+        notes.append(f"- predictions: predict.py files, {len(info['ensemble'])} networks ({src.get('kind', '?')} "
+                     f"`{where}`{', ' + src['how'] if src.get('how') else ''}), mean constraint of App. B "
+                     f"({info['constraint'].get('sign', '?')} sign, tolerance {info['constraint'].get('tolerance')}); "
+                     "converged (network, level, structure) and max |Xbar - c*|: "
+                     + ", ".join(f"T = {t:g} {f.info['converged_fraction']:.0%} {f.info['max_abs_residual']:.2g}"
+                                 for t, f in with_info))
+        constraint = info.get("constraint") or {}
+        if constraint.get("enabled", True) and constraint.get("scope", "structure") == "structure":
+            # Eq. (9) is N_0 times the variance over structures of the structure-mean propensity, which a
+            # per-structure constraint pins to <C_B> (|Xbar - c*| <= tolerance): chi_4 <= N_0 tolerance^2
+            n0 = max(s.n_particles for _, f in with_info for s in f.structures)
+            tol = float(constraint.get("tolerance", 0.0))
+            notes.append(f"- predictions: the mean constraint was applied per structure, which pins every structure's "
+                         f"mean propensity to <C_B>: where it converged, chi_4 of the predictions (Eq. 9) is at most "
+                         f"N_0 tolerance^2 = {n0 * tol**2:.1g} whatever the networks predict (a constraint over the "
+                         "structures of one temperature keeps it)")
     return out
 
 
@@ -363,28 +495,30 @@ def analyze(cfg: DictConfig | Mapping) -> dict[str, Any]:
 
     # 2. networks ------------------------------------------------------------------------------------------
     pred, pred_obs, pearson, attention, internals = {}, {}, {}, {}, {}
+    has_files = cfg.get("predictions") is not None
+    nets: list[SavedNetwork] = []
     sweep = _resolve_sweep(cfg.networks.sweep_dir, cfg.paths.output_dir)
     if sweep is not None:
         nets = find_sweep_networks(sweep, str(cfg.networks.selection))
         if cfg.networks.get("max_networks"):
             nets = nets[: int(cfg.networks.max_networks)]
-        notes.append(f"- networks: {len(nets)} from `{sweep}` (selection: {cfg.networks.selection}); plain network "
-                     "outputs, without the iterative mean constraint of App. B")
+        notes.append(f"- networks: {len(nets)} from `{sweep}` (selection: {cfg.networks.selection}); "
+                     + ("their internals only (attention, bottleneck: Figs. 9-11); the predictions are the files"
+                        if has_files else "plain network outputs, without the iterative mean constraint of App. B"))
         probe = NetworkProbe(nets, int(cfg.reference_type), cfg.get("cache_dir"))
-        split = nets[0].config.get("data", {}) if nets[0].config else {}
-        pred, internals = network_fields(probe, cfg.data_root, levels, tts, md_levels, split)
+        pred, internals = network_fields(probe, cfg.data_root, levels, tts, md_levels)
         attention = attention_scales(internals, levels)
     elif cfg.networks.sweep_dir not in (None, "", "none", "null"):
         notes.append("- networks: none found (run `make demo` or `python train.py -m ...` first)")
 
-    # 3. prediction files ---------------------------------------------------------------------------------
-    if cfg.get("predictions") is not None:
-        from hydra.utils import call
-
-        for f in call(cfg.predictions, tts=tts):
-            if not isinstance(f, PropensityField):
-                raise TypeError(f"predictions reader returned {type(f).__name__}, expected PropensityField")
-            pred[round(f.temperature, 3)] = f
+    # 3. prediction files: they replace the plain network outputs everywhere -------------------------------
+    if has_files:
+        pred = read_predictions(cfg.predictions, tts, md, nets, cfg.data_root, notes)
+        if nets and {n.digest for n in nets} != {e.get("digest") for f in pred.values() for e in f.info.get("ensemble", [])}:
+            notes.append("- the networks of the internals (Figs. 9-11) are not the ensemble of the prediction files")
+        missing = sorted({round(float(c), 3) for c in levels} - {round(float(c), 3) for f in pred.values() for c in f.levels})
+        if missing:
+            notes.append(f"- predictions: no file is at the levels {missing} of `levels` (predict.py levels=[...])")
     for T, f in pred.items():
         pred_obs[T] = observe_ensemble(f, settings)
         pearson[T] = pearson_scores(f)
@@ -419,7 +553,9 @@ def analyze(cfg: DictConfig | Mapping) -> dict[str, Any]:
         made.append(figs.master_curve_figure(cfg.data_root, fig_dir / "fig13_master_curve.png", out_dir / "labels"))
 
     summary = {"name": str(cfg.name), "data_root": str(cfg.data_root), "tau_alpha": tts.tau_alpha, "beta": tts.beta,
-               "networks_sweep": str(sweep) if sweep else None, "notes": notes,
+               "networks_sweep": str(sweep) if sweep else None,
+               "predictions": {f"{T:g}": f.info for T, f in pred.items() if f.info} if has_files else None,
+               "notes": notes,
                "levels": level_rows, "attention": attention_rows}
     tables.append(atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1, default=float) + "\n"))
     report = atomic_write_text(out_dir / "analysis.md", markdown_report(str(cfg.name), level_rows, attention_rows,
@@ -443,8 +579,11 @@ def log_to_mlflow(tracking, cfg, figures, tables, level_rows, attention_rows) ->
     tracking.start_run({"kind": "analysis", "git_commit": commit, "git_dirty": str(dirty).lower(),
                         "sweep_id": info.get("sweep_id")}, run_name=f"analysis-{cfg.name}")
     try:
+        spec = cfg.get("predictions")
         tracking.log_params({"data_root": cfg.data_root, "levels": list(cfg.levels),
                              "networks.sweep_dir": cfg.networks.sweep_dir, "oz.q_max": cfg.oz.q_max,
+                             "predictions": json.dumps(OmegaConf.to_container(spec, resolve=True)
+                                                       if OmegaConf.is_config(spec) else spec, default=str),
                              "chords.cell_size": cfg.chords.cell_size, "s4.q_max": cfg.s4.q_max})
         metrics = {}
         for r in level_rows:

@@ -299,15 +299,19 @@ class ManifestEnsemble:
     """The networks of an ensemble manifest (``<sweep dir>/ensemble.json``, :func:`tglassmlp.ensemble.select_sweep`).
 
     Args:
-        manifest: the JSON file.
+        manifest: the JSON file, or 'latest': the ``ensemble.json`` of the newest train.py multirun under
+            ``sweeps_root`` that has one (as analyze.py's ``networks.sweep_dir=latest``).
         tracking_uri: the MLflow store of the sweep's runs (the manifest lists run ids only); None: the
             manifest's own ``tracking_uri`` entry, where it has one.
         top_k: when the manifest selects no run (none passed the self-consistency test), take the ``top_k``
             best-ranked runs instead; None (default) makes that case an error. Ignored when runs are selected.
+        sweeps_root: where ``manifest='latest'`` looks (train.py's Hydra multirun folders).
     """
 
-    def __init__(self, manifest: str | os.PathLike, tracking_uri: str | None = None, top_k: int | None = None):
+    def __init__(self, manifest: str | os.PathLike, tracking_uri: str | None = None, top_k: int | None = None,
+                 sweeps_root: str | os.PathLike = "outputs/hydra/train"):
         self.manifest = Path(manifest)
+        self.sweeps_root = Path(sweeps_root)
         self.tracking_uri = None if tracking_uri is None else str(tracking_uri)
         self.top_k = None if top_k is None else int(top_k)
         if self.top_k is not None and self.top_k < 1:
@@ -316,6 +320,13 @@ class ManifestEnsemble:
     def load(self) -> Ensemble:
         from tglassmlp.analysis.baseline import ManifestError, read_manifest
 
+        if str(self.manifest) == "latest":
+            found = [p / "ensemble.json" for p in self.sweeps_root.glob("multirun_*") if (p / "ensemble.json").is_file()]
+            if not found:
+                raise PredictionInputError(f"ensemble_source.manifest=latest: no train.py multirun with an ensemble.json "
+                                           f"under {self.sweeps_root} (run make demo or train.py -m first)")
+            self.manifest = max(found, key=lambda p: p.stat().st_mtime)
+            log.info("ensemble_source.manifest=latest: %s", self.manifest)
         try:
             ranked, manifest = read_manifest(self.manifest, "all")
         except (ManifestError, FileNotFoundError) as exc:
@@ -696,6 +707,10 @@ class MeanConstraint:
             unbounded iteration on a badly self-consistent network can run away (measured on the demo
             ensemble at T = 0.35: inputs of 1e12 after 6 updates). Default [0, 1].
         enabled: False evaluates at c* only (no iteration); convergence is still reported.
+        scope: 'temperature' (predict_structures): Xbar is the mean over the reference particles of all the
+            structures of one temperature, with one input per network, temperature and level, so every
+            structure keeps its own mean and chi_4 (Eq. 9, the variance of that mean over structures) survives;
+            'structure': each structure's own mean is pinned to c*, which sets chi_4 <= N_0 tolerance^2.
 
     When the iteration does not converge, the reported evaluation is the one with the smallest |Xbar - c*|
     (the earliest on ties); a level whose clipped input stops moving stops iterating.
@@ -704,7 +719,10 @@ class MeanConstraint:
     SIGNS = {"converging": -1.0, "paper": +1.0}
 
     def __init__(self, max_iterations: int = 6, step: float = 0.75, tolerance: float = 1e-4,
-                 sign: str = "converging", bounds: Sequence[float] | None = (0.0, 1.0), enabled: bool = True):
+                 sign: str = "converging", bounds: Sequence[float] | None = (0.0, 1.0), enabled: bool = True,
+                 scope: str = "temperature"):
+        if scope not in ("temperature", "structure"):
+            raise PredictionInputError(f"constraint.scope must be 'temperature' or 'structure', got {scope!r}")
         if sign not in self.SIGNS:
             raise PredictionInputError(f"constraint.sign must be one of {sorted(self.SIGNS)}, got {sign!r}")
         if int(max_iterations) < 0 or not (float(step) > 0) or not (float(tolerance) >= 0):
@@ -720,11 +738,12 @@ class MeanConstraint:
         self.sign = sign
         self.bounds = bounds
         self.enabled = bool(enabled)
+        self.scope = scope
 
     def settings(self) -> dict[str, Any]:
         return {"max_iterations": self.max_iterations, "step": self.step, "tolerance": self.tolerance,
                 "sign": self.sign, "bounds": None if self.bounds is None else list(self.bounds),
-                "enabled": self.enabled}
+                "enabled": self.enabled, "scope": self.scope}
 
     def compute(self, evaluate: Callable[[np.ndarray, np.ndarray], np.ndarray], targets,
                 accept: Callable[[np.ndarray], None] | None = None) -> MeanConstraint:
@@ -967,6 +986,15 @@ class EnsemblePrediction:
         """Wall time of compute [s]."""
         return self._seconds
 
+    def part(self, start: int, stop: int) -> EnsemblePrediction:
+        """The prediction for input particles ``start:stop`` (one structure of a set predicted together):
+        its slice of the per-particle arrays, the set's networks and constraint results."""
+        out = copy.copy(self)
+        before = int(self._reference[:start].sum())
+        out._reference = self._reference[start:stop]
+        out._per_network = self._per_network[:, :, before:before + int(out._reference.sum())]
+        return out
+
     def constraint_arrays(self) -> dict[str, np.ndarray]:
         """The constraint results stacked over networks: (K, L) and (K, L, J+1) arrays."""
         cs = self._constraints
@@ -1115,45 +1143,73 @@ def predict_structures(ensemble: Ensemble, structures, out_dir, *, levels=None, 
     labels: dict[str, Path] = {}
     t_start = time.perf_counter()
     rows = []
-    for path in tqdm(paths, desc="predict", unit="structure", disable=not progress):
-        t0 = time.perf_counter()
-        structure = load_structure(path, temperature=temperature, cache_dir=cache_dir,
-                                   compute_inherent=compute_inherent, inherent_max_force=inherent_max_force)
-        if structure.label in labels:
-            raise PredictionInputError(f"{path} and {labels[structure.label]} would both write "
-                                       f"{structure.label}.pred.h5; predict them into different out_dir")
-        labels[structure.label] = path
-        check_structure(structure, ensemble, reference_type=reference_type, density_rtol=density_rtol,
+
+    def load(path: Path) -> InputStructure:
+        s = load_structure(path, temperature=temperature, cache_dir=cache_dir, compute_inherent=compute_inherent,
+                           inherent_max_force=inherent_max_force)
+        if s.label in labels:
+            raise PredictionInputError(f"{path} and {labels[s.label]} would both write {s.label}.pred.h5; predict "
+                                       "them into different out_dir")
+        labels[s.label] = path
+        check_structure(s, ensemble, reference_type=reference_type, density_rtol=density_rtol,
                         composition_atol=composition_atol)
-        target, target_times = levels_at(structure.temperature, levels, times, tts)
-        settings = {"ensemble": [m.digest for m in ensemble.members], "temperature": structure.temperature,
-                    "levels": target.tolist(), "times": [None if not np.isfinite(x) else x for x in target_times],
-                    "constraint": constraint.settings(), "reference_type": reference_type,
-                    "save_networks": bool(save_networks), "source": str(path.resolve())}
-        out = out_dir / f"{structure.label}.pred.h5"
-        if out.exists():
-            old = _existing_hash(out)
-            if old == settings_hash(settings) and not overwrite:
-                log.info("%s: done already with the same settings; kept", out)
-                rows.append(_summary_row(out, read_prediction(out), resumed=True))
-                continue
-            if not overwrite:
-                raise PredictionInputError(f"{out} exists from a prediction with other settings (ensemble, levels, "
-                                           "temperature or constraint); set overwrite=true or another out_dir")
+        return s
+
+    # the constraint over the structures of one temperature needs them all at once; per structure, one at a
+    # time (memory does not grow with their number)
+    pooled = constraint.enabled and constraint.scope == "temperature"
+    if pooled:
+        groups: dict[float, list[InputStructure]] = {}
+        for path in tqdm(paths, desc="read", unit="structure", disable=not progress):
+            s = load(path)
+            groups.setdefault(round(s.temperature, 9), []).append(s)
+        batches = list(groups.values())
+    else:
+        batches = [[p] for p in paths]
+    for batch in tqdm(batches, desc="predict", unit="temperature" if pooled else "structure", disable=not progress):
+        t0 = time.perf_counter()
+        group = batch if pooled else [load(batch[0])]
+        target, target_times = levels_at(group[0].temperature, levels, times, tts)
+        members = sorted(str(s.path.resolve()) for s in group)
+
+        def settings_of(s: InputStructure) -> dict[str, Any]:
+            out = {"ensemble": [m.digest for m in ensemble.members], "temperature": s.temperature,
+                   "levels": target.tolist(), "times": [None if not np.isfinite(x) else x for x in target_times],
+                   "constraint": constraint.settings(), "reference_type": reference_type,
+                   "save_networks": bool(save_networks), "source": str(s.path.resolve())}
+            return {**out, "constraint_set": members} if pooled else out
+
+        outs = [out_dir / f"{s.label}.pred.h5" for s in group]
+        wanted = [settings_hash(settings_of(s)) for s in group]
+        found = [_existing_hash(o) if o.exists() else None for o in outs]
+        if not overwrite and found == wanted:
+            log.info("%s: done already with the same settings; kept", ", ".join(str(o) for o in outs))
+            rows += [_summary_row(o, read_prediction(o), resumed=True) for o in outs]
+            continue
+        clash = [str(o) for o, h, w in zip(outs, found, wanted) if h is not None and h != w]
+        if clash and not overwrite:
+            raise PredictionInputError(f"{clash[0]} exists from a prediction with other settings (ensemble, levels, "
+                                       "temperature, constraint or the structures constrained together); set "
+                                       "overwrite=true or another out_dir")
         pred = EnsemblePrediction(ensemble, constraint, reference_type, chunk_size, fast_attention).compute(
-            structure.descriptors, structure.types, structure.temperature, target)
-        t_write = time.perf_counter()
-        write_prediction(out, structure, pred, target, target_times, settings, save_networks)
-        timing = dict(structure.timing, predict_s=pred.seconds, write_s=time.perf_counter() - t_write,
-                      total_s=time.perf_counter() - t0)
-        row = _summary_row(out, None, resumed=False, structure=structure, prediction=pred, levels=target,
-                           times=target_times)
-        row["timing"] = timing
-        rows.append(row)
+            np.concatenate([s.descriptors for s in group]), np.concatenate([s.types for s in group]),
+            group[0].temperature, target)
         not_conv = int((~np.stack([c.converged for c in pred.constraints])).sum())
+        first = 0
+        for s, out in zip(group, outs):
+            part = pred.part(first, first + s.n_particles)
+            first += s.n_particles
+            t_write = time.perf_counter()
+            write_prediction(out, s, part, target, target_times, settings_of(s), save_networks)
+            row = _summary_row(out, None, resumed=False, structure=s, prediction=part, levels=target,
+                               times=target_times)
+            row["timing"] = dict(s.timing, predict_s=pred.seconds / len(group), write_s=time.perf_counter() - t_write,
+                                 total_s=(time.perf_counter() - t0) / len(group))
+            rows.append(row)
         if not_conv:
             log.warning("%s: the mean constraint did not converge for %d of %d (network, level) pairs (max "
-                        "|Xbar - c| = %.3g)", path, not_conv, len(ensemble) * target.size, row["max_abs_residual"])
+                        "|Xbar - c| = %.3g)", ", ".join(str(s.path) for s in group), not_conv,
+                        len(ensemble) * target.size, max(r["max_abs_residual"] for r in rows[-len(group):]))
     result = {"out_dir": str(out_dir.resolve()), "files": [r["file"] for r in rows], "structures": rows,
               "n_networks": len(ensemble), "ensemble": [m.describe() for m in ensemble.members],
               "ensemble_source": ensemble.source, "constraint": constraint.settings(),

@@ -14,8 +14,12 @@ of S structures at one temperature on a common axis of K times (equivalently K <
   ``positions`` (N, 2) [sigma] are R_i(0), ``mean`` (N,) or (K, N) the ensemble-mean propensity,
   ``spread`` the same shape (std over networks), ``members`` (M, K, N) the per-network predictions (gives
   the paper's error bars: every observable is computed per network, then mean +- std over networks).
-* Trained networks (the demo before predict.py): :class:`NetworkProbe` runs saved networks on a shard's
-  descriptors and returns their predictions together with the internals (attention weights, bottleneck).
+* predict.py's files (``<label>.pred.h5``, docs/predict-format.md): :func:`read_prediction_fields` reads a
+  folder or list of them into one field per temperature, through the interface above, with every network's
+  mean-constrained prediction as the members (the ``predictions`` hook of ``conf/analyze.yaml``:
+  ``python analyze.py predictions=files``).
+* Trained networks: :class:`NetworkProbe` runs saved networks on a shard's descriptors and returns their
+  plain predictions (no mean constraint) together with the internals (attention weights, bottleneck).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,6 +52,7 @@ class StructurePropensity:
         truth: (K, N) MD propensity at the same times, when known (Pearson, bottleneck colours), or None;
             rows of levels the MD does not reach are NaN.
         trained: whether the networks were trained on this structure (its Pearson is not a test score).
+        file: the prediction file it was read from ('' otherwise).
     """
 
     positions: np.ndarray
@@ -57,6 +63,7 @@ class StructurePropensity:
     name: str = ""
     truth: np.ndarray | None = None
     trained: bool = False
+    file: str = ""
 
     @property
     def n_particles(self) -> int:
@@ -137,6 +144,8 @@ class PropensityField:
         times: (K,) [tau] (NaN where unknown, e.g. no relaxation time at this T).
         levels: (K,) <C_B>(t) (MD: the temperature's measured reference-type average).
         structures: the structures (same K; N may differ).
+        info: provenance of predictions (prediction files: ensemble, ensemble_source, constraint settings and
+            convergence, files; see :func:`read_prediction_fields`), {} otherwise.
     """
 
     source: str
@@ -144,6 +153,7 @@ class PropensityField:
     times: np.ndarray
     levels: np.ndarray
     structures: list[StructurePropensity] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.times = np.asarray(self.times, dtype=np.float64).reshape(-1)
@@ -205,7 +215,7 @@ class PropensityField:
 
 
 def prediction_field(temperature: float, levels: Sequence[float], structures: Sequence[StructurePropensity],
-                     source: str = "tGlassMLP", times=None, tts=None) -> PropensityField:
+                     source: str = "tGlassMLP", times=None, tts=None, info: dict | None = None) -> PropensityField:
     """Group predicted structures at one temperature. ``times`` [tau] default to the time-temperature
     superposition ``tts.time_at(levels, T)`` when a TTS object is given (NaN if it cannot extrapolate)."""
     levels = np.asarray(levels, dtype=np.float64).reshape(-1)
@@ -216,7 +226,7 @@ def prediction_field(temperature: float, levels: Sequence[float], structures: Se
                 times = np.asarray(tts.time_at(levels, temperature), dtype=np.float64)
             except ValueError as exc:
                 log.warning("T = %g: no time for the levels (%s); the time axis is left empty", temperature, exc)
-    return PropensityField(source, float(temperature), times, levels, list(structures))
+    return PropensityField(source, float(temperature), times, levels, list(structures), dict(info or {}))
 
 
 # ------------------------------------------------------------------------------------------------ MD
@@ -246,6 +256,185 @@ def md_fields(root, reference_type: int = 0) -> dict[float, PropensityField]:
     return out
 
 
+# ------------------------------------------------------------------------------------------------ prediction files
+#: name ending of predict.py's per-structure files (docs/predict-format.md); summary.json and tts.json sit beside them
+PREDICTION_SUFFIX = ".pred.h5"
+
+
+def find_prediction_files(spec) -> list[Path]:
+    """The prediction files of a predict.py ``out_dir`` (its ``*.pred.h5``, not recursive), of a file, or of a list.
+
+    A folder is one predict.py output folder: other HDF5 files in it are refused (a data folder given by
+    mistake, or something else mixed in), and when its ``summary.json`` lists files that are not there (an
+    incomplete copy) that is an error too; unfinished ``*.tmp-<pid>`` files of a running predict.py are skipped.
+
+    Raises:
+        FileNotFoundError: a path that does not exist, a folder without prediction files, files summary.json
+            lists but the folder lacks.
+        ValueError: a file that is not a ``*.pred.h5`` (named).
+    """
+    items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
+    if not items:
+        raise FileNotFoundError("predictions: no path given (predictions.path=FOLDER, FILE or [FILE, ...])")
+    out: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            files = [p for p in path.iterdir() if p.is_file()]
+            found = sorted(p for p in files if p.name.endswith(PREDICTION_SUFFIX))
+            foreign = sorted(p.name for p in files if p.suffix in (".h5", ".hdf5") and p not in found)
+            if foreign:
+                raise ValueError(f"prediction folder {path}: {foreign[:3]}{' ...' if len(foreign) > 3 else ''} "
+                                 f"{'is' if len(foreign) == 1 else 'are'} not predict.py output (*{PREDICTION_SUFFIX}); "
+                                 "give predict.py's out_dir, which holds its files only")
+            if not found:
+                raise FileNotFoundError(f"prediction folder {path} holds no *{PREDICTION_SUFFIX} file (run predict.py "
+                                        f"with out_dir={path} first)")
+            summary = path / "summary.json"
+            if summary.is_file():
+                try:
+                    listed = {Path(f).name for f in json.loads(summary.read_text()).get("files", [])}
+                except (json.JSONDecodeError, AttributeError, TypeError) as exc:
+                    raise ValueError(f"{summary}: not predict.py's summary ({exc})") from None
+                missing = sorted(listed - {p.name for p in found})
+                if missing:
+                    raise FileNotFoundError(f"{summary} lists {missing[:3]}{' ...' if len(missing) > 3 else ''}, "
+                                            f"missing from {path} (an incomplete copy? running predict.py again with "
+                                            "the same settings redoes only the missing files)")
+            out += found
+        elif path.is_file():
+            if not path.name.endswith(PREDICTION_SUFFIX):
+                raise ValueError(f"{path}: not a predict.py output file (expected <label>{PREDICTION_SUFFIX})")
+            out.append(path)
+        else:
+            raise FileNotFoundError(f"prediction path {path} does not exist")
+    return list(dict.fromkeys(out))
+
+
+@dataclass
+class _PredictedStructure:
+    file: Path
+    levels: np.ndarray
+    times: np.ndarray
+    structure: StructurePropensity
+    converged: np.ndarray  # (K, L) bool
+    residual: np.ndarray   # (K, L) mean prediction - level
+
+
+def _read_prediction_file(path: Path) -> tuple[_PredictedStructure, dict, dict]:
+    """One file as (structure of its reference particles, what must agree between files, its attributes)."""
+    from tglassmlp.predict import read_prediction
+
+    d = read_prediction(path)  # PredictionInputError (a ValueError) naming the file for a foreign or newer file
+    a = d["attrs"]
+    ref_type = int(a["reference_type"])
+    types = np.asarray(d["types"]).reshape(-1)
+    ref = np.flatnonzero(types == ref_type)
+    if not np.array_equal(ref, np.asarray(d["reference_index"]).reshape(-1)):
+        raise ValueError(f"{path}: reference_index does not list the particles of type {ref_type}")
+    levels = np.asarray(d["levels"], dtype=np.float64).reshape(-1)
+    times = np.asarray(d["times"], dtype=np.float64).reshape(-1)
+    if times.shape != levels.shape:
+        raise ValueError(f"{path}: {times.size} times for {levels.size} levels")
+    members = d.get("propensity_networks")
+    n_networks = len(a["ensemble"])
+    if members is not None and members.shape[0] != n_networks:
+        raise ValueError(f"{path}: {members.shape[0]} per-network predictions for an ensemble of {n_networks}")
+    try:
+        # the files hold NaN for the particles that are not predicted: select before validating
+        s = structure_propensity(np.asarray(d["positions"])[ref], a["box"], np.asarray(d["propensity_mean"])[:, ref],
+                                 spread=np.asarray(d["propensity_std"])[:, ref],
+                                 members=None if members is None else np.asarray(members)[:, :, ref],
+                                 name=str(a["source"]))
+    except (ValueError, IndexError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    s.file = str(path)
+    c = d["constraint"]
+    identity = {"ensemble (network digests)": [e["digest"] for e in a["ensemble"]], "constraint": a["constraint"],
+                "reference_type": ref_type, "per-network predictions (save_networks)": members is not None}
+    item = _PredictedStructure(path, levels, times, s, np.asarray(c["converged"]).astype(bool),
+                               np.asarray(c["mean_prediction"], dtype=np.float64) - levels[None, :])
+    return item, identity, a
+
+
+def read_prediction_fields(path, tts=None, source: str = "tGlassMLP") -> list[PropensityField]:
+    """predict.py's output files as one :class:`PropensityField` per temperature (the ``predictions`` hook).
+
+    Args:
+        path: a predict.py ``out_dir``, a ``.pred.h5`` file, or a list of them (:func:`find_prediction_files`).
+        tts: TimeTemperatureSuperposition giving the time axis of files predicted at levels (their ``times``
+            are NaN); files predicted at times (predict.py ``times=[...]``) keep those times [tau].
+        source: the fields' name in tables and figures.
+
+    Returns:
+        Fields from high to low T. Per structure (sorted by input path): ``values`` (K, N_0) the ensemble-mean
+        mean-constrained propensity of the N_0 reference particles at the K levels, ``spread`` the std over
+        networks, ``members`` (M, K, N_0) every network's prediction (when predict.py ran with
+        ``save_networks=true``: the ensemble error bars), ``positions`` the input configuration [sigma],
+        ``name`` the input structure's path, ``file`` the prediction file. ``info``: ensemble, ensemble_source,
+        constraint settings, ``converged_fraction`` and ``max_abs_residual`` of the mean constraint over
+        (network, level, structure), files.
+
+    Raises:
+        FileNotFoundError / ValueError naming the file(s): see :func:`find_prediction_files`; a file that is
+        not a prediction file; files of different ensembles (network digests and their order: member m must be
+        the same network in every structure), constraint settings or reference types, or some with and some
+        without per-network predictions; two files for one input structure; at one temperature, files with
+        different levels or times.
+    """
+    files = find_prediction_files(path)
+    first: tuple[Path, dict, dict] | None = None
+    by_source: dict[str, Path] = {}
+    by_temperature: dict[float, list[_PredictedStructure]] = {}
+    for p in files:
+        item, identity, attrs = _read_prediction_file(p)
+        if first is None:
+            first = (p, identity, attrs)
+        for key, value in identity.items():
+            if value != first[1][key]:
+                raise ValueError(f"{p}: {key} {value} differs from {first[0]}'s {first[1][key]}: these files are not "
+                                 "one ensemble's prediction (remove the foreign files, or predict.py all structures "
+                                 "with one ensemble into a clean out_dir)")
+        name = item.structure.name
+        if name in by_source:
+            raise ValueError(f"{p} and {by_source[name]} both predict the structure {name}: keep one")
+        by_source[name] = p
+        by_temperature.setdefault(round(float(attrs["temperature"]), 3), []).append(item)
+    fields = []
+    for temperature in sorted(by_temperature, reverse=True):
+        items = sorted(by_temperature[temperature], key=lambda it: it.structure.name)
+        ref = items[0]
+        for it in items[1:]:
+            if it.levels.shape != ref.levels.shape or not np.allclose(it.levels, ref.levels, rtol=0, atol=1e-12):
+                raise ValueError(f"T = {temperature:g}: {it.file} is at levels {it.levels.tolist()}, {ref.file} at "
+                                 f"{ref.levels.tolist()}; predict one temperature's structures at the same levels")
+            if not np.array_equal(it.times, ref.times, equal_nan=True):
+                raise ValueError(f"T = {temperature:g}: {it.file} is at times {it.times.tolist()}, {ref.file} at "
+                                 f"{ref.times.tolist()}; predict one temperature's structures at the same times")
+        converged = np.stack([it.converged for it in items])
+        residual = np.stack([it.residual for it in items])
+        info = {"files": [str(it.file) for it in items], "ensemble": first[2]["ensemble"],
+                "ensemble_source": first[2].get("ensemble_source", {}), "constraint": first[2]["constraint"],
+                "converged_fraction": float(converged.mean()),
+                "max_abs_residual": float(np.abs(residual).max())}
+        times = ref.times if np.all(np.isfinite(ref.times)) else None
+        fields.append(prediction_field(temperature, ref.levels, [it.structure for it in items], source=source,
+                                       times=times, tts=tts, info=info))
+    return fields
+
+
+def saved_networks_under(folder) -> list[SavedNetwork]:
+    """Every model directory below ``folder`` (a train.py sweep, a DirectoryEnsemble folder) that carries its
+    training state points; the others are skipped with a log line."""
+    nets = []
+    for model_dir in sorted({p.parent for p in Path(folder).rglob("network.yaml")}):
+        try:
+            nets.append(_saved_network(model_dir))
+        except (FileNotFoundError, ValueError) as exc:
+            log.info("%s: skipped (%s)", model_dir, exc)
+    return nets
+
+
 # ------------------------------------------------------------------------------------------------ networks
 @dataclass
 class SavedNetwork:
@@ -256,6 +445,8 @@ class SavedNetwork:
         state_points: contents of ``state_points.json`` ({'train': [[T, c], ...], ...}).
         config: the run's ``artifacts/config/train.yaml`` as a dict ({} when absent).
         path: the model directory.
+        digest: sha256 prefix of the weights and scaler (``tglassmlp.predict.load_model_dir``): the identity
+            prediction files record for each network.
     """
 
     network: object
@@ -263,6 +454,7 @@ class SavedNetwork:
     state_points: dict
     config: dict
     path: Path
+    digest: str = ""
 
     @property
     def training_temperatures(self) -> list[float]:
@@ -282,7 +474,7 @@ def _saved_network(model_dir: Path) -> SavedNetwork:
                                 "the analysis separates trained from unseen temperatures with them)")
     config_path = model_dir.parent / "config" / "train.yaml"
     config = OmegaConf.to_container(OmegaConf.load(config_path)) if config_path.is_file() else {}
-    return SavedNetwork(member.network, member.scaler, member.state_points, config, model_dir)
+    return SavedNetwork(member.network, member.scaler, member.state_points, config, model_dir, member.digest)
 
 
 def find_sweep_networks(sweep_dir, selection: str = "all") -> list[SavedNetwork]:

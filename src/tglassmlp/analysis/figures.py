@@ -351,10 +351,16 @@ def master_curve_figure(data_root, path, labels_dir) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ all
-def _first_test_structure(field):
-    for j, s in enumerate(field.structures):
-        if not s.trained:
-            return j
+def _first_test_structure(field, level_index=None):
+    """Index of the first held-out structure (else the first), preferring structures with MD truth at
+    ``level_index`` when it is given (a snapshot against an empty MD panel says nothing)."""
+    def has_truth(s):
+        return level_index is None or (s.truth is not None and np.all(np.isfinite(s.truth[level_index])))
+
+    for wanted in ((lambda s: not s.trained and has_truth(s)), has_truth, (lambda s: True)):
+        for j, s in enumerate(field.structures):
+            if wanted(s):
+                return j
     return 0
 
 
@@ -398,13 +404,15 @@ def make_all(fig_dir, *, md, md_time, md_levels, md_level_obs, pred, pred_obs, p
                                   f"Fig. 11: bottleneck layer at <C_B> = {ref_level:g} (first network)", dpi)
             made += [p] if p else []
     # Fig. 3: MD against prediction at the lowest MD temperature with predictions, at the reference level
-    both = sorted(t for t in md_pred_t if np.any(np.isclose(md_levels.get(t).levels, ref_level))) if md_levels else []
+    # temperatures whose MD reaches the level and whose predictions include it
+    both = sorted(t for t in md_pred_t if md_levels.get(t) is not None
+                  and np.any(np.isclose(md_levels[t].levels, ref_level))
+                  and np.any(np.isclose(pred[t].levels, ref_level))) if md_levels else []
     if both:
         t3 = both[0]
         f = pred[t3]
-        j = _first_test_structure(f)
-        s = f.structures[j]
         k = int(np.flatnonzero(np.isclose(f.levels, ref_level))[0])
+        s = f.structures[_first_test_structure(f, k)]
         truth = s.truth[k]
         lo, hi = np.percentile(np.concatenate([truth, s.values[k]]), [2, 98])
         panels = [("MD (isoconfigurational average)", s.positions, truth, "propensity C_B^i", lo, hi, PROPENSITY_CMAP),
