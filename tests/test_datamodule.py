@@ -156,7 +156,7 @@ def test_descriptor_cache_written_once_and_reused(synthetic_root, tmp_path, monk
 
 
 def test_batches(dm):
-    batch = next(iter(dm.train_dataloader()))
+    (batch,) = next(iter(dm.train_dataloader()))  # training batches are lists of samples_per_batch samples
     n0 = batch["target"].shape[1]
     assert batch["descriptors"].shape == (1, n0, dm.n_features)
     assert batch["neighbour_weights"].shape == (1, 3, n0, n0)
@@ -198,7 +198,7 @@ def test_module_reuses_label_correlations_without_changing_the_loss(dm):
     loss = GlassMLPLoss(label_std=dm.label_std)
     schedule = {"stages": [{"epochs": 1, "lr": 1e-3, "loss": "glassmlp"}]}
     module = TGlassMLPModule(TGlassMLP(n_descriptors=dm.n_features, seed=0), loss, schedule, dm.label_std)
-    batches = list(dm.train_dataloader())[:3]
+    batches = [b[0] for b in list(dm.train_dataloader())[:3]]
     for batch in batches + batches:  # the second pass hits the cache
         pred = module(batch["descriptors"], batch["temperature"], batch["level"])
         cached, _ = module._loss(batch, pred, "glassmlp")
@@ -231,3 +231,31 @@ def test_compiled_training_step_gives_the_eager_loss_and_gradients(dm):
     assert err["eager"][0] < 1e-5 and err["eager"][1] < 1e-3, err  # float32 itself is fine
     assert err["compiled"][0] < max(3 * err["eager"][0], 1e-6), err
     assert err["compiled"][1] < max(3 * err["eager"][1], 1e-5), err
+
+
+def test_several_samples_per_step_give_the_same_training(dm, tmp_path):
+    """samples_per_batch = K hands K samples to one Lightning step, each its own Adam step in the sampler's
+    order: after an epoch the weights must equal those of one sample per step, bit for bit."""
+    import pytorch_lightning as pl
+
+    from tglassmlp.model import GlassMLPLoss, TGlassMLP
+    from tglassmlp.model.module import TGlassMLPModule
+
+    schedule = {"stages": [{"epochs": 1, "lr": 1e-3, "loss": "mse"}, {"epochs": 1, "lr": 1e-4, "loss": "glassmlp"}]}
+    weights, before = [], dm.samples_per_batch
+    try:
+        for k in (1, 4):
+            dm.samples_per_batch = k
+            module = TGlassMLPModule(TGlassMLP(n_descriptors=dm.n_features, seed=5),
+                                     GlassMLPLoss(label_std=dm.label_std), schedule, dm.label_std)
+            pl.seed_everything(11)
+            trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                                 enable_model_summary=False, limit_val_batches=0, deterministic=True,
+                                 default_root_dir=str(tmp_path / f"k{k}"))
+            trainer.fit(module, train_dataloaders=dm.train_dataloader())
+            assert trainer.global_step == 2 * len(dm.train_samples)  # one optimiser step per sample
+            weights.append({n: p.detach().clone() for n, p in module.network.named_parameters()})
+    finally:
+        dm.samples_per_batch = before
+    for name in weights[0]:
+        torch.testing.assert_close(weights[1][name], weights[0][name], rtol=0, atol=0)

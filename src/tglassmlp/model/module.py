@@ -131,6 +131,8 @@ class TGlassMLPModule(pl.LightningModule):
                  label_std: float | None = None, descriptor_scaler: Mapping | None = None,
                  compile: bool = False):
         super().__init__()
+        # manual optimisation: several samples per Lightning step, each its own Adam step (training_step)
+        self.automatic_optimization = False
         self.compile = bool(compile)
         self._compiled: dict[str, object] = {}  # loss kind -> compiled (batch tensors -> loss) function
         self.network = network
@@ -224,18 +226,25 @@ class TGlassMLPModule(pl.LightningModule):
         return c_true
 
     def training_step(self, batch, batch_idx):
+        """One optimiser step per sample (the paper's batch is one configuration); ``batch`` is one sample or a
+        list of them (``samples_per_batch`` of the data module), processed in order: a list of K samples
+        gives the same updates as K steps of one sample and pays Lightning's fixed cost per step once."""
         stage = self.stage
-        total, terms = self._forward_and_loss(batch, stage.loss)
+        optimizer = self.optimizers()
         # per-epoch means only, summed here and logged once in on_train_epoch_end: per-step rows would flood
-        # the tracking store, and Lightning's per-call bookkeeping cost ~40% of a step (benchmarks/training.py)
+        # the tracking store, and Lightning's per-call bookkeeping costs about as much as a step
         sums = self._train_sums
-        sums["train/loss"] = sums.get("train/loss", 0.0) + float(total.detach())
-        for name, value in terms.items():
-            if name != "loss":
-                key = f"train/{stage.loss}/{name}"
-                sums[key] = sums.get(key, 0.0) + float(value)
-        self._train_count += 1
-        return total
+        for sample in (batch if isinstance(batch, list) else [batch]):
+            total, terms = self._forward_and_loss(sample, stage.loss)
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(total)
+            optimizer.step()
+            sums["train/loss"] = sums.get("train/loss", 0.0) + float(total.detach())
+            for name, value in terms.items():
+                if name != "loss":
+                    key = f"train/{stage.loss}/{name}"
+                    sums[key] = sums.get(key, 0.0) + float(value)
+            self._train_count += 1
 
     def on_train_epoch_end(self) -> None:
         if self._train_count:
