@@ -129,3 +129,39 @@ def test_swap_mc_structure_without_md(tmp_path):
     assert "acceptance_swap" in shard.attrs["equilibration_report"]
     assert np.bincount(shard["types"], minlength=3).tolist() == [40, 22, 24]
     assert "times" not in shard.fields
+
+
+def test_killed_swap_mc_stage_resumes_its_chain(tmp_path, monkeypatch):
+    """A job killed inside the swap Monte Carlo stage resumes the chain from its checkpoint: the shard equals an
+    uninterrupted run's, and the checkpoint is gone once the structure is in the shard."""
+    import tglassmlp.physics.swap_mc as swap_mc
+    from tglassmlp.simulate import swap_checkpoint
+
+    opts = {"dataset.n_particles": 86, "dataset.default_t_max": "null", "dataset.max_sweeps": 400,
+            "dataset.store_descriptors": False, "swap.first_block_sweeps": 200, "swap.melt_sweeps": 20,
+            "swap.anneal_sweeps": 20, "swap.adapt_sweeps_at_target": 40, "swap.checkpoint_every_s": 0}
+    reference = read_shard(simulate_shard(make_cfg(tmp_path / "a", "null", temperature=1.0, **opts))["shard"])
+
+    class Killed(Exception):
+        pass
+
+    real_save, calls = swap_mc._save_checkpoint, []
+
+    def save_then_die(*args):
+        real_save(*args)
+        calls.append(1)
+        if len(calls) == 3:
+            raise Killed
+
+    cfg = make_cfg(tmp_path / "b", "null", temperature=1.0, **opts)
+    monkeypatch.setattr(swap_mc, "_save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        simulate_shard(cfg)
+    monkeypatch.setattr(swap_mc, "_save_checkpoint", real_save)
+    (checkpoint,) = list((tmp_path / "b").rglob(".*.swap_checkpoint.npz"))
+    assert not list((tmp_path / "b").rglob("s*.h5"))  # nothing half-written in the dataset
+    resumed = read_shard(simulate_shard(cfg)["shard"])
+    assert not checkpoint.exists() and swap_checkpoint(checkpoint.parent / "s0000.h5") == checkpoint
+    np.testing.assert_array_equal(resumed["positions"], reference["positions"])
+    np.testing.assert_array_equal(resumed["types"], reference["types"])
+    np.testing.assert_array_equal(resumed["equilibration_energy"], reference["equilibration_energy"])

@@ -353,3 +353,78 @@ def test_bad_input_errors():
         mc.reset(pos[:4] * 0.5, np.arange(4) % 3, 4.0)
     with pytest.raises(ValueError, match="needs particles of both types"):
         mc.reset(pos, np.zeros(8, dtype=int), TINY_BOX)
+
+
+# ------------------------------------------------------------------ checkpoints
+class _Killed(Exception):
+    """Stands in for a kill right after a checkpoint was written."""
+
+
+CKPT = dict(n_particles=43, seed=7, **{**QUICK, "snapshot_every": 10, "max_snapshots": 8}, checkpoint_every_s=0)
+
+
+@pytest.mark.filterwarnings("ignore:.*criterion NOT met:RuntimeWarning")
+@pytest.mark.parametrize("kill_after", [2, 9])  # during the preparation / during the production run
+def test_checkpoint_resume_equals_uninterrupted_run(tmp_path, monkeypatch, kill_after):
+    import tglassmlp.physics.swap_mc as swap_mc
+
+    ref_pos, ref_types, _, ref = equilibrium_structure(0.5, max_sweeps=400, **CKPT)
+    path = tmp_path / "chain.npz"
+    real_save = swap_mc._save_checkpoint
+    calls = []
+
+    def save_then_die(*args):
+        real_save(*args)
+        calls.append(1)
+        if len(calls) == kill_after:
+            raise _Killed
+
+    monkeypatch.setattr(swap_mc, "_save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        equilibrium_structure(0.5, max_sweeps=400, checkpoint=path, **CKPT)
+    monkeypatch.setattr(swap_mc, "_save_checkpoint", real_save)
+    assert path.is_file() and not list(tmp_path.glob("*.tmp"))  # the rename left no partial file
+    pos, types, _, rep = equilibrium_structure(0.5, max_sweeps=400, checkpoint=path, **CKPT)
+    # the resumed chain is the uninterrupted chain, move for move
+    np.testing.assert_array_equal(pos, ref_pos)
+    np.testing.assert_array_equal(types, ref_types)
+    np.testing.assert_array_equal(rep.energy_trace, ref.energy_trace)
+    np.testing.assert_array_equal(rep.overlap, ref.overlap)
+    assert rep.sweeps_total == ref.sweeps_total and rep.acceptance_swap == ref.acceptance_swap
+    # a finished checkpoint returns the same structure without running
+    again = equilibrium_structure(0.5, max_sweeps=400, checkpoint=path, **CKPT)
+    np.testing.assert_array_equal(again[0], ref_pos)
+
+
+@pytest.mark.filterwarnings("ignore:.*criterion NOT met:RuntimeWarning")
+def test_checkpoint_extends_unmet_run_and_refuses_other_runs(tmp_path):
+    path = tmp_path / "chain.npz"
+    *_, short = equilibrium_structure(0.5, max_sweeps=200, checkpoint=path, **CKPT)
+    assert not short.criterion_met and short.sweeps_production == 200
+    # a larger cap continues the stored chain: same as running with that cap from the start
+    pos, _, _, ext = equilibrium_structure(0.5, max_sweeps=400, checkpoint=path, **CKPT)
+    ref_pos, _, _, ref = equilibrium_structure(0.5, max_sweeps=400, **CKPT)
+    assert ext.sweeps_production == 400
+    np.testing.assert_array_equal(pos, ref_pos)
+    np.testing.assert_array_equal(ext.energy_trace, ref.energy_trace)
+    with pytest.raises(ValueError, match="another run.*temperature"):
+        equilibrium_structure(0.6, max_sweeps=400, checkpoint=path, **CKPT)
+    with pytest.raises(ValueError, match="settings.swap_fraction"):
+        equilibrium_structure(0.5, max_sweeps=400, checkpoint=path, **{**CKPT, "swap_fraction": 0.3})
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="unreadable"):
+        equilibrium_structure(0.5, max_sweeps=400, checkpoint=path, **CKPT)
+
+
+def test_swap_counters_per_pair_add_up():
+    n = 86
+    box = SYSTEM.box_for(n)
+    pos, types = _random_start(n, box, SYSTEM.composition_for(n), np.random.default_rng(3))
+    mc = SwapMonteCarlo(1.0, seed=4, swap_fraction=0.5, swap_pairs=[(0, 2), (1, 2)]).reset(pos, types, box)
+    mc.run(100)
+    c = mc.counters
+    assert c.size == 8 and c[2] == c[4] + c[6] and c[3] == c[5] + c[7]
+    # pairs are picked uniformly: attempts split ~50/50 (binomial, 4 sigma)
+    assert abs(c[4] - c[2] / 2) < 4 * math.sqrt(c[2] / 4)
+    acc = mc.acceptance_swap_by_pair
+    assert set(acc) == {"0-2", "1-2"} and acc["0-2"] == c[5] / c[4]

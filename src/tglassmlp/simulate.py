@@ -235,13 +235,20 @@ def simulate_shard(cfg: DictConfig) -> dict:
     # runs) fails here with ShardBusyError instead of racing it; a killed holder's lock vanishes with it
     with claim_shard(path):
         expect_shards(root, [(temperature, index, required)], dataset=str(cfg.dataset.name))
-        if cfg.overwrite and path.exists():
-            forget_shard(root, path)
-            path.unlink()
+        if cfg.overwrite:
+            swap_checkpoint(path).unlink(missing_ok=True)
+            if path.exists():
+                forget_shard(root, path)
+                path.unlink()
         summary = _run_stages(cfg, system, structure, temperature, index, swap_seed, md_seed, path, threads)
         record = record_shard(root, path, required)
     summary["physics_sha256"] = record["physics_sha256"]
     return summary
+
+
+def swap_checkpoint(path: Path) -> Path:
+    """Where the swap Monte Carlo chain of a shard's structure stage is checkpointed (hidden, next to it)."""
+    return path.with_name(f".{path.stem}.swap_checkpoint.npz")
 
 
 def _resolve_index(cfg: DictConfig, structure: Structure | None) -> int:
@@ -285,9 +292,10 @@ def _run_stages(cfg, system, structure, temperature, index, swap_seed, md_seed, 
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # the flag below says it, in the shard
+                # a killed job resumes its chain from here (saved every swap.checkpoint_every_s)
                 positions, types, box, report = equilibrium_structure(
                     temperature, int(cfg.dataset.n_particles), swap_seed, system=system, settings=settings,
-                    max_sweeps=cfg.dataset.max_sweeps, progress=False)
+                    max_sweeps=cfg.dataset.max_sweeps, progress=False, checkpoint=swap_checkpoint(path))
             equilibrated = int(report.criterion_met)
             attrs.update(source="swap_mc", equilibrated=equilibrated,
                          equilibration_report=json.loads(json.dumps(report.to_dict(), default=float)))
@@ -298,6 +306,7 @@ def _run_stages(cfg, system, structure, temperature, index, swap_seed, md_seed, 
         attrs["box"] = float(box)
         fields.update(positions=positions, types=types)
         write_shard(path, fields, attrs)
+        swap_checkpoint(path).unlink(missing_ok=True)  # the structure is in the shard now
         existing = set(fields)
         summary["ran"].append("structure")
     summary["equilibrated"] = bool(equilibrated)

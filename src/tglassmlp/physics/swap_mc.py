@@ -35,12 +35,18 @@ of the run at the target T; frozen during the production run on which the equili
 measured. A step that depends on the chain's history makes the chain non-Markovian and breaks detailed
 balance; adapting only during burn-in (which is discarded) is harmless.
 
+Checkpoints: ``equilibrium_structure(..., checkpoint=path)`` saves the whole chain (``SwapMonteCarlo.state_dict``:
+configuration, cell and by-type lists in their current order, generator state; plus snapshots, trace and
+the stage of the protocol) atomically, so that a rerun resumes the very same chain after a kill.
+
 Settings: ``conf/swap/default.yaml`` (read by ``load_swap_settings``); nothing is hard-coded here.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -100,6 +106,7 @@ class SwapSettings:
     max_origins: int
     energy_drift_tolerance: float
     cells_per_cutoff: int
+    checkpoint_every_s: float
 
     def __post_init__(self):
         pairs = tuple(tuple(int(t) for t in p) for p in self.swap_pairs)
@@ -119,6 +126,8 @@ class SwapSettings:
             raise ValueError(f"max_snapshots must be an even number >= 8, got {self.max_snapshots}")
         if self.snapshot_every % self.record_every:
             raise ValueError("snapshot_every must be a multiple of record_every")
+        if not self.checkpoint_every_s >= 0:
+            raise ValueError(f"checkpoint_every_s must be >= 0, got {self.checkpoint_every_s}")
         if not self.melt_temperature > 0:
             raise ValueError(f"melt_temperature must be positive, got {self.melt_temperature}")
 
@@ -348,7 +357,8 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
 
     energy: total energy at entry [epsilon]; tracked by adding the accepted dE. Every ``record_every``
     sweeps the energy goes to ``energy_trace`` (and the types to ``type_trace`` if it has rows).
-    counters (int64, 4): attempted / accepted displacements, attempted / accepted swaps (accumulated).
+    counters (int64, 4 + 2 P): attempted / accepted displacements, attempted / accepted swaps, then attempted /
+    accepted swaps of each of the P pairs (accumulated).
     Returns (energy, ok); ok is False if a cell overflowed (cannot happen with overlap rejection; checked).
     """
     n = pos.shape[0]
@@ -365,6 +375,7 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
                 i = by_type[a, int(rng.random() * n_of_type[a])]
                 j = by_type[b, int(rng.random() * n_of_type[b])]
                 counters[2] += 1
+                counters[4 + 2 * k] += 1
                 de, ov = _swap_delta(i, j, pos, types, box, m, inv_cs, nbr, shift, count, members, eps, sig2, rc2,
                                      ov2, c0, c2, c4)
                 if ov:
@@ -380,6 +391,7 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
                     slot_in_type[j] = si
                     energy += de
                     counters[3] += 1
+                    counters[5 + 2 * k] += 1
             else:
                 i = int(rng.random() * n)
                 dx = d * (2.0 * rng.random() - 1.0)
@@ -532,12 +544,12 @@ class SwapMonteCarlo:
         self.rng = rng if rng is not None else np.random.default_rng(seed)
         self._state = None
         self._trace: list[np.ndarray] = []
-        self._counters = np.zeros(4, dtype=np.int64)
         self.sweeps_done = 0
         eps, sig2, rc2, ov2 = self.system.parameter_arrays()
         self._params = (eps, sig2, rc2, ov2, float(self.system.c0), float(self.system.c2),
                         float(self.system.c4))
         self._pairs = np.asarray(self.settings.swap_pairs, dtype=np.int64).reshape(-1, 2)
+        self._counters = np.zeros(4 + 2 * len(self._pairs), dtype=np.int64)
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -734,13 +746,62 @@ class SwapMonteCarlo:
 
     @property
     def counters(self) -> np.ndarray:
-        """(4,) attempted / accepted displacements, attempted / accepted swaps since ``reset``."""
+        """(4 + 2 P,) attempted / accepted displacements, attempted / accepted swaps, then attempted / accepted
+        swaps of each swap pair (in the order of ``settings.swap_pairs``), since ``reset``."""
         return self._counters.copy()
+
+    @property
+    def acceptance_swap_by_pair(self) -> dict:
+        """{"a-b": accepted / attempted swaps of that pair since ``reset``} (nan if none attempted)."""
+        c = self._counters
+        return {f"{a}-{b}": float(c[5 + 2 * k] / c[4 + 2 * k]) if c[4 + 2 * k] else float("nan")
+                for k, (a, b) in enumerate(self._pairs.tolist())}
 
     def reset_counters(self):
         """Zero the acceptance counters and the energy trace (the state is kept)."""
         self._counters[:] = 0
         self._trace = []
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Everything the chain's future depends on, as numpy arrays (for ``np.savez``).
+
+        Includes the cell and by-type index lists as they are (not rebuilt from the positions): the order of
+        their members decides which particle a random number picks and the summation order of dE, so
+        restoring them makes a resumed chain identical to an uninterrupted one. The random generator's
+        state is stored as JSON text.
+        """
+        s = self._require_state()
+        out = {f"state_{k}": np.asarray(v) for k, v in s.items()}
+        out.update(energy=np.float64(self._energy), counters=self._counters.copy(), trace=self.energy_trace,
+                   temperature=np.float64(self.temperature), max_displacement=np.float64(self.max_displacement),
+                   sweeps_done=np.int64(self.sweeps_done),
+                   rng_state=np.array(json.dumps(self.rng.bit_generator.state)))
+        return out
+
+    def load_state_dict(self, d) -> "SwapMonteCarlo":
+        """Restore a ``state_dict`` (the generator passed at construction is set to the stored state)."""
+        state = {}
+        for k in d:
+            if k.startswith("state_"):
+                v = np.asarray(d[k])
+                state[k[6:]] = v.item() if v.ndim == 0 else v.copy()
+        state["box"] = float(state["box"])
+        state["m"] = int(state["m"])
+        state["inv_cs"] = float(state["inv_cs"])
+        self._state = state
+        self._energy = float(d["energy"])
+        self._counters[:] = np.asarray(d["counters"])
+        self._trace = [np.asarray(d["trace"], dtype=float).copy()]
+        self.temperature = float(d["temperature"])
+        self.max_displacement = float(d["max_displacement"])
+        self.sweeps_done = int(d["sweeps_done"])
+        rng_state = json.loads(str(np.asarray(d["rng_state"])))
+        if self.rng.bit_generator.state["bit_generator"] != rng_state["bit_generator"]:
+            raise ValueError(f"checkpoint random generator {rng_state['bit_generator']} differs from this "
+                             f"sampler's {self.rng.bit_generator.state['bit_generator']}")
+        self.rng.bit_generator.state = rng_state
+        return self
 
 
 # ====================================================================================== equilibration
@@ -763,6 +824,7 @@ class EquilibrationReport:
     max_displacement: float
     acceptance_displacement: float
     acceptance_swap: float
+    acceptance_swap_by_pair: dict
     tau_overlap: float | None
     tau_energy: float
     energy_mean: float
@@ -828,9 +890,60 @@ def _evaluate(mc: SwapMonteCarlo, trace, snaps, snap_spacing, total, settings):
                 window_sweeps=window_sweeps, energy_mean=float(window.mean()))
 
 
+def _checkpoint_key(temperature, n_particles, seed, settings, initial) -> dict:
+    """What a checkpoint must match to be resumed (max_sweeps is left out: a rerun may extend a chain)."""
+    s = asdict(settings)
+    s.pop("max_sweeps")
+    s.pop("checkpoint_every_s")  # how often state is saved does not change the chain
+    key = dict(temperature=float(temperature), n_particles=int(n_particles), seed=int(seed), settings=s,
+               initial=None)
+    if initial is not None:
+        pos, types, box = initial
+        # a digest of the start, so that a checkpoint of another start is refused
+        h = np.frombuffer(np.ascontiguousarray(pos, dtype=np.float64).tobytes(), dtype=np.uint8)
+        key["initial"] = [float(box), int(np.asarray(types).sum()), int(h.astype(np.uint64).sum())]
+    return json.loads(json.dumps(key))  # tuples -> lists, as they come back from the file
+
+
+def _save_checkpoint(path: Path, mc: "SwapMonteCarlo", key: dict, run: dict, snaps: list):
+    """Write the chain's state atomically (temp file in the same directory, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = dict(key=key, run=run, format=1)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        n = mc.types.size
+        stacked = np.stack(snaps) if snaps else np.zeros((0, n, 2), dtype=np.float32)
+        np.savez(f, meta=np.array(json.dumps(meta)), snapshots=stacked, **mc.state_dict())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, key: dict, mc: "SwapMonteCarlo"):
+    """Restore ``mc`` from ``path``; returns (run, snapshots). Raises ValueError if it belongs to another run."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            data = {k: z[k] for k in z.files if k not in ("meta", "snapshots")}
+            snaps = list(z["snapshots"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"equilibrium_structure: checkpoint {path} is unreadable ({exc}); delete it to start "
+                         "afresh") from exc
+    if meta.get("key") != key:
+        stored = meta.get("key", {})
+        differ = sorted(k for k in set(key) | set(stored) if key.get(k) != stored.get(k))
+        if "settings" in differ:
+            a, b = stored.get("settings", {}), key["settings"]
+            differ += [f"settings.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        raise ValueError(f"equilibrium_structure: checkpoint {path} belongs to another run (differs in "
+                         f"{', '.join(differ)}); use another path or delete it")
+    mc.load_state_dict(data)
+    return meta["run"], snaps
+
+
 def equilibrium_structure(temperature, n_particles: int = 1290, seed: int = 0, *, system=None,
                           initial=None, settings: SwapSettings | None = None, max_sweeps: int | None = None,
-                          strict: bool = False, progress: bool = False, **overrides):
+                          strict: bool = False, progress: bool = False, checkpoint=None, **overrides):
     """An equilibrium configuration of the 2D ternary mixture at ``temperature`` by swap Monte Carlo.
 
     Protocol (numbers from ``conf/swap/default.yaml``): random start (grid sites, shuffled types) or
@@ -850,6 +963,14 @@ def equilibrium_structure(temperature, n_particles: int = 1290, seed: int = 0, *
         max_sweeps: cap on the frozen-d run at T (default settings.max_sweeps).
         strict: raise NotEquilibratedError if the criterion is not met (else: warn and flag in the report).
         progress: print a line per block.
+        checkpoint: optional path of a ``.npz`` file. The whole chain state (configuration, cell lists,
+            random generator, snapshots, energy trace, counters, stage) is written there atomically every
+            ``settings.checkpoint_every_s`` seconds, at the end of the preparation and when the run ends;
+            a rerun with the same arguments resumes from it and gives the same result as an uninterrupted
+            run (same seed, same chain). A finished checkpoint returns at once, unless the criterion was not
+            met and ``max_sweeps`` now allows more sweeps: then the production run is extended. A
+            checkpoint of other arguments (T, N, seed, settings other than max_sweeps, start) raises
+            ValueError. The caller deletes the file once the structure is stored.
 
     Returns:
         positions (N, 2) float64 wrapped into [0, box) [sigma], types (N,) int64 (0, 1, 2), box [sigma],
@@ -868,75 +989,122 @@ def equilibrium_structure(temperature, n_particles: int = 1290, seed: int = 0, *
     rng = np.random.default_rng(seed)
     mc = SwapMonteCarlo(temperature, system, rng=rng, settings=settings)
     if initial is None:
+        if (isinstance(n_particles, bool) or not isinstance(n_particles, (int, np.integer))
+                or n_particles < 2):
+            raise ValueError(f"equilibrium_structure: n_particles must be an integer >= 2, got {n_particles!r}")
         n_particles = int(n_particles)
         composition = system.composition_for(n_particles)  # raises for incompatible N
         box = system.box_for(n_particles)
-        pos, types = _random_start(n_particles, box, composition, rng)
-        mc.reset(pos, types, box)
-        mc.temperature = settings.melt_temperature
-        mc.adapt(settings.melt_sweeps)
-        t_hi = settings.melt_temperature
     else:
-        pos, types, box = validate_configuration(*initial, where="equilibrium_structure(initial=...)")
-        n_particles = pos.shape[0]
-        mc.reset(pos, types, box)
-        t_hi = temperature
+        initial = validate_configuration(*initial, where="equilibrium_structure(initial=...)")
+        n_particles = initial[0].shape[0]
+    t_hi = settings.melt_temperature if initial is None else temperature
     ladder = []
     if t_hi > temperature:
         k = np.arange(1, settings.anneal_steps)
         ladder = list(t_hi * (temperature / t_hi) ** (k / settings.anneal_steps))
-    for t_rung in ladder:
-        mc.temperature = t_rung
-        mc.adapt(settings.anneal_sweeps)
-    mc.temperature = temperature
-    mc.adapt(settings.adapt_sweeps_at_target)
-    mc.check_energy()
-    sweeps_before = mc.sweeps_done
+    # preparation: (temperature, sweeps) stages, all with d adapting
+    stages = ([(settings.melt_temperature, settings.melt_sweeps)] if initial is None else [])
+    stages += [(t, settings.anneal_sweeps) for t in ladder] + [(temperature, settings.adapt_sweeps_at_target)]
 
-    # ---- production: frozen d, doubling blocks, snapshots of unwrapped positions
-    mc.reset_counters()
-    snap_spacing = settings.snapshot_every
-    snaps = [mc.unwrapped_positions.astype(np.float32)]
-    total = 0
-    block = settings.first_block_sweeps
-    drift = 0.0
-    while True:
-        done = 0
-        while done < block:
-            chunk = min(snap_spacing - (total + done) % snap_spacing, block - done)
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    key = _checkpoint_key(temperature, n_particles, seed, settings, initial)
+    if checkpoint is not None and checkpoint.is_file():
+        run, snaps = _load_checkpoint(checkpoint, key, mc)
+        if progress:
+            print(f"[swap_mc] resumed {checkpoint}: stage {run['stage']}/{len(stages)}, production sweeps "
+                  f"{run['total']} + {run['done']}", flush=True)
+    else:
+        if initial is None:
+            pos, types = _random_start(n_particles, box, composition, rng)
+            mc.reset(pos, types, box)
+        else:
+            mc.reset(*initial)
+        run = dict(stage=0, stage_done=0, sweeps_before=0, total=0, done=0, block=settings.first_block_sweeps,
+                   snap_spacing=settings.snapshot_every, drift=0.0, finished=False, wall_s=0.0)
+        snaps = []
+    last_save = time.perf_counter()
+
+    def save(force=False):
+        nonlocal last_save
+        now = time.perf_counter()
+        if checkpoint is None or not (force or now - last_save >= settings.checkpoint_every_s):
+            return
+        run["wall_s"] = wall_before + (now - t0)
+        _save_checkpoint(checkpoint, mc, key, run, snaps)
+        last_save = time.perf_counter()
+
+    wall_before = float(run["wall_s"])
+    # ---- preparation (resumable between adaptation blocks: same blocks as one mc.adapt per stage)
+    while run["stage"] < len(stages):
+        t_stage, n_stage = stages[run["stage"]]
+        mc.temperature = t_stage
+        while run["stage_done"] < n_stage:
+            b = min(settings.adapt_every, n_stage - run["stage_done"])
+            mc.adapt(b)
+            run["stage_done"] += b
+            save()
+        run["stage"] += 1
+        run["stage_done"] = 0
+        if run["stage"] == len(stages):
+            mc.temperature = temperature
+            mc.check_energy()
+            run["sweeps_before"] = mc.sweeps_done
+            # ---- production starts: frozen d, doubling blocks, snapshots of unwrapped positions
+            mc.reset_counters()
+            snaps = [mc.unwrapped_positions.astype(np.float32)]
+            save(force=True)
+    mc.temperature = temperature
+
+    if run["finished"] and run["total"] < settings.max_sweeps and run["reasons"]:
+        # a rerun with a larger cap extends an unmet run by another block
+        run.update(finished=False, done=0, block=min(run["total"], settings.max_sweeps - run["total"]))
+    ev = None
+    while not run["finished"]:
+        while run["done"] < run["block"]:
+            spacing = run["snap_spacing"]
+            chunk = min(spacing - (run["total"] + run["done"]) % spacing, run["block"] - run["done"])
             mc.run(chunk)
-            done += chunk
-            if (total + done) % snap_spacing == 0:
+            run["done"] += chunk
+            if (run["total"] + run["done"]) % spacing == 0:
                 snaps.append(mc.unwrapped_positions.astype(np.float32))
                 if len(snaps) > settings.max_snapshots:
-                    # thin: keep every other snapshot (times 0, 2s, 4s, ...) and double the spacing
+                    # thin: keep every other snapshot (times 0, 2s, 4s, ...) and double the spacing; from
+                    # now on snapshots are taken at multiples of the new spacing, and the last kept one is
+                    # at an even multiple of the old spacing, i.e. on the new grid
                     snaps = snaps[::2]
-                    snap_spacing *= 2
-                    # from now on snapshots are taken at multiples of the new spacing; the last kept one
-                    # is at an even multiple of the old spacing, i.e. on the new grid
-        total += block
-        drift = max(drift, mc.check_energy())
-        ev = _evaluate(mc, mc.energy_trace, snaps, snap_spacing, total, settings)
+                    run["snap_spacing"] = 2 * spacing
+            save()
+        run["total"] += run["block"]
+        run["done"] = 0
+        run["drift"] = max(run["drift"], mc.check_energy())
+        ev = _evaluate(mc, mc.energy_trace, snaps, run["snap_spacing"], run["total"], settings)
+        run["reasons"] = ev["reasons"]
         if progress:
-            print(f"[swap_mc] T={temperature:g} N={n_particles} sweeps={total} E/N={ev['energy_mean']:.5f} "
+            print(f"[swap_mc] T={temperature:g} N={n_particles} sweeps={run['total']} E/N={ev['energy_mean']:.5f} "
                   f"tau_Q={ev['tau_q']} tau_E={ev['tau_e']:.3g} z={ev['z']:.2f} "
                   f"acc={mc.acceptance_displacement:.3f}/{mc.acceptance_swap:.3f} "
                   f"t={time.perf_counter() - t0:.1f}s", flush=True)
-        if not ev["reasons"] or total >= settings.max_sweeps:
-            break
-        block = min(total, settings.max_sweeps - total)
+        if not ev["reasons"] or run["total"] >= settings.max_sweeps:
+            run["finished"] = True
+        else:
+            run["block"] = min(run["total"], settings.max_sweeps - run["total"])
+    if ev is None:  # resumed a finished run: the report is recomputed from the stored trace and snapshots
+        ev = _evaluate(mc, mc.energy_trace, snaps, run["snap_spacing"], run["total"], settings)
+    save(force=True)
 
+    total = run["total"]
     met = not ev["reasons"]
     report = EquilibrationReport(
         temperature=temperature, n_particles=n_particles, seed=int(seed), criterion_met=met,
-        reasons=ev["reasons"], sweeps_total=sweeps_before + total, sweeps_production=total,
+        reasons=ev["reasons"], sweeps_total=run["sweeps_before"] + total, sweeps_production=total,
         window_sweeps=ev["window_sweeps"], max_displacement=mc.max_displacement,
         acceptance_displacement=mc.acceptance_displacement, acceptance_swap=mc.acceptance_swap,
-        tau_overlap=ev["tau_q"], tau_energy=ev["tau_e"], energy_mean=ev["energy_mean"],
+        acceptance_swap_by_pair=mc.acceptance_swap_by_pair, tau_overlap=ev["tau_q"], tau_energy=ev["tau_e"], energy_mean=ev["energy_mean"],
         energy_halves=ev["means"], stationarity_z=ev["z"], energy_final=mc.energy / n_particles,
-        energy_drift=drift, anneal_temperatures=[float(t) for t in ladder],
-        wall_time_s=time.perf_counter() - t0, settings=asdict(settings), energy_trace=mc.energy_trace,
-        overlap_lags=ev["lags"], overlap=ev["q"])
+        energy_drift=run["drift"], anneal_temperatures=[float(t) for t in ladder],
+        wall_time_s=wall_before + time.perf_counter() - t0, settings=asdict(settings),
+        energy_trace=mc.energy_trace, overlap_lags=ev["lags"], overlap=ev["q"])
     if not met:
         msg = (f"equilibrium_structure(T={temperature:g}, N={n_particles}, seed={seed}): criterion NOT met "
                f"after {total} sweeps: {'; '.join(ev['reasons'])}")
