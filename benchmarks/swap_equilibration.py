@@ -29,7 +29,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -40,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402
 from swap_mc import measure_tau  # noqa: E402  (one tau_Q measurement shared with benchmarks/swap_mc.py)
 
+from tglassmlp.atomic import save_npz_atomic, write_json_atomic, write_text_atomic  # noqa: E402
 from tglassmlp.physics import inherent_structure, load_system, potential_energy  # noqa: E402
 from tglassmlp.physics.swap_mc import SwapMonteCarlo, equilibrium_structure, load_swap_settings  # noqa: E402
 
@@ -68,14 +68,6 @@ TUNE = {
 }
 
 
-def atomic_write_json(path: Path, data: dict):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, default=float)
-    os.replace(tmp, path)
-
-
 def load_results() -> dict:
     if JSON_PATH.is_file():
         return json.loads(JSON_PATH.read_text())
@@ -86,7 +78,7 @@ def save_results(data: dict):
     data["updated"] = datetime.datetime.now().isoformat(timespec="seconds")
     data["machine"] = machine_info()
     data["load_average"] = os.getloadavg()
-    atomic_write_json(JSON_PATH, data)
+    write_json_atomic(JSON_PATH, data, default=float)
 
 
 def glassbench_start():
@@ -124,9 +116,7 @@ def stage_tune(args):
         tune["prep_report"] = dict(criterion_met=rep.criterion_met, tau_overlap=rep.tau_overlap,
                                    sweeps=rep.sweeps_production, energy_mean=rep.energy_mean)
     if not prep.is_file():
-        prep.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(prep.with_suffix(".tmp.npz"), positions=pos, types=types, box=box, d=d)
-        os.replace(prep.with_suffix(".tmp.npz"), prep)
+        save_npz_atomic(prep, dict(positions=pos, types=types, box=box, d=d))
     for k, (name, opts) in enumerate(spec["settings"].items()):
         if name in tune["runs"]:
             continue
@@ -188,9 +178,8 @@ def stage_chains(args):
                     checkpoint=CHECKPOINTS / f"{name}_checkpoint.npz", progress=True)
             x_is = inherent_structure(pos, types, box)
             e_is = potential_energy(x_is, types, box) / n
-            tmp = CHECKPOINTS / f".{name}.tmp.npz"
-            np.savez(tmp, positions=pos, types=types, box=box, inherent_positions=x_is)
-            os.replace(tmp, CHECKPOINTS / f"{name}.npz")
+            save_npz_atomic(CHECKPOINTS / f"{name}.npz",
+                            dict(positions=pos, types=types, box=box, inherent_positions=x_is))
             chains[name] = dict(
                 temperature=temperature, seed=seed, start=start, criterion_met=rep.criterion_met,
                 reasons=rep.reasons, sweeps_total=rep.sweeps_total, sweeps_production=rep.sweeps_production,
@@ -393,9 +382,7 @@ def stage_report(args):
                   f"{ext['sweeps']:.2g} sweeps = {ext['hours']:.1f} h of one idle core (cost model "
                   f"{ext['sweep_s'] * 1e3:.2f} ms / sweep). Target (30 min): not met.", ""]
     text = "\n".join(lines)
-    tmp = RESULTS / ".swap_equilibration.md.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, RESULTS / "swap_equilibration.md")
+    write_text_atomic(RESULTS / "swap_equilibration.md", text)
     if chains:
         plot(data, RESULTS / "swap_equilibration.png")
     print(text)

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402
 
+from tglassmlp.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from tglassmlp.physics import potential_energy  # noqa: E402
 from tglassmlp.physics.potential import periodic_pairs  # noqa: E402
 from tglassmlp.physics.swap_mc import SwapMonteCarlo, equilibrium_structure, integrated_autocorrelation_time  # noqa: E402
@@ -212,13 +212,6 @@ def compare(mc, md, edges):
     return dict(energy_difference=de, energy_difference_se=se, energy_z=de / se, g=per_pair)
 
 
-def atomic_write(path: Path, text: str):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def plot(mc, md, edges, path):
     import matplotlib
 
@@ -269,7 +262,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.render:
         out = json.loads((RESULTS / "swap_vs_md.json").read_text())
-        atomic_write(RESULTS / "swap_vs_md.md", markdown(out))
+        write_text_atomic(RESULTS / "swap_vs_md.md", markdown(out))
         print(markdown(out))
         return
     if args.quick:
@@ -292,9 +285,9 @@ def main(argv=None):
                r_edges=edges.tolist(), pairs=[f"{a}{b}" for a, b in PAIRS], mc=jsonable(mc), md=jsonable(md),
                comparison=cmp, wall_s=time.perf_counter() - t0)
     RESULTS.mkdir(exist_ok=True)
-    atomic_write(RESULTS / f"swap_vs_md{suffix}.json", json.dumps(out, indent=1, default=float))
+    write_json_atomic(RESULTS / f"swap_vs_md{suffix}.json", out, default=float)
     plot(mc, md, edges, RESULTS / f"swap_vs_md{suffix}.png")
-    atomic_write(RESULTS / f"swap_vs_md{suffix}.md", markdown(out))
+    write_text_atomic(RESULTS / f"swap_vs_md{suffix}.md", markdown(out))
     print(markdown(out))
 
 

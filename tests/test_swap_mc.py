@@ -383,7 +383,7 @@ def test_checkpoint_resume_equals_uninterrupted_run(tmp_path, monkeypatch, kill_
     with pytest.raises(_Killed):
         equilibrium_structure(0.5, max_sweeps=400, checkpoint=path, **CKPT)
     monkeypatch.setattr(swap_mc, "_save_checkpoint", real_save)
-    assert path.is_file() and not list(tmp_path.glob("*.tmp"))  # the rename left no partial file
+    assert path.is_file() and not list(tmp_path.glob("*.tmp*"))  # the rename left no partial file
     pos, types, _, rep = equilibrium_structure(0.5, max_sweeps=400, checkpoint=path, **CKPT)
     # the resumed chain is the uninterrupted chain, move for move
     np.testing.assert_array_equal(pos, ref_pos)

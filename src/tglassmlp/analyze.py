@@ -27,9 +27,7 @@ import csv
 import io
 import json
 import logging
-import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,6 +47,7 @@ from tglassmlp.analysis.fields import (
     saved_networks_under,
     structure_propensity,
 )
+from tglassmlp.atomic import write_json_atomic, write_text_atomic
 from tglassmlp.observables.attention import AttentionLengthScale
 from tglassmlp.observables.chords import ChordLength
 from tglassmlp.observables.four_point import (
@@ -61,21 +60,6 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------ files
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write via a temporary file in the same folder and os.replace (no half-written file on a crash)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp-")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_csv(path: Path, rows: list[dict]) -> Path:
     """Rows (dicts) as CSV, atomically; the columns are the union of the keys (missing cells empty)."""
     buf = io.StringIO()
@@ -85,7 +69,7 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
         writer.writeheader()
         for r in rows:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    return atomic_write_text(path, buf.getvalue())
+    return write_text_atomic(path, buf.getvalue())
 
 
 # ------------------------------------------------------------------------------------------------ observables
@@ -557,8 +541,8 @@ def analyze(cfg: DictConfig | Mapping) -> dict[str, Any]:
                "predictions": {f"{T:g}": f.info for T, f in pred.items() if f.info} if has_files else None,
                "notes": notes,
                "levels": level_rows, "attention": attention_rows}
-    tables.append(atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1, default=float) + "\n"))
-    report = atomic_write_text(out_dir / "analysis.md", markdown_report(str(cfg.name), level_rows, attention_rows,
+    tables.append(write_json_atomic(out_dir / "summary.json", summary, default=float))
+    report = write_text_atomic(out_dir / "analysis.md", markdown_report(str(cfg.name), level_rows, attention_rows,
                                                                          made, notes))
     result = {"out_dir": str(out_dir), "figures": [str(p) for p in made], "tables": [str(p) for p in tables],
               "report": str(report), "summary": summary, "run_id": None}

@@ -26,7 +26,6 @@ in ``basis``). :func:`rank_and_select` ranks by score and selects score < thresh
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -39,6 +38,8 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from tglassmlp.atomic import write_json_atomic
+
 log = logging.getLogger(__name__)
 
 #: ``basis`` of a score computed on structures below T_min (the paper's test; the only one that selects in
@@ -50,29 +51,6 @@ TEST_METRIC_BASIS = "test/avg/self_consistency"
 
 class NoSelfConsistentNetworkError(RuntimeError):
     """No network of an ensemble passes the self-consistency threshold and no fallback is configured."""
-
-
-# ================================================================================================ files
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """``write(file handle)`` into a temporary file beside ``path``, then rename it onto ``path`` (a reader
-    never sees half a file; a crash leaves the old file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp-")
-    try:
-        with os.fdopen(fd, mode) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_json(path: str | os.PathLike, obj: Any) -> None:
-    """``obj`` as indented JSON at ``path``, atomically (:func:`atomic_write`)."""
-    atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=1)), mode="w")
 
 
 # ================================================================================================ networks
@@ -386,7 +364,7 @@ def select_sweep(tracking_uri: str, experiment_name: str, sweep_id: str, data_ro
     tag_selection(tracking, entries, choice, threshold)
     result = selection_manifest(tracking, sweep_id, entries, choice, threshold, levels, points)
     if manifest is not None:
-        atomic_json(manifest, result)
+        write_json_atomic(manifest, result)
     log.info("ensemble selection: %s (manifest %s)", result["note"], manifest)
     return result
 

@@ -94,6 +94,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tglassmlp.atomic import atomic_path, atomic_write, write_json_atomic, write_text_atomic
 from tglassmlp.model.network import LevelBatchedForward
 
 log = logging.getLogger(__name__)
@@ -247,20 +248,12 @@ def save_model_dir(path: str | os.PathLike, network_kwargs: Mapping[str, Any], n
     path.mkdir(parents=True, exist_ok=True)
     cfg = {"_target_": "tglassmlp.model.network.TGlassMLP", **dict(network_kwargs)}
 
-    def atomic(name: str, write: Callable[[Path], Any]) -> None:
-        final = path / name
-        tmp = final.with_name(f"{final.stem}.tmp-{os.getpid()}{final.suffix}")  # keeps .npz: np.savez adds it
-        try:
-            write(tmp)
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    atomic("network.yaml", lambda f: f.write_text(OmegaConf.to_yaml(OmegaConf.create(cfg))))
-    atomic("state_dict.pt", lambda f: torch.save(network.state_dict(), f))
-    atomic("scaler.npz", scaler.save)
+    write_text_atomic(path / "network.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg)))
+    atomic_write(path / "state_dict.pt", lambda fh: torch.save(network.state_dict(), fh))
+    with atomic_path(path / "scaler.npz", keep_suffix=True) as tmp:  # keeps .npz: np.savez would append it
+        scaler.save(tmp)
     if state_points is not None:
-        atomic("state_points.json", lambda f: f.write_text(json.dumps(state_points, indent=1)))
+        write_json_atomic(path / "state_points.json", state_points, indent=1)
     return path
 
 
@@ -1023,11 +1016,9 @@ def write_prediction(path: str | os.PathLike, structure: InputStructure, predict
     from tglassmlp.data.shards import package_versions
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ref = prediction.reference
     gz = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as h5:
             attrs = {"format": FORMAT, "format_version": FORMAT_VERSION,
                      "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -1057,11 +1048,6 @@ def write_prediction(path: str | os.PathLike, structure: InputStructure, predict
             for name, arr in prediction.constraint_arrays().items():
                 grp.create_dataset(name, data=arr)
             h5.flush()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -1102,15 +1088,6 @@ def _existing_hash(path: Path) -> str | None:
         return str(read_prediction(path)["attrs"].get("settings_hash"))
     except (PredictionInputError, OSError, KeyError, ValueError):
         return None
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, indent=1, default=float) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ============================================================================================== driver
@@ -1214,7 +1191,7 @@ def predict_structures(ensemble: Ensemble, structures, out_dir, *, levels=None, 
               "n_networks": len(ensemble), "ensemble": [m.describe() for m in ensemble.members],
               "ensemble_source": ensemble.source, "constraint": constraint.settings(),
               "seconds": time.perf_counter() - t_start}
-    _write_json_atomic(out_dir / "summary.json", result)
+    write_json_atomic(out_dir / "summary.json", result, default=float)
     return result
 
 
@@ -1299,7 +1276,7 @@ def predict(cfg) -> dict[str, Any]:
         elif cfg.tts.get("data_root"):
             tts = tts_from_data(cfg.tts.data_root, settings, int(cfg.reference_type))
         if tts is not None:  # the fitted values, reusable with tts.json=<this file>
-            _write_json_atomic(out_dir / "tts.json", tts.to_dict())
+            write_json_atomic(out_dir / "tts.json", tts.to_dict(), default=float)
     check = cfg.get("check") or {}
     result = predict_structures(
         ensemble, OmegaConf.to_container(cfg.structures, resolve=True) if OmegaConf.is_config(cfg.structures)

@@ -95,6 +95,7 @@ def make_figures(records, dm, out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tglassmlp.analysis.figures import save as save_figure
     from tglassmlp.data.datamodule import state_point_name
     from tglassmlp.model.module import pearson
 
@@ -123,8 +124,7 @@ def make_figures(records, dm, out_dir: Path) -> list[Path]:
         ax.axis("off")
     fig.tight_layout()
     paths.append(out_dir / "scatter_pred_vs_true.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    save_figure(fig, paths[-1], dpi=110)
 
     key = keys[len(keys) // 2]
     rec = groups[key][0]
@@ -142,8 +142,7 @@ def make_figures(records, dm, out_dir: Path) -> list[Path]:
         ax.set_title(f"{title}: {state_point_name(*key)}, structure {s.index}", fontsize=9)
     fig.colorbar(sc, ax=axes, shrink=0.8, label="propensity $C_B^i$")
     paths.append(out_dir / "snapshot_true_vs_pred.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    save_figure(fig, paths[-1], dpi=110)
     return paths
 
 
@@ -296,8 +295,10 @@ def save_artifacts(cfg: DictConfig, tracking, dm, network, module, run_dir: Path
     save_model_dir(art / "model", net_cfg, network, dm.scaler,
                    {"train": [list(p) for p in dm.training_state_points], "all": [list(p) for p in dm.state_points],
                     "label_std": dm.label_std})
-    (art / "config" / "train.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    (art / "metrics_test.json").write_text(json.dumps(module.test_metrics, indent=1, sort_keys=True))
+    from tglassmlp.atomic import write_json_atomic, write_text_atomic
+
+    write_text_atomic(art / "config" / "train.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_json_atomic(art / "metrics_test.json", module.test_metrics, sort_keys=True)
     for sub in ("model", "config"):
         for path in sorted((art / sub).iterdir()):
             tracking.log_artifact(path, sub)

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from tglassmlp.atomic import save_npz_atomic, write_json_atomic, write_text_atomic
 from tglassmlp.data.datamodule import (
     MDLabels,
     PropensityDataModule,
@@ -59,8 +60,6 @@ from tglassmlp.data.datamodule import (
 from tglassmlp.ensemble import (
     NoSelfConsistentNetworkError,
     StructureCache,
-    atomic_json,
-    atomic_write,
     load_run_members,
     rank_and_select,
     score_runs,
@@ -244,7 +243,7 @@ class TransferredLabels:
                     arrays["spread__" + _label_key(t, c, k)] = np.asarray(spread[(t, c)][k], dtype=np.float32)
         arrays["meta"] = np.array(json.dumps(dict(meta or {})))
         path = Path(path)
-        atomic_write(path, lambda fh: np.savez(fh, **arrays))
+        save_npz_atomic(path, arrays)
         return path
 
     def _load(self) -> None:
@@ -352,7 +351,7 @@ class TransferState:
 
     def save(self) -> None:
         self.data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        atomic_json(self.path, self.data)
+        write_json_atomic(self.path, self.data)
 
     def ensemble(self, name: str) -> dict:
         return self.data["ensembles"].setdefault(name, {"runs": {}, "selection": None, "parent_run_id": None,
@@ -510,9 +509,9 @@ class TwoStepTransfer:
         self.state.save()
         proc = st["procedure_run_id"]
         table_md = self.output_dir / "table.md"
-        atomic_write(table_md, lambda fh: fh.write(
+        write_text_atomic(table_md, (
             "Table I of this procedure: x MD, t transferred (step 1), r results, h held-out MD\n\n"
-            + self.table.to_markdown() + "\n"), mode="w")
+            + self.table.to_markdown() + "\n"))
         self._log_artifact(proc, table_md)
         log.info("transfer %s (%s): Table I\n%s", self.transfer_id, self.output_dir, self.table.to_markdown())
         try:
@@ -628,7 +627,7 @@ class TwoStepTransfer:
         result = {"transfer_id": self.transfer_id, "ensemble": name,
                   **selection_manifest(self._tracking, str((self.output_dir / name).resolve()), entries, choice,
                                        self.threshold, sorted({c for _, c in points}, reverse=True), points)}
-        atomic_json(manifest, result)
+        write_json_atomic(manifest, result)
         parent = ens["parent_run_id"]
         self._log_metrics(parent, {"selection/n_selected": len(choice["selected"]),
                                    "selection/best_score": entries[0]["score"] if entries else math.nan})
@@ -696,7 +695,7 @@ class TwoStepTransfer:
                                    {"transfer.labels_sha256": recorded["sha256"][:16]})
         result = self.select("step2", runs, self.table.selection_points(None), cfg,
                              self.output_dir / "step2" / "ensemble.json")
-        atomic_json(self.manifest_path, {**result, "final": True, "table": self.table.to_markdown(),
+        write_json_atomic(self.manifest_path, {**result, "final": True, "table": self.table.to_markdown(),
                                           "labels": str(self.labels_path)})
         self._log_artifact(proc, self.manifest_path)
 
@@ -726,7 +725,7 @@ class TwoStepTransfer:
                 result[state_point_name(t, c)]["step1_labels_pearson"] = float(np.mean(
                     per_structure_pearson(step1, md)))
         path = self.output_dir / "held_out.json"
-        atomic_json(path, result)
+        write_json_atomic(path, result)
         self._log_metrics(proc, {f"held_out/{k}/{m}": v for k, d in result.items() for m, v in d.items()
                                  if isinstance(v, float)})
         self._log_artifact(proc, path)

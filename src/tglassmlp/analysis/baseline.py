@@ -400,8 +400,10 @@ def write_comparison(table: Mapping[str, Any], ridge: Mapping[str, Mapping[str, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, js = out / "baseline_comparison.md", out / "baseline_comparison.json"
-    md.write_text(table_markdown(table, ridge))
-    js.write_text(json.dumps({"comparison": table, "ridge": ridge, **(extra or {})}, indent=1, default=_json_default))
+    from tglassmlp.atomic import write_json_atomic, write_text_atomic
+
+    write_text_atomic(md, table_markdown(table, ridge))
+    write_json_atomic(js, {"comparison": table, "ridge": ridge, **(extra or {})}, default=_json_default)
     return md, js
 
 

@@ -266,7 +266,7 @@ def find_prediction_files(spec) -> list[Path]:
 
     A folder is one predict.py output folder: other HDF5 files in it are refused (a data folder given by
     mistake, or something else mixed in), and when its ``summary.json`` lists files that are not there (an
-    incomplete copy) that is an error too; unfinished ``*.tmp-<pid>`` files of a running predict.py are skipped.
+    incomplete copy) that is an error too; unfinished ``*.tmp-<pid>.<k>`` files of a running predict.py are skipped.
 
     Raises:
         FileNotFoundError: a path that does not exist, a folder without prediction files, files summary.json

@@ -22,9 +22,7 @@ dashed vertical lines at tau_alpha^BB. Axes carry units (sigma, tau = reduced LJ
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -34,6 +32,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from tglassmlp.atomic import atomic_path  # noqa: E402
+
 #: Method factors of Fig. 12 (paper note [52]): chords measure a diameter (~2 xi_4), xi_int a relative scale.
 CHORD_FACTOR = 0.5
 XI_INT_FACTOR = 1.5
@@ -42,16 +42,12 @@ PROPENSITY_CMAP = "RdYlBu"
 
 
 def save(fig, path: Path, dpi: int = 120) -> Path:
-    """Save a figure through a temporary file and os.replace (no half-written PNG), then close it."""
+    """Save a figure atomically (:func:`tglassmlp.atomic.atomic_path`: no half-written PNG), then close it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".tmp-", suffix=path.suffix)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
+        with atomic_path(path, keep_suffix=True) as tmp:  # savefig takes the format from the suffix
+            fig.savefig(tmp, dpi=dpi)
     finally:
-        Path(tmp).unlink(missing_ok=True)
         plt.close(fig)
     return path
 
@@ -344,9 +340,8 @@ def master_curve_figure(data_root, path, labels_dir) -> Path:
 
     label_report(data_root, labels_dir)
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.copyfile(Path(labels_dir) / "master_curve.png", tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        shutil.copyfile(Path(labels_dir) / "master_curve.png", tmp)
     return path
 
 

@@ -7,13 +7,13 @@ the correlation of the propensity with a simple structural baseline (the coarse-
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from tglassmlp.atomic import write_json_atomic, write_text_atomic
 from tglassmlp.data.shards import parse_shard_path, read_shard
 from tglassmlp.observables.labels import labels_at_levels
 from tglassmlp.observables.tts import TimeTemperatureSuperposition, master_curve
@@ -63,6 +63,8 @@ def label_report(root, out_dir, levels=None, baseline: str = BASELINE) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tglassmlp.analysis.figures import save as save_figure
+
     from tglassmlp.observables.descriptors import descriptor_names, structural_descriptors
 
     curves = temperature_curves(root)
@@ -103,8 +105,7 @@ def label_report(root, out_dir, levels=None, baseline: str = BASELINE) -> dict:
     for ax in axes:
         ax.axhline(0.5, color="grey", lw=0.5)
         ax.legend(fontsize=8)
-    fig.savefig(out / "master_curve.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "master_curve.png", dpi=120)
 
     report = {"root": str(root), "tau_alpha": tts.tau_alpha, "beta": tts.beta, "arrhenius": tts.arrhenius,
               "skipped_not_equilibrated": skipped, "baseline": baseline, "rows": rows}
@@ -113,7 +114,7 @@ def label_report(root, out_dir, levels=None, baseline: str = BASELINE) -> dict:
     except ValueError as exc:
         report["glass_transition_temperature"] = None
         report["glass_transition_note"] = str(exc)
-    (out / "labels_report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    write_json_atomic(out / "labels_report.json", report, indent=2, default=float)
     lines = [f"# Labels of {root}", "", "| T | tau_alpha^BB [tau] | structures |", "|---|---|---|"]
     lines += [f"| {T:g} | {tts.tau_alpha[T]:.4g} | {len(curves[T][2])} |" for T in curves]
     lines += ["", f"master curve exp(-ln2 (t/tau)^beta): beta = {tts.beta:.3f}", "",
@@ -123,7 +124,7 @@ def label_report(root, out_dir, levels=None, baseline: str = BASELINE) -> dict:
               for r in rows]
     if skipped:
         lines += ["", f"left out (not equilibrated): {', '.join(skipped)}"]
-    (out / "labels_report.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(out / "labels_report.md", "\n".join(lines) + "\n")
     return report
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from tglassmlp.atomic import write_json_atomic, write_text_atomic
 from tglassmlp.data.datamodule import PropensityDataModule, format_temperature, state_point_name
 
 log = logging.getLogger(__name__)
@@ -144,11 +145,9 @@ def compare_transfer(procedure, cfg: DictConfig, seeds: Sequence[int] = (0, 1), 
 
     result = {"transfer_id": procedure.transfer_id, "held_out": [state_point_name(*k) for k in targets],
               "rows": rows}
-    from tglassmlp.ensemble import atomic_json, atomic_write
-
-    atomic_json(out_dir / "comparison.json", result)
+    write_json_atomic(out_dir / "comparison.json", result)
     text = format_markdown(result)
-    atomic_write(out_dir / "comparison.md", lambda fh: fh.write(text), mode="w")
+    write_text_atomic(out_dir / "comparison.md", text)
     figure = plot_comparison(result, out_dir / "comparison.png")
     metrics = {}
     for k, (method, per_point) in enumerate(rows.items()):
@@ -193,6 +192,8 @@ def plot_comparison(result: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tglassmlp.analysis.figures import save as save_figure
+
     points, rows = result["held_out"], result["rows"]
     fig, ax = plt.subplots(figsize=(1.6 + 1.7 * len(points), 4.2))
     width = 0.8 / max(1, len(rows))
@@ -207,6 +208,4 @@ def plot_comparison(result: dict, path: Path) -> Path:
     ax.axhline(0, color="k", lw=0.6)
     ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(1.0, 0.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -37,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tglassmlp.atomic import save_npy_atomic
 from tglassmlp.data.shards import open_shard, parse_shard_path, read_shard
 from tglassmlp.model.loss import DEFAULT_RADII, DEFAULT_WIDTH, neighbour_weights
 from tglassmlp.observables import DescriptorScaler, descriptor_names, labels_at_levels, structural_descriptors
@@ -239,20 +239,6 @@ def _descriptor_cache_key(path: Path) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """np.save to a temporary file in the same directory, then os.replace (a killed job leaves no half file;
-    concurrent jobs computing the same entry both write complete files, the last rename wins)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def shard_descriptors(shard, cache_dir: str | os.PathLike | None) -> tuple[np.ndarray, list[str]]:
     """((N, D) descriptors, D column names) of a shard: the stored field, else the cache, else computed (and
     then cached)."""
@@ -276,7 +262,8 @@ def shard_descriptors(shard, cache_dir: str | os.PathLike | None) -> tuple[np.nd
     energies = shard["particle_energies"] if "particle_energies" in shard else None
     values = structural_descriptors(shard["inherent_positions"], shard["types"], float(shard.box), energies=energies)
     if cached is not None:
-        _atomic_save_npy(cached, values)
+        # concurrent jobs computing the same entry both write complete files; the last rename wins
+        save_npy_atomic(cached, values)
     return values, descriptor_names()
 
 

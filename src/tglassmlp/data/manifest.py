@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from tglassmlp.atomic import TMP_MARK, write_json_atomic
 from tglassmlp.data.shards import (
     FIELDS,
     REQUIRED_FIELDS,
@@ -62,8 +63,6 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 #: Suffix of the per-shard lock file held by the job working on a shard.
 LOCK_SUFFIX = ".lock"
-#: Marker of the temporary files of :mod:`tglassmlp.data.shards` (``<name>.tmp-<pid>``).
-TMP_MARK = ".tmp-"
 
 
 class ManifestError(ValueError):
@@ -217,7 +216,7 @@ def claim_shard(path: str | os.PathLike):
     """Claim a shard for this process (non-blocking): the ``with`` block is the only writer of the shard.
 
     Raises :class:`ShardBusyError` when another live process works on it (e.g. a job resubmitted while the
-    first still runs). Inside the claim any ``<shard>.tmp-<pid>`` file is a leftover of a killed writer of
+    first still runs). Inside the claim any ``<shard>.tmp-<pid>.<k>`` file is a leftover of a killed writer of
     this very shard and is removed.
     """
     path = Path(path)
@@ -279,19 +278,7 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
 
 def write_manifest(root: str | os.PathLike, manifest: Mapping[str, Any]) -> Path:
     """Write ``<root>/manifest.json`` atomically (temporary file in the same folder, fsync, rename)."""
-    path = manifest_path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=1, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_json_atomic(manifest_path(root), manifest, indent=1, sort_keys=True)
 
 
 @contextmanager

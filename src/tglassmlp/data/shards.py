@@ -8,9 +8,10 @@ attributes); validation on write and on read, and the tables in ``docs/data-form
 
 Rules that keep a killed job harmless:
 
-* :func:`write_shard` and :func:`update_shard` write to ``<name>.tmp-<pid>`` in the same directory, flush
-  and fsync it, then rename it onto the final name (``os.replace``, atomic on POSIX file systems). A crash
-  leaves either the previous file or no file under the final name, never half a file.
+* :func:`write_shard` and :func:`update_shard` write to ``<name>.tmp-<pid>.<k>`` in the same directory,
+  fsync it, then rename it onto the final name (``os.replace``, atomic on POSIX file systems; all through
+  :mod:`tglassmlp.atomic`). A crash leaves either the previous file or no file under the final name, never
+  half a file.
 * Every dataset carries a Fletcher-32 checksum and the file uses the HDF5 1.10 object format, whose metadata
   (superblock, object headers, chunk indexes) is checksummed too; string attributes are stored as
   fixed-length bytes inside those checksummed headers. A damaged file is therefore reported as a
@@ -26,7 +27,6 @@ import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import metadata as _metadata
@@ -36,16 +36,14 @@ from typing import Any
 import h5py
 import numpy as np
 
+from tglassmlp.atomic import TargetExistsError, atomic_path
+
 #: Version of the layout described here; readers refuse files from a newer layout.
 FORMAT_VERSION = 1
 
 #: HDF5 object-format bounds. v110 gives checksummed metadata (superblock v3, object header v2) and is
 #: readable by every HDF5 >= 1.10 (h5py >= 2.10).
 _LIBVER = ("v110", "v110")
-
-#: Leading name of the temporary file written next to the final one.
-_TMP_MARK = ".tmp-"
-
 
 class ShardError(ValueError):
     """A shard file that is missing, unreadable or does not follow the layout (the message names the file
@@ -545,54 +543,21 @@ def _write_dataset(h5: h5py.File, name: str, array: np.ndarray, attrs: Mapping[s
             ds.attrs[key] = value
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Make the rename itself durable; not every platform lets a directory be opened (then skip).
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _temporary_path(path: Path) -> Path:
-    return path.with_name(f"{path.name}{_TMP_MARK}{os.getpid()}")
-
-
 def _write_atomic(path: Path, fields: Mapping[str, np.ndarray], field_attrs: Mapping[str, Mapping],
                   attrs: Mapping[str, Any], *, overwrite: bool) -> None:
-    """Write everything to ``<name>.tmp-<pid>``, fsync, then move it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_path(path)
+    """Write everything to a temporary beside ``path``, fsync, then move it onto ``path``
+    (:func:`tglassmlp.atomic.atomic_path`; without ``overwrite`` a hard link, so two racing writers cannot
+    both win)."""
     try:
-        with h5py.File(tmp, "w", libver=_LIBVER) as h5:
-            for name, value in attrs.items():
-                h5.attrs[name] = _encode_attr(name, value, str(path))
-            for name, array in fields.items():
-                _write_dataset(h5, name, array, field_attrs.get(name, {}))
-            h5.flush()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            # A hard link fails atomically if the final name exists, so two racing writers cannot both win.
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise FileExistsError(f"{path}: shard exists; pass overwrite=True to replace it") from None
-            except OSError:  # file system without hard links
-                if path.exists():
-                    raise FileExistsError(f"{path}: shard exists; pass overwrite=True to replace it") from None
-                os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        # Reached on success (after link) and on any failure, KeyboardInterrupt included.
-        tmp.unlink(missing_ok=True)
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            with h5py.File(tmp, "w", libver=_LIBVER) as h5:
+                for name, value in attrs.items():
+                    h5.attrs[name] = _encode_attr(name, value, str(path))
+                for name, array in fields.items():
+                    _write_dataset(h5, name, array, field_attrs.get(name, {}))
+                h5.flush()
+    except TargetExistsError:
+        raise FileExistsError(f"{path}: shard exists; pass overwrite=True to replace it") from None
 
 
 def _normalise_field_attrs(fields: Mapping[str, np.ndarray], field_attrs: Mapping[str, Mapping] | None,
@@ -973,7 +938,7 @@ def is_complete(path: str | os.PathLike, required_fields: Sequence[str] = REQUIR
     """Whether ``path`` is a readable shard that has all of ``required_fields`` (for resuming a job).
 
     Checks attributes, shapes and dtypes but reads no data, so it is cheap; a missing, half-written or
-    damaged file gives False (rewrite it with ``overwrite=True``). Temporary ``*.tmp-<pid>`` files left by a
+    damaged file gives False (rewrite it with ``overwrite=True``). Temporary ``*.tmp-<pid>.<k>`` files left by a
     killed job are never looked at.
     """
     for name in required_fields:

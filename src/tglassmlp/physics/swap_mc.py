@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -56,6 +55,7 @@ import numba
 import numpy as np
 from omegaconf import OmegaConf
 
+from tglassmlp.atomic import save_npz_atomic
 from tglassmlp.paths import config_dir
 from tglassmlp.physics.configuration import ConfigurationError, validate_configuration
 from tglassmlp.physics.system import N_TYPES, PairPotential, pair_terms, resolve_system
@@ -907,16 +907,10 @@ def _checkpoint_key(temperature, n_particles, seed, settings, initial) -> dict:
 
 def _save_checkpoint(path: Path, mc: "SwapMonteCarlo", key: dict, run: dict, snaps: list):
     """Write the chain's state atomically (temp file in the same directory, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(key=key, run=run, format=1)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        n = mc.types.size
-        stacked = np.stack(snaps) if snaps else np.zeros((0, n, 2), dtype=np.float32)
-        np.savez(f, meta=np.array(json.dumps(meta)), snapshots=stacked, **mc.state_dict())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    n = mc.types.size
+    stacked = np.stack(snaps) if snaps else np.zeros((0, n, 2), dtype=np.float32)
+    save_npz_atomic(path, dict(meta=np.array(json.dumps(meta)), snapshots=stacked, **mc.state_dict()))
 
 
 def _load_checkpoint(path: Path, key: dict, mc: "SwapMonteCarlo"):
