@@ -1,0 +1,183 @@
+"""Where an ensemble comes from: an ensemble manifest (:class:`ManifestEnsemble`), an MLflow experiment and
+tag filter (:class:`MlflowEnsemble`) or a folder of model directories (:class:`DirectoryEnsemble`); each has
+``load() -> Ensemble`` (the ``ensemble_source`` config group).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from tglassmlp.predict.errors import PredictionInputError
+from tglassmlp.predict.members import MODEL_FILES, Ensemble, EnsembleMember, load_model_dir
+
+log = logging.getLogger(__name__)
+
+#: Default MLflow filter for the networks that passed the self-consistency selection (tglassmlp.ensemble).
+SELECTED_FILTER = "tags.`ensemble.selected` = 'true'"
+
+
+def _open_store(tracking_uri: str):
+    """MLflow client on an existing store (a reader must not create an empty database by mistake)."""
+    from tglassmlp.tracking import check_tracking_uri, make_client, normalize_tracking_uri, sqlite_path
+
+    db = sqlite_path(normalize_tracking_uri(tracking_uri))
+    if db is not None and not db.is_file():
+        raise PredictionInputError(f"MLflow store {tracking_uri} does not exist ({db}); train an ensemble first "
+                                   "(make demo) or point tracking_uri at the store the runs were logged to")
+    uri = check_tracking_uri(tracking_uri)
+    return make_client(uri), uri
+
+
+def _members_from_runs(client, uri: str, run_ids: Sequence[str], where: str) -> list[EnsembleMember]:
+    from mlflow.exceptions import MlflowException
+
+    members = []
+    for rid in run_ids:
+        try:
+            client.get_run(rid)
+        except MlflowException as exc:
+            raise PredictionInputError(f"{where}: run {rid} is not in the MLflow store {uri} ({exc.error_code})") from None
+        with tempfile.TemporaryDirectory(prefix="tglassmlp-model-") as tmp:
+            try:
+                local = Path(client.download_artifacts(rid, "model", tmp))
+            except (MlflowException, OSError) as exc:
+                raise PredictionInputError(f"{where}: run {rid} has no model/ artefacts (not a finished train.py "
+                                           f"run?): {exc}") from None
+            members.append(load_model_dir(local, name=rid, source=f"mlflow:{uri}"))
+    return members
+
+
+class ManifestEnsemble:
+    """The networks of an ensemble manifest (``<sweep dir>/ensemble.json``, :func:`tglassmlp.ensemble.select_sweep`).
+
+    Args:
+        manifest: the JSON file, or 'latest': the ``ensemble.json`` of the newest train.py multirun under
+            ``sweeps_root`` that has one (as analyze.py's ``networks.sweep_dir=latest``).
+        tracking_uri: the MLflow store of the sweep's runs (the manifest lists run ids only); None: the
+            manifest's own ``tracking_uri`` entry, where it has one.
+        top_k: when the manifest selects no run (none passed the self-consistency test), take the ``top_k``
+            best-ranked runs instead; None (default) makes that case an error. Ignored when runs are selected.
+        sweeps_root: where ``manifest='latest'`` looks (train.py's Hydra multirun folders).
+    """
+
+    def __init__(self, manifest: str | os.PathLike, tracking_uri: str | None = None, top_k: int | None = None,
+                 sweeps_root: str | os.PathLike = "outputs/hydra/train"):
+        self.manifest = Path(manifest)
+        self.sweeps_root = Path(sweeps_root)
+        self.tracking_uri = None if tracking_uri is None else str(tracking_uri)
+        self.top_k = None if top_k is None else int(top_k)
+        if self.top_k is not None and self.top_k < 1:
+            raise PredictionInputError(f"ensemble_source.top_k must be >= 1, got {top_k}")
+
+    def load(self) -> Ensemble:
+        from tglassmlp.analysis.baseline import ManifestError, read_manifest
+
+        if str(self.manifest) == "latest":
+            found = [p / "ensemble.json" for p in self.sweeps_root.glob("multirun_*") if (p / "ensemble.json").is_file()]
+            if not found:
+                raise PredictionInputError(f"ensemble_source.manifest=latest: no train.py multirun with an ensemble.json "
+                                           f"under {self.sweeps_root} (run make demo or train.py -m first)")
+            self.manifest = max(found, key=lambda p: p.stat().st_mtime)
+            log.info("ensemble_source.manifest=latest: %s", self.manifest)
+        try:
+            ranked, manifest = read_manifest(self.manifest, "all")
+        except (ManifestError, FileNotFoundError) as exc:
+            raise PredictionInputError(str(exc)) from None
+        selected = list(manifest.get("selected") or [])
+        how = "selected"
+        if not selected:
+            if self.top_k is None:
+                raise PredictionInputError(
+                    f"ensemble manifest {self.manifest} selects no run ({manifest.get('note', 'nothing selected')}); "
+                    f"pass ensemble_source.top_k=K to use the K best-ranked of its {len(ranked)} runs anyway")
+            ok = [e["run_id"] for e in manifest.get("ranking", [])
+                  if isinstance(e, dict) and math.isfinite(float(e.get("score", math.nan)))]
+            selected = ok[:self.top_k]
+            how = f"top {self.top_k} of the ranking (nothing selected)"
+            log.warning("%s selects no run; using the %s: %s", self.manifest, how, selected)
+            if not selected:
+                raise PredictionInputError(f"ensemble manifest {self.manifest}: no ranked run has a finite score")
+        uri = self.tracking_uri or manifest.get("tracking_uri")
+        if not uri:
+            raise PredictionInputError(f"ensemble manifest {self.manifest} names no tracking store: set "
+                                       "ensemble_source.tracking_uri to the store of the sweep's runs")
+        client, uri = _open_store(uri)
+        members = _members_from_runs(client, uri, selected, f"ensemble manifest {self.manifest}")
+        return Ensemble(members, {"kind": "manifest", "manifest": str(self.manifest.resolve()), "how": how,
+                                  "tracking_uri": uri, "sweep_id": manifest.get("sweep_id")})
+
+
+class MlflowEnsemble:
+    """The finished runs of an MLflow experiment that match a filter (default: ``ensemble.selected = true``).
+
+    Args:
+        tracking_uri: the MLflow store.
+        experiment_name: the study's experiment.
+        filter: MLflow search filter on the runs (``attributes.status = 'FINISHED'`` is always added).
+        top_k: keep at most this many, best ``selection/self_consistency`` first (None: all matches).
+    """
+
+    def __init__(self, tracking_uri: str, experiment_name: str, filter: str = SELECTED_FILTER,
+                 top_k: int | None = None):
+        self.tracking_uri = str(tracking_uri)
+        self.experiment_name = str(experiment_name)
+        self.filter = str(filter or "").strip()
+        self.top_k = None if top_k is None else int(top_k)
+
+    def load(self) -> Ensemble:
+        from mlflow.exceptions import MlflowException
+
+        client, uri = _open_store(self.tracking_uri)
+        exp = client.get_experiment_by_name(self.experiment_name)
+        if exp is None:
+            names = sorted(e.name for e in client.search_experiments())
+            raise PredictionInputError(f"MLflow store {uri} has no experiment {self.experiment_name!r} "
+                                       f"(it has {names}); set ensemble_source.experiment_name")
+        full = " and ".join(f for f in (self.filter, "attributes.status = 'FINISHED'") if f)
+        try:
+            runs = client.search_runs([exp.experiment_id], filter_string=full, max_results=10000)
+        except MlflowException as exc:
+            raise PredictionInputError(f"MLflow filter {self.filter!r} is not valid: {exc}") from None
+        if not runs:
+            n_all = len(client.search_runs([exp.experiment_id], max_results=10000))
+            raise PredictionInputError(
+                f"no finished run of experiment {self.experiment_name!r} in {uri} matches {self.filter!r} "
+                f"({n_all} runs in the experiment); the self-consistency selection tags ensemble.selected = true, "
+                "or choose runs with ensemble_source.filter / a manifest with ensemble_source=manifest")
+        runs = sorted(runs, key=lambda r: (r.data.metrics.get("selection/self_consistency", math.inf),
+                                           r.info.start_time))
+        if self.top_k is not None:
+            runs = runs[:self.top_k]
+        members = _members_from_runs(client, uri, [r.info.run_id for r in runs],
+                                     f"experiment {self.experiment_name!r}")
+        return Ensemble(members, {"kind": "mlflow", "tracking_uri": uri, "experiment": self.experiment_name,
+                                  "filter": self.filter, "top_k": self.top_k})
+
+
+class DirectoryEnsemble:
+    """Every model directory under ``path`` (a folder holding ``network.yaml``; ``path`` itself may be one).
+
+    A ``train.py`` run directory works as it is (its ``artifacts/model``), and so does a Hydra sweep folder.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        if path is None or not str(path).strip():
+            raise PredictionInputError("ensemble_source.path is empty (a folder of model directories)")
+        self.path = Path(path)
+
+    def load(self) -> Ensemble:
+        if not self.path.is_dir():
+            raise PredictionInputError(f"ensemble directory {self.path} does not exist")
+        if (self.path / "network.yaml").is_file():
+            dirs = [self.path]
+        else:
+            dirs = sorted({p.parent for p in self.path.rglob("network.yaml")})
+        if not dirs:
+            raise PredictionInputError(f"ensemble directory {self.path}: no model directory (a folder with "
+                                       f"{list(MODEL_FILES)}) below it")
+        return Ensemble([load_model_dir(d) for d in dirs], {"kind": "directory", "path": str(self.path.resolve())})
