@@ -76,6 +76,14 @@ def label_report(root, out_dir, levels=None, baseline: str = BASELINE) -> dict:
     tts = TimeTemperatureSuperposition(**labels_cfg.tts).compute({T: (t, c) for T, (t, c, _) in curves.items()})
     column = descriptor_names().index(baseline)
     rows = []
+    baseline_column: dict[Path, np.ndarray] = {}  # descriptors of a structure once, not once per level
+
+    def baseline_values(path, types):
+        if path not in baseline_column:
+            shard = read_shard(path, fields=["inherent_positions", "types"])
+            baseline_column[path] = structural_descriptors(shard["inherent_positions"], types, shard.box)[:, column]
+        return baseline_column[path]
+
     for T, (times, curve, items) in curves.items():
         for level in levels:
             pearson = []
@@ -83,8 +91,7 @@ def label_report(root, out_dir, levels=None, baseline: str = BASELINE) -> dict:
                 t_star, labels = labels_at_levels(times, propensity, curve, [level])
                 if not np.isfinite(t_star[0]):
                     break
-                shard = read_shard(path, fields=["inherent_positions", "types"])
-                x = structural_descriptors(shard["inherent_positions"], types, shard.box)[:, column]
+                x = baseline_values(path, types)
                 sel = types == 0
                 pearson.append(np.corrcoef(x[sel], labels[0, sel])[0, 1])
             if pearson:
