@@ -54,22 +54,25 @@ class NoSelfConsistentNetworkError(RuntimeError):
 
 
 # ================================================================================================ networks
-def load_run_member(client, run_id: str, dest: str | os.PathLike):
+def load_run_member(client, run_id: str, dest: str | os.PathLike, *, source: str | None = None,
+                    require_state_points: bool = True):
     """One network of a finished run (:class:`tglassmlp.predict.EnsembleMember`, named by the run id) from
     its ``model/`` artefacts, downloaded into ``dest`` and read by :func:`tglassmlp.predict.load_model_dir`
-    (the one reader of the model directory layout). ``state_points.json`` is required here: the selection
-    needs the run's training temperatures.
+    (the one reader of the model directory layout). ``source`` is recorded with the member (default: the run).
+    ``state_points.json`` is required unless ``require_state_points`` is False: the selection needs the run's
+    training temperatures, a prediction does not.
 
     Raises:
         tglassmlp.predict.PredictionInputError: a file of the model directory missing or inconsistent.
-        FileNotFoundError: no ``state_points.json``.
+        FileNotFoundError: no ``state_points.json`` (when required).
+        mlflow.exceptions.MlflowException, OSError: the download failed.
     """
     # imported here: tglassmlp.predict reads ensemble manifests, a module-level import would invite a cycle
     from tglassmlp.predict import load_model_dir
 
     local = Path(client.download_artifacts(run_id, "model", str(dest)))
-    member = load_model_dir(local, name=run_id, source=f"mlflow run {run_id}")
-    if member.state_points is None:
+    member = load_model_dir(local, name=run_id, source=source or f"mlflow run {run_id}")
+    if require_state_points and member.state_points is None:
         raise FileNotFoundError(f"run {run_id}: its model/ artefacts have no state_points.json (the training "
                                 "state points, written by train.py)")
     return member

@@ -36,6 +36,8 @@ def _open_store(tracking_uri: str):
 def _members_from_runs(client, uri: str, run_ids: Sequence[str], where: str) -> list[EnsembleMember]:
     from mlflow.exceptions import MlflowException
 
+    from tglassmlp.ensemble import load_run_member  # the one download-and-read of a run's model/
+
     members = []
     for rid in run_ids:
         try:
@@ -44,11 +46,10 @@ def _members_from_runs(client, uri: str, run_ids: Sequence[str], where: str) -> 
             raise PredictionInputError(f"{where}: run {rid} is not in the MLflow store {uri} ({exc.error_code})") from None
         with tempfile.TemporaryDirectory(prefix="tglassmlp-model-") as tmp:
             try:
-                local = Path(client.download_artifacts(rid, "model", tmp))
+                members.append(load_run_member(client, rid, tmp, source=f"mlflow:{uri}", require_state_points=False))
             except (MlflowException, OSError) as exc:
                 raise PredictionInputError(f"{where}: run {rid} has no model/ artefacts (not a finished train.py "
                                            f"run?): {exc}") from None
-            members.append(load_model_dir(local, name=rid, source=f"mlflow:{uri}"))
     return members
 
 
