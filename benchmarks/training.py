@@ -18,7 +18,11 @@ Timed variants, for each loss phase ('mse', 'glassmlp') and 1 and 2 torch thread
 * ``lightning``  -- Trainer.fit of the module (the trainer config minus logger, callbacks and progress bar):
                     what train.py pays per step, DataLoader and Lightning bookkeeping included;
 * ``loop+loader``-- plain loop (forward, loss, backward, Adam step) over the same DataLoader;
-* ``loop``       -- the same loop over batches collated in advance: the network + loss + optimiser floor.
+* ``loop``       -- the same loop over batches collated in advance: the network + loss + optimiser floor;
+* ``lightning x16 fused`` -- what train.py does by default: 16 samples per Lightning step, each one step of the
+                    fused numba kernel (module.fused=auto, :mod:`tglassmlp.model.fused`); the ``lightning`` rows
+                    without 'fused' are the torch step (module.fused=false);
+* ``fused loop`` -- the fused kernel alone over batches collated in advance (its floor).
 
 plus ``validate`` (Trainer.validate, forward + loss + per-sample records) for the validation passes that
 train.py runs every ``check_val_every_n_epoch`` epochs, a per-part breakdown of the loop (data, forward,
@@ -152,9 +156,11 @@ def make_samples(latents, state_points) -> list[Sample]:
 
 
 # ----------------------------------------------------------------------------------------- model
-def build_module(cfg, kind: str, label_std: float, training_state_points, compile: bool = False):
+def build_module(cfg, kind: str, label_std: float, training_state_points, compile: bool = False,
+                 fused: bool = False):
     """Network, loss and module exactly as tglassmlp.train.build makes them; a one-stage schedule of ``kind``
-    at the paper's learning rate of that phase."""
+    at the paper's learning rate of that phase. ``fused``: the numba kernel (train.py's default, module.fused=auto)
+    instead of the torch step."""
     network = instantiate(cfg.model, n_descriptors=N_FEATURES)
     loss = instantiate(cfg.loss, label_std=label_std)
     if cfg.get("normalize_state_features", True):
@@ -162,7 +168,7 @@ def build_module(cfg, kind: str, label_std: float, training_state_points, compil
         network.set_state_normalization(list(t), list(c))
     lr = {"mse": 1e-3, "glassmlp": 4e-5}[kind]
     schedule = {"stages": [{"name": kind, "epochs": 1, "lr": lr, "loss": kind}]}
-    module_cfg = OmegaConf.merge(cfg.module, {"compile": bool(compile)})
+    module_cfg = OmegaConf.merge(cfg.module, {"compile": bool(compile), "fused": bool(fused)})
     return call_with_objects(module_cfg, network=network, loss=loss, schedule=schedule, label_std=label_std)
 
 
@@ -206,9 +212,9 @@ def trainer_for(cfg, n_batches: int, clock, run_dir, validate=False):
 
 
 # ----------------------------------------------------------------------------------------- measurements
-def time_lightning(cfg, kind, loader, steps, warmup, run_dir, compile=False, per_step=1):
+def time_lightning(cfg, kind, loader, steps, warmup, run_dir, compile=False, per_step=1, fused=False):
     """Trainer.fit; ``per_step`` samples per Lightning step (lists from ``loader``), rates per sample."""
-    module = build_module(cfg, kind, BENCH["label_std"], BENCH["state_points"], compile=compile)
+    module = build_module(cfg, kind, BENCH["label_std"], BENCH["state_points"], compile=compile, fused=fused)
     clock = BatchClock()
     n_batches = -(-(warmup + steps) // per_step)
     trainer = trainer_for(cfg, n_batches, clock, run_dir)
@@ -262,6 +268,25 @@ def time_loop(cfg, kind, batches, steps, warmup, optimizer=None, samples_per_bat
                  cpu_ms_per_sample=r["cpu_ms_per_sample"] / b, median_wall_ms=r["median_wall_ms"] / b,
                  p90_wall_ms=r["p90_wall_ms"] / b, samples_per_step=b)
     return r
+
+
+def time_fused_loop(cfg, kind, batches, steps, warmup):
+    """The fused kernel alone (tglassmlp.model.fused) over pre-collated batches: its floor per sample."""
+    from tglassmlp.model.fused import FusedTrainingStep, set_kernel_threads
+
+    module = build_module(cfg, kind, BENCH["label_std"], BENCH["state_points"])
+    opt = module.configure_optimizers()
+    set_kernel_threads(torch.get_num_threads())
+    fused = FusedTrainingStep(module.network, module.losses["glassmlp"], module.label_std)
+    fused.pull(opt)
+    wall, cpu = [], []
+    for i in range(warmup + steps + 1):
+        b = batches[i % len(batches)]
+        fused.step(b, kind, module._label_correlation(b, kind))
+        wall.append(time.perf_counter())
+        cpu.append(time.process_time())
+    fused.push(opt)
+    return rate(wall, cpu, warmup)
 
 
 def stack(items: list[dict]) -> dict:
@@ -442,8 +467,8 @@ def main(argv=None):
         for threads in args.threads:
             torch.set_num_threads(threads)
             for kind in ("mse", "glassmlp"):
-                for variant in ("lightning", f"lightning x{PER_STEP}", f"lightning x{PER_STEP}+compile", "loop+loader",
-                                "loop", "validate"):
+                for variant in ("lightning", f"lightning x{PER_STEP}", f"lightning x{PER_STEP}+compile",
+                                f"lightning x{PER_STEP} fused", "loop+loader", "loop", "fused loop", "validate"):
                     n = steps if variant != "validate" else max(steps // 2, 20)
                     before = load()
                     if variant == "lightning":
@@ -452,11 +477,14 @@ def main(argv=None):
                         # what train.py does (data.samples_per_batch lists); compile: the first steps compile
                         # (~10-20 s), a longer warm-up leaves them out
                         r = time_lightning(cfg, kind, list_loader, n, warmup + 4 * PER_STEP * ("compile" in variant),
-                                           tmp, compile="compile" in variant, per_step=PER_STEP)
+                                           tmp, compile="compile" in variant, per_step=PER_STEP,
+                                           fused="fused" in variant)
                     elif variant == "loop+loader":
                         r = time_loop(cfg, kind, loader, n, warmup)
                     elif variant == "loop":
                         r = time_loop(cfg, kind, collated, n, warmup)
+                    elif variant == "fused loop":
+                        r = time_fused_loop(cfg, kind, collated, n, warmup)
                     else:
                         vloader = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False)
                         r = time_validate(cfg, kind, vloader, n, warmup, tmp)
@@ -502,8 +530,8 @@ def project(result) -> dict:
     by = {(r["threads"], r["phase"], r["variant"]): r for r in result["rows"]}
     out = {}
     for threads in sorted({r["threads"] for r in result["rows"]}):
-        for variant in ("lightning", f"lightning x{PER_STEP}", f"lightning x{PER_STEP}+compile", "loop+loader",
-                        "loop"):
+        for variant in ("lightning", f"lightning x{PER_STEP}", f"lightning x{PER_STEP}+compile",
+                        f"lightning x{PER_STEP} fused", "loop+loader", "loop", "fused loop"):
             if (threads, "mse", variant) not in by:
                 continue
             train_wall = sum(per_epoch * EPOCHS[k] / by[(threads, k, variant)]["samples_per_s"] for k in EPOCHS)
@@ -600,9 +628,13 @@ def findings(result) -> list[str]:
     by = {(r["threads"], r["phase"], r["variant"]): r for r in result["rows"]}
     proj = result["projection"]
     out = ["## Findings", ""]
-    for key, what in ((f"1thr/lightning x{PER_STEP}", "as train.py runs it by default"),
-                      (f"1thr/lightning x{PER_STEP}+compile", "with module.compile=true"),
-                      ("1thr/lightning", "one sample per Lightning step (before data.samples_per_batch)")):
+    threads = sorted({r["threads"] for r in result["rows"]})
+    for key, what in ([(f"{t}thr/lightning x{PER_STEP} fused", f"as train.py runs it by default (module.fused=auto: "
+                        f"the numba kernel), {t} thread(s)") for t in threads]
+                      + [(f"1thr/lightning x{PER_STEP}", "with the torch step (module.fused=false)"),
+                         (f"1thr/lightning x{PER_STEP}+compile", "with the compiled torch step (module.fused=false "
+                          "module.compile=true)"),
+                         ("1thr/lightning", "one sample per Lightning step with the torch step")]):
         if key in proj:
             out.append(f"- Projected full schedule of one network {what} ({key}): {proj[key]['total_wall_min']:.0f} "
                        f"min wall ({proj[key]['cpu_based_total_min']:.0f} min of CPU time); target {TARGET_S // 60} "
