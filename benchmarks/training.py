@@ -168,7 +168,8 @@ def build_module(cfg, kind: str, label_std: float, training_state_points, compil
         network.set_state_normalization(list(t), list(c))
     lr = {"mse": 1e-3, "glassmlp": 4e-5}[kind]
     schedule = {"stages": [{"name": kind, "epochs": 1, "lr": lr, "loss": kind}]}
-    module_cfg = OmegaConf.merge(cfg.module, {"compile": bool(compile), "fused": bool(fused)})
+    module_cfg = OmegaConf.merge(cfg.module, {"compile": bool(compile), "fused": bool(fused),
+                                              "fused_threads": torch.get_num_threads()})
     return call_with_objects(module_cfg, network=network, loss=loss, schedule=schedule, label_std=label_std)
 
 

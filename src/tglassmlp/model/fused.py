@@ -34,6 +34,7 @@ so results do not depend on the number of threads.
 from __future__ import annotations
 
 import math
+import types
 
 import numba
 import numpy as np
@@ -149,62 +150,77 @@ def _elu_select(x):
 @numba.njit(cache=True, fastmath=_FASTMATH)
 def _head_forward(theta, spec, act, i0, i1):
     """Dense layers ``spec`` for particles i0..i1 at once (the particle index innermost, so loops vectorise).
-    act: (L + 1, width, N); act[0] holds the input rows, act[l + 1] receives layer l's output (ELU but last)."""
+    act: (L + 1, width, N); act[0] holds the input rows, act[l + 1] receives layer l's output (ELU but last).
+    1-D slices and a separate accumulator let LLVM vectorise (indexing rows of one 3-D array did not: 4x slower)."""
     n_layers = spec.shape[0]
+    count = i1 - i0
+    tmp = np.empty(count)
     for layer in range(n_layers):
         w_off, b_off, n_in, n_out = spec[layer, 0], spec[layer, 1], spec[layer, 2], spec[layer, 3]
         for o in range(n_out):
             bias = np.float64(theta[b_off + o])
-            for i in range(i0, i1):
-                act[layer + 1, o, i] = bias
+            for i in range(count):
+                tmp[i] = bias
             for q in range(n_in):
                 wq = np.float64(theta[w_off + o * n_in + q])
-                for i in range(i0, i1):
-                    act[layer + 1, o, i] += wq * act[layer, q, i]
+                src = act[layer, q, i0:i1]
+                for i in range(count):
+                    tmp[i] += wq * src[i]
+            dst = act[layer + 1, o, i0:i1]
             if layer < n_layers - 1:
-                for i in range(i0, i1):
-                    act[layer + 1, o, i] = _elu_select(act[layer + 1, o, i])
+                for i in range(count):
+                    dst[i] = _elu_select(tmp[i])
+            else:
+                for i in range(count):
+                    dst[i] = tmp[i]
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
 def _head_backward(theta, spec, act, i0, i1, g, grad):
-    """Back-propagate g[0, 0, :] (gradient of the single output, particles i0..i1 at columns 0..i1-i0) through
-    ``spec``; adds parameter gradients to ``grad``. g: (2, width, chunk) work space; on return g[r] (r = the
-    returned index) holds the input gradient rows."""
+    """Back-propagate g[0, 0, :count] (gradient of the single output for particles i0..i1) through ``spec``; adds
+    parameter gradients to ``grad``. g: (2, width, >= count) work space. Returns r: g[r, q, :count] is the
+    gradient of input row q."""
     n_layers = spec.shape[0]
+    count = i1 - i0
     cur = 0
     for layer in range(n_layers - 1, -1, -1):
         w_off, b_off, n_in, n_out = spec[layer, 0], spec[layer, 1], spec[layer, 2], spec[layer, 3]
         nxt = 1 - cur
         if layer < n_layers - 1:
             for o in range(n_out):
-                for i in range(i0, i1):
-                    g[cur, o, i - i0] *= _elu_slope(act[layer + 1, o, i])
+                go = g[cur, o, :count]
+                out = act[layer + 1, o, i0:i1]
+                for i in range(count):
+                    go[i] *= _elu_slope(out[i])
         for q in range(n_in):
-            for i in range(i0, i1):
-                g[nxt, q, i - i0] = 0.0
+            gn = g[nxt, q, :count]
+            for i in range(count):
+                gn[i] = 0.0
         for o in range(n_out):
+            go = g[cur, o, :count]
             gsum = 0.0
-            for i in range(i0, i1):
-                gsum += g[cur, o, i - i0]
+            for i in range(count):
+                gsum += go[i]
             grad[b_off + o] += gsum
             for q in range(n_in):
                 wq = np.float64(theta[w_off + o * n_in + q])
+                src = act[layer, q, i0:i1]
+                gn = g[nxt, q, :count]
                 gw = 0.0
-                for i in range(i0, i1):
-                    gi = g[cur, o, i - i0]
-                    gw += gi * act[layer, q, i]
-                    g[nxt, q, i - i0] += wq * gi
+                for i in range(count):
+                    gw += go[i] * src[i]
+                for i in range(count):
+                    gn[i] += wq * go[i]
                 grad[w_off + o * n_in + q] += gw
         cur = nxt
     return cur
 
 
-@numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
+@numba.njit(cache=True, fastmath=_FASTMATH)
 def _shell_products(weights, dz, v, u):
     """v_k = W_k dz and u_k = W_k^T dz for every shell k in one pass over W (K, N, N) float32."""
     n_shells, n = weights.shape[0], weights.shape[1]
-    for k in prange(n_shells):
+    for k in range(n_shells):
         for j in range(n):
             u[k, j] = 0.0
         for i in range(n):
@@ -222,7 +238,6 @@ def _sign(x):
     return 1.0 if x > 0.0 else (-1.0 if x < 0.0 else 0.0)
 
 
-@numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
 def _train_sample(theta, m_adam, v_adam, adam, x_state, features, target, weights, c_true, loss_code, loss_par,
                   corr_weights, spec1, spec2, spec_head, att, terms):
     """One sample: forward, loss, gradient, Adam update (in place on theta, m_adam, v_adam).
@@ -270,28 +285,40 @@ def _train_sample(theta, m_adam, v_adam, adam, x_state, features, target, weight
     y = np.empty(n)
     chunk = (n + N_CHUNKS - 1) // N_CHUNKS
 
+    f1 = np.empty(m)  # f_1^k, and the bottleneck weights, as float64 rows (1-D slices vectorise, see _head_forward)
+    for k in range(m):
+        f1[k] = theta[f_off + k]
+    wb = np.empty((nb, m))
+    for j in range(nb):
+        for k in range(m):
+            wb[j, k] = theta[wb_off + j * m + k]
+
     # ---- forward, particles in chunks (names inside the parallel loops are private to them)
     for c in prange(N_CHUNKS):
         i0, i1 = c * chunk, min(n, (c + 1) * chunk)
+        sw = np.empty(m)
         for i in range(i0, i1):
+            fi = features[i]
+            wi = w_att[i]
             mx = -np.inf
             for k in range(m):
-                a_ik = features[i, k] * theta[f_off + k] + cst[k]
-                w_att[i, k] = a_ik
-                if a_ik > mx:
-                    mx = a_ik
+                a_ik = fi[k] * f1[k] + cst[k]
+                wi[k] = a_ik
+                mx = max(mx, a_ik)
             z_sum = 0.0
             for k in range(m):
-                e_ik = _exp_nonpositive(w_att[i, k] - mx)
-                w_att[i, k] = e_ik
+                e_ik = _exp_nonpositive(wi[k] - mx)
+                wi[k] = e_ik
                 z_sum += e_ik
             inv = 1.0 / z_sum
             for k in range(m):
-                w_att[i, k] *= inv
+                wi[k] *= inv
+                sw[k] = fi[k] * wi[k]
             for j in range(nb):
+                wbj = wb[j]
                 pre = np.float64(theta[bb_off + j])
                 for k in range(m):
-                    pre += theta[wb_off + j * m + k] * (features[i, k] * w_att[i, k])
+                    pre += wbj[k] * sw[k]
                 b_out[i, j] = _elu(pre)
                 act[0, j, i] = b_out[i, j]
             for j in range(n2):
@@ -382,10 +409,6 @@ def _train_sample(theta, m_adam, v_adam, adam, x_state, features, target, weight
     acc_m2 = np.zeros((N_CHUNKS, max(n2, 1)))
     acc_f1 = np.zeros((N_CHUNKS, m))
     acc_wb = np.zeros((N_CHUNKS, nb, m))
-    wb = np.empty((nb, m))
-    for j in range(nb):
-        for k in range(m):
-            wb[j, k] = theta[wb_off + j * m + k]
     for c in prange(N_CHUNKS):
         i0, i1 = c * chunk, min(n, (c + 1) * chunk)
         g_head = np.empty((2, head_width, max(i1 - i0, 1)))
@@ -401,21 +424,27 @@ def _train_sample(theta, m_adam, v_adam, adam, x_state, features, target, weight
             for j in range(nb):
                 gb[j] = g_head[r, j, i - i0] * _elu_slope(b_out[i, j])
                 g_chunk[bb_off + j] += gb[j]
+            fi = features[i]
+            wi = w_att[i]
             for k in range(m):
                 uk[k] = 0.0
             for j in range(nb):
                 gbj = gb[j]
+                wbj = wb[j]
+                acc_j = acc_wb[c, j]
                 for k in range(m):
-                    uk[k] += gbj * wb[j, k]  # G_k
-                    acc_wb[c, j, k] += gbj * (features[i, k] * w_att[i, k])
+                    uk[k] += gbj * wbj[k]  # G_k
+                    acc_j[k] += gbj * (fi[k] * wi[k])
             w_dot_u = 0.0
             for k in range(m):
-                uk[k] *= features[i, k]  # u_k = G_k S_k
-                w_dot_u += w_att[i, k] * uk[k]
+                uk[k] *= fi[k]  # u_k = G_k S_k
+                w_dot_u += wi[k] * uk[k]
+            acc_f1_c = acc_f1[c]
+            acc_cst_c = acc_cst[c]
             for k in range(m):
-                da = w_att[i, k] * (uk[k] - w_dot_u)
-                acc_f1[c, k] += da * features[i, k]
-                acc_cst[c, k] += da
+                da = wi[k] * (uk[k] - w_dot_u)
+                acc_f1_c[k] += da * fi[k]
+                acc_cst_c[k] += da
 
     grad = np.zeros(n_par)
     g_cst = np.zeros(m)
@@ -458,6 +487,20 @@ def _train_sample(theta, m_adam, v_adam, adam, x_state, features, target, weight
             theta[p] = theta[p] - step_size * np.float64(m_adam[p]) / (math.sqrt(np.float64(v_adam[p])) / bias2_sqrt
                                                                          + eps_adam)
     return grad
+
+
+def _compiled(fn, name: str, parallel: bool):
+    """``fn`` compiled by numba under its own name (so that the on-disk caches of the variants stay apart)."""
+    clone = types.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+    clone.__qualname__ = name
+    clone.__doc__ = fn.__doc__
+    return numba.njit(cache=True, parallel=parallel, fastmath=_FASTMATH)(clone)
+
+
+# One thread: the serial build (prange = range). A parallel region costs a thread wake-up per call, ~0.1 ms on a
+# busy machine (numba's workqueue layer), which is a large part of a ~1 ms sample: only worth it with >= 2 threads.
+_train_sample_serial = _compiled(_train_sample, "_train_sample_serial", parallel=False)
+_train_sample_parallel = _compiled(_train_sample, "_train_sample_parallel", parallel=True)
 
 
 # ------------------------------------------------------------------------------------------------ driver
@@ -643,7 +686,8 @@ class FusedTrainingStep:
             adam[1] = 0.0  # lr 0: the kernel skips the update
         theta = self.theta if update else self.theta.copy()
         m, v = (self.m, self.v) if update else (self.m.copy(), self.v.copy())
-        self.last_gradient = _train_sample(theta, m, v, adam, x, features, target, weights, c_true, code, par,
+        kernel = _train_sample_parallel if numba.get_num_threads() > 1 else _train_sample_serial
+        self.last_gradient = kernel(theta, m, v, adam, x, features, target, weights, c_true, code, par,
                                            self.corr_weights, self.spec1, self.spec2, self.spec_head, self.att,
                                            self.terms)
         t = self.terms

@@ -125,6 +125,9 @@ class TGlassMLPModule(pl.LightningModule):
             sample in one numba kernel; ~3x fewer CPU seconds per sample than the torch step). 'auto' (default):
             when the network, loss, optimiser and device are ones it implements, else the torch step (logged);
             True: required (an error says what is unsupported); False: the torch step.
+        fused_threads: threads of the fused kernel; None: torch's intra-op thread count. Default 1: a parallel
+            region waits for all its threads, and on a machine whose cores also run other work a step then
+            took ~85 ms instead of ~0.9 ms (measured with one core busy); use 2 only on otherwise idle cores.
 
     Batches are the dicts of :class:`~tglassmlp.data.datamodule.PropensityDataset` (batches of one sample).
     After ``trainer.test``: ``test_records`` holds every evaluated sample (for figures), ``test_metrics`` the
@@ -133,11 +136,14 @@ class TGlassMLPModule(pl.LightningModule):
 
     def __init__(self, network: nn.Module, loss: GlassMLPLoss, schedule: Mapping | Sequence[TrainingStage],
                  label_std: float | None = None, descriptor_scaler: Mapping | None = None,
-                 compile: bool = False, fused: bool | str = "auto"):
+                 compile: bool = False, fused: bool | str = "auto", fused_threads: int | None = 1):
         super().__init__()
         if fused not in (True, False, "auto"):
             raise ValueError(f"fused must be true, false or 'auto', got {fused!r}")
         self.fused = fused
+        if fused_threads is not None and (isinstance(fused_threads, bool) or int(fused_threads) < 1):
+            raise ValueError(f"fused_threads must be a positive integer or null, got {fused_threads!r}")
+        self.fused_threads = None if fused_threads is None else int(fused_threads)
         self._fused = None  # the FusedTrainingStep while fitting with the fused kernel
         # manual optimisation: several samples per Lightning step, each its own Adam step (training_step)
         self.automatic_optimization = False
@@ -249,7 +255,7 @@ class TGlassMLPModule(pl.LightningModule):
                 raise FusedUnsupportedError(f"module.fused=true: {exc}") from None
             log.info("training with the torch step (the fused kernel does not apply: %s)", exc)
             return
-        threads = set_kernel_threads(torch.get_num_threads())
+        threads = set_kernel_threads(self.fused_threads or torch.get_num_threads())
         log.info("training with the fused numba kernel (tglassmlp.model.fused), %d thread(s)", threads)
         self._fused = fused
 
