@@ -295,7 +295,7 @@ def _train_sample(theta, m_adam, v_adam, adam, x_state, features, target, weight
 
     # ---- forward, particles in chunks (names inside the parallel loops are private to them)
     for c in prange(N_CHUNKS):
-        i0, i1 = c * chunk, min(n, (c + 1) * chunk)
+        i0, i1 = min(n, c * chunk), min(n, (c + 1) * chunk)  # the last chunks may be empty
         sw = np.empty(m)
         for i in range(i0, i1):
             fi = features[i]
@@ -410,7 +410,7 @@ def _train_sample(theta, m_adam, v_adam, adam, x_state, features, target, weight
     acc_f1 = np.zeros((N_CHUNKS, m))
     acc_wb = np.zeros((N_CHUNKS, nb, m))
     for c in prange(N_CHUNKS):
-        i0, i1 = c * chunk, min(n, (c + 1) * chunk)
+        i0, i1 = min(n, c * chunk), min(n, (c + 1) * chunk)  # the last chunks may be empty
         g_head = np.empty((2, head_width, max(i1 - i0, 1)))
         gb = np.empty(nb)
         uk = np.empty(m)
