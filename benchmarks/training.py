@@ -41,6 +41,7 @@ Writes benchmarks/results/training.{md,json} (``--out-dir`` to change).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import json
 import math
@@ -290,6 +291,58 @@ def time_fused_loop(cfg, kind, batches, steps, warmup):
     return rate(wall, cpu, warmup)
 
 
+class EpochClock(pl.Callback):
+    """Wall and CPU time at the end of every training epoch and the total of validation passes."""
+
+    def __init__(self):
+        self.epochs, self.validation_s = [], 0.0
+
+    def on_train_epoch_end(self, trainer, module):
+        self.epochs.append((time.perf_counter(), time.process_time(), self.validation_s))
+
+    def on_validation_epoch_start(self, trainer, module):
+        self._v = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer, module):
+        self.validation_s += time.perf_counter() - self._v
+
+
+def run_full_schedule(cfg, train_ds, test_ds, run_dir, fused_threads=1) -> dict:
+    """Trainer.fit of ONE network over the whole Table II schedule (conf/schedule/paper.yaml: 85 MSE + 50
+    full-loss epochs) on the paper-sized synthetic data, validation every check_val_every_n_epoch epochs on the
+    test structures, as train.py runs it (module config from conf/train.yaml; logger and checkpoints off)."""
+    network = instantiate(cfg.model, n_descriptors=N_FEATURES)
+    loss = instantiate(cfg.loss, label_std=BENCH["label_std"])
+    t, c = zip(*BENCH["state_points"])
+    network.set_state_normalization(list(t), list(c))
+    module_cfg = OmegaConf.merge(cfg.module, {"fused_threads": fused_threads})
+    module = call_with_objects(module_cfg, network=network, loss=loss,
+                               schedule=OmegaConf.to_container(cfg.schedule, resolve=True), label_std=BENCH["label_std"])
+    train_loader = torch.utils.data.DataLoader(train_ds, batch_size=PER_STEP, shuffle=True, collate_fn=list)
+    val_loader = torch.utils.data.DataLoader(test_ds, batch_size=None, shuffle=False)
+    tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    tcfg.pop("_target_")
+    tcfg.update(max_epochs=module.total_epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                enable_checkpointing=False, default_root_dir=str(run_dir))
+    clock = EpochClock()
+    trainer = pl.Trainer(callbacks=[clock], **tcfg)
+    w0, c0 = time.perf_counter(), time.process_time()
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    # training time per epoch: the interval between epoch ends minus the validation passes inside it
+    per_epoch = np.diff([w0] + [e[0] for e in clock.epochs]) - np.diff([0.0] + [e[2] for e in clock.epochs])
+    kinds = [module.stage_at(e).loss for e in range(len(per_epoch))]
+    return {"epochs": len(per_epoch), "samples_per_epoch": len(train_ds), "validation_samples": len(test_ds),
+            "wall_s": wall, "wall_min": wall / 60, "cpu_s": cpu, "validation_wall_s": clock.validation_s,
+            "fused_threads": fused_threads, "step_backend": module.step_backend,
+            "mean_epoch_s": {k: float(np.mean([p for p, q in zip(per_epoch, kinds) if q == k])) for k in set(kinds)},
+            "ms_per_sample": {k: 1e3 * float(np.mean([p for p, q in zip(per_epoch, kinds) if q == k])) / len(train_ds)
+                              for k in set(kinds)},
+            "global_step": int(trainer.global_step), "meets_30_min": bool(wall < TARGET_S),
+            "final_train_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
+            "final_val_pearson": float(trainer.callback_metrics.get("val/avg/pearson", float("nan")))}
+
+
 def stack(items: list[dict]) -> dict:
     """Several batches of one concatenated into one batch of len(items) samples."""
     return {k: torch.cat([it[k] for it in items]) for k in items[0]}
@@ -412,6 +465,11 @@ def main(argv=None):
     ap.add_argument("--structures", type=int, default=None,
                     help=f"distinct training structures held in memory (default {N_TRAIN_STRUCTURES}; quick 20)")
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--full-schedule", action="store_true",
+                    help="also RUN one network's whole Table II schedule (85 + 50 epochs of 7500 samples, ~20 min) "
+                         "and time it; written to training_full_schedule.{md,json}")
+    ap.add_argument("--full-schedule-only", action="store_true", help="only the --full-schedule run")
+    ap.add_argument("--fused-threads", type=int, default=1, help="threads of the fused kernel in the full run")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     ap.add_argument("--render", type=Path, default=None, help=argparse.SUPPRESS)  # re-write the .md from a .json
     args = ap.parse_args(argv)
@@ -462,6 +520,11 @@ def main(argv=None):
     gen = torch.Generator().manual_seed(0)
     pick = torch.randperm(len(ds), generator=gen)[:64].tolist()
     collated = [ds[i] for i in pick]  # items are batches of one already
+
+    if args.full_schedule or args.full_schedule_only:
+        full_schedule(args, cfg, structures, samples, state_points, info, command, started, radii, width)
+        if args.full_schedule_only:
+            return
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -519,6 +582,51 @@ def main(argv=None):
     (args.out_dir / "training.json").write_text(json.dumps(result, indent=1))
     (args.out_dir / "training.md").write_text(markdown(result))
     print((args.out_dir / "training.md").read_text())
+
+
+def full_schedule(args, cfg, structures, samples, state_points, info, command, started, radii, width):
+    """The measured full schedule: 150 training structures (all in memory) + N_TEST_STRUCTURES test structures."""
+    rng = np.random.default_rng(SEED + 1)
+    test_structures, test_latents = make_structures(N_TEST_STRUCTURES, rng)
+    # one structure list, as the data module keeps it: the module caches label correlations by structure index
+    n_train = len(structures)
+    for k, r in enumerate(test_structures):
+        r.index = n_train + k
+    test_samples = [dataclasses.replace(x, structure=x.structure + n_train)
+                    for x in make_samples(test_latents, state_points)]
+    all_structures = list(structures) + test_structures
+    cache: dict = {}
+    train_ds = PropensityDataset(samples, all_structures, cache, radii, width)
+    test_ds = PropensityDataset(test_samples, all_structures, cache, radii, width)
+    print(f"full schedule: {len(train_ds)} training samples/epoch, {len(test_ds)} validation samples, "
+          f"fused threads {args.fused_threads} ...", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        r = run_full_schedule(cfg, train_ds, test_ds, tmp, fused_threads=args.fused_threads)
+    r.update(machine=info, command=command, date=started, load_average_at_end=load())
+    print(json.dumps({k: v for k, v in r.items() if k != "machine"}, indent=1), flush=True)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "training_full_schedule.json").write_text(json.dumps(r, indent=1))
+    m = r["machine"]
+    lines = ["# One network's full Table II schedule, run (not projected)", "",
+             f"- date: {r['date']}", f"- command: `{r['command']}`",
+             f"- machine: {m['uname']}; {m['cpu_model']}; {m['usable_cores']} usable cores (shared); torch {m['torch']}; "
+             f"git {m['git_commit']}",
+             f"- load average at start {m['load_average_at_start']}, at end {r['load_average_at_end']}",
+             f"- data: {len(structures)} synthetic training structures x {len(state_points)} state points = "
+             f"{r['samples_per_epoch']} samples per epoch (600 particles x 172 descriptors), {r['validation_samples']} "
+             "validation samples; conf/train.yaml as train.py composes it (module.fused=auto, "
+             f"fused_threads={r['fused_threads']}, data.samples_per_batch = {PER_STEP}), logger and checkpoints off",
+             f"- training steps ran on: {r['step_backend']}",
+             "", "| epochs | optimiser steps | wall [min] | CPU [min] | validation [min] | MSE epoch [s] (ms/sample) | "
+             "full-loss epoch [s] (ms/sample) | < 30 min? |", "|---|---|---|---|---|---|---|---|",
+             f"| {r['epochs']} | {r['global_step']} | {r['wall_min']:.1f} | {r['cpu_s'] / 60:.1f} | "
+             f"{r['validation_wall_s'] / 60:.1f} | {r['mean_epoch_s'].get('mse', float('nan')):.1f} "
+             f"({r['ms_per_sample'].get('mse', float('nan')):.2f}) | "
+             f"{r['mean_epoch_s'].get('glassmlp', float('nan')):.1f} ({r['ms_per_sample'].get('glassmlp', float('nan')):.2f}) "
+             f"| {'yes' if r['meets_30_min'] else 'no'} |", "",
+             f"Final training loss {r['final_train_loss']:.4f}; validation Pearson (synthetic labels) "
+             f"{r['final_val_pearson']:.3f}.", ""]
+    (args.out_dir / "training_full_schedule.md").write_text("\n".join(lines))
 
 
 def project(result) -> dict:

@@ -285,6 +285,7 @@ def test_fused_kernel_trains_like_the_torch_step(dm, tmp_path):
 
     runs = {fused: fit(fused) for fused in (False, True)}
     (t_torch, m_torch), (t_fused, m_fused) = runs[False], runs[True]
+    assert (m_fused.step_backend, m_torch.step_backend) == ("fused", "torch")
     assert t_fused.global_step == t_torch.global_step == 2 * len(dm.train_samples)
     for key in ("train/loss", "train/glassmlp/l1", "train/glassmlp/l2_1", "train/glassmlp/l4"):
         assert float(t_fused.callback_metrics[key]) == pytest.approx(float(t_torch.callback_metrics[key]), rel=1e-4)

@@ -145,6 +145,8 @@ class TGlassMLPModule(pl.LightningModule):
             raise ValueError(f"fused_threads must be a positive integer or null, got {fused_threads!r}")
         self.fused_threads = None if fused_threads is None else int(fused_threads)
         self._fused = None  # the FusedTrainingStep while fitting with the fused kernel
+        #: what the last fit's training steps ran on: 'fused' (numba kernel) or 'torch' (None before a fit)
+        self.step_backend: str | None = None
         # manual optimisation: several samples per Lightning step, each its own Adam step (training_step)
         self.automatic_optimization = False
         self.compile = bool(compile)
@@ -242,6 +244,7 @@ class TGlassMLPModule(pl.LightningModule):
     def _start_fused(self) -> None:
         """Decide between the fused kernel and the torch step for this fit (``fused`` argument)."""
         self._fused = None
+        self.step_backend = "torch"
         if self.fused is False:
             return
         from tglassmlp.model.fused import FusedTrainingStep, FusedUnsupportedError, set_kernel_threads
@@ -258,6 +261,7 @@ class TGlassMLPModule(pl.LightningModule):
         threads = set_kernel_threads(self.fused_threads or torch.get_num_threads())
         log.info("training with the fused numba kernel (tglassmlp.model.fused), %d thread(s)", threads)
         self._fused = fused
+        self.step_backend = "fused"
 
     def _fused_steps(self, samples, stage) -> None:
         """The samples' optimiser steps in the fused kernel; parameters and Adam state go back to torch after."""
