@@ -674,6 +674,9 @@ class FusedTrainingStep:
             weights = np.ascontiguousarray(weights.numpy(), dtype=np.float32)
             if self.label_std is None:
                 raise ValueError("label_std (std of the training labels) is needed for the GlassMLP loss")
+            if target_correlation is None:  # C_k of the labels (the module caches it per sample)
+                with torch.no_grad():
+                    target_correlation = self.loss.target_correlation(sample["target"], sample["neighbour_weights"])
             c_true = np.asarray(target_correlation.detach().reshape(-1).numpy(), dtype=np.float64)
             par = np.array([self.loss.weight_mae, self.loss.weight_variance, self.label_std, self.loss.eps])
         else:
