@@ -3,10 +3,10 @@
 Why it exists: one training sample (the paper's batch: the N_0 = 600 type-0 particles of one structure at one
 state point, 172 descriptors each) is about 1 MFLOP of arithmetic, but a torch step costs 2-4 ms on a CPU core,
 almost all of it per-operator overhead (~150 small operators in forward, backward and Adam). The paper's
-schedule is ~1e6 such optimiser steps, so overhead set the time of a network (45-55 min,
-benchmarks/results/training.md). Here the equations of the network (Eqs. 5-7, App. B), of the two losses
-(:mod:`tglassmlp.model.loss`) and their hand-derived gradients run in one numba kernel per sample, with the
-particles split over threads, followed by the Adam update in the same call.
+schedule is ~1e6 such optimiser steps, so overhead set the time of a network (55-67 min projected with the torch
+step; 20 min measured with this kernel, benchmarks/results/training*.md). Here the equations of the network
+(Eqs. 5-7, App. B), of the two losses (:mod:`tglassmlp.model.loss`) and their hand-derived gradients run in one
+numba kernel per sample, followed by the Adam update in the same call.
 
 The torch network stays the model. :meth:`FusedTrainingStep.pull` copies its parameters and the Adam moments
 (torch.optim.Adam's state format) into flat arrays before a group of samples; :meth:`push` writes them back, so
@@ -497,8 +497,9 @@ def _compiled(fn, name: str, parallel: bool):
     return numba.njit(cache=True, parallel=parallel, fastmath=_FASTMATH)(clone)
 
 
-# One thread: the serial build (prange = range). A parallel region costs a thread wake-up per call, ~0.1 ms on a
-# busy machine (numba's workqueue layer), which is a large part of a ~1 ms sample: only worth it with >= 2 threads.
+# One thread: the serial build (prange = range). A parallel region costs a thread wake-up per call: with 2 threads
+# a sample took 1.30 ms against 0.83 ms serial even on idle cores, and ~85 ms with one core busy elsewhere
+# (benchmarks/results/training.md); the parallel build is kept for machines where that balance differs.
 _train_sample_serial = _compiled(_train_sample, "_train_sample_serial", parallel=False)
 _train_sample_parallel = _compiled(_train_sample, "_train_sample_parallel", parallel=True)
 
