@@ -267,16 +267,12 @@ class TGlassMLPModule(pl.LightningModule):
         """The samples' optimiser steps in the fused kernel; parameters and Adam state go back to torch after."""
         optimizer = self.optimizers()
         raw = getattr(optimizer, "optimizer", optimizer)
-        fused, sums = self._fused, self._train_sums
+        fused = self._fused
         fused.pull(raw)
         try:
             for sample in samples:
                 terms = fused.step(sample, stage.loss, self._label_correlation(sample, stage.loss))
-                sums["train/loss"] = sums.get("train/loss", 0.0) + terms.pop("loss")
-                for name, value in terms.items():
-                    key = f"train/{stage.loss}/{name}"
-                    sums[key] = sums.get(key, 0.0) + value
-                self._train_count += 1
+                self._add_to_epoch_means(stage, terms)
                 # Lightning counts optimiser steps (trainer.global_step) in LightningOptimizer.step's hooks
                 for hook in ("_on_before_step", "_on_after_step"):
                     getattr(optimizer, hook, lambda: None)()
@@ -292,20 +288,23 @@ class TGlassMLPModule(pl.LightningModule):
         if self._fused is not None:
             return self._fused_steps(samples, stage)
         optimizer = self.optimizers()
-        # per-epoch means only, summed here and logged once in on_train_epoch_end: per-step rows would flood
-        # the tracking store, and Lightning's per-call bookkeeping costs about as much as a step
-        sums = self._train_sums
         for sample in samples:
             total, terms = self._forward_and_loss(sample, stage.loss)
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(total)
             optimizer.step()
-            sums["train/loss"] = sums.get("train/loss", 0.0) + float(total.detach())
-            for name, value in terms.items():
-                if name != "loss":
-                    key = f"train/{stage.loss}/{name}"
-                    sums[key] = sums.get(key, 0.0) + float(value)
-            self._train_count += 1
+            self._add_to_epoch_means(stage, {**terms, "loss": total.detach()})
+
+    def _add_to_epoch_means(self, stage, terms) -> None:
+        """Sum one sample's loss terms ({'loss': total, name: value}) into this epoch's means.
+
+        Per-epoch means only, logged once in on_train_epoch_end: per-step rows would flood the tracking store,
+        and Lightning's per-call bookkeeping costs about as much as a step."""
+        sums = self._train_sums
+        for name, value in terms.items():
+            key = "train/loss" if name == "loss" else f"train/{stage.loss}/{name}"
+            sums[key] = sums.get(key, 0.0) + float(value)
+        self._train_count += 1
 
     def on_train_epoch_end(self) -> None:
         if self._train_count:
