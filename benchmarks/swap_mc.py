@@ -206,8 +206,14 @@ def write(out: dict):
     e = out["equilibration_T015"]
     lines += ["", "## Wall time to one equilibrated N = 1290 structure at T = 0.15", ""]
     if e.get("measured"):
-        lines += [f"- measured: criterion met = {e['criterion_met']}, {e['sweeps_total']} sweeps, "
-                  f"{e['wall_time_s']:.0f} s wall; tau_Q = {e['tau_overlap']}, reasons: {e['reasons']}"]
+        tau = e["tau_overlap"]
+        lines += [f"- measured (capped at the wall time of `--full-minutes`, from a random start): criterion met = "
+                  f"{e['criterion_met']} after {e['sweeps_total']} sweeps, {e['wall_time_s'] / 60:.1f} min of one "
+                  f"core; E/N over the two halves of the window {e['energy_halves'][0]:.4f} / "
+                  f"{e['energy_halves'][1]:.4f} (stationarity z = {e['stationarity_z']:.1f}); tau_Q in the window "
+                  f"{'> window' if tau is None else f'{tau:.3g} sweeps'} (of a system still ageing); swap acceptance "
+                  f"{e['acceptance_swap']:.2e}",
+                  f"- why not met: {'; '.join(e['reasons'])}"]
     else:
         if e["sweeps_needed"] is None:
             lines += [f"- NOT measured (`--quick`): {e['note']}"]
