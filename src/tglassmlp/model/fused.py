@@ -78,65 +78,9 @@ def _exp_nonpositive(x):
 
 
 @numba.njit(cache=True, inline="always")
-def _elu(x):
-    return x if x > 0.0 else math.expm1(x)
-
-
-@numba.njit(cache=True, inline="always")
 def _elu_slope(out):
     # derivative of ELU expressed by its output: 1 for x > 0, exp(x) = ELU(x) + 1 otherwise
     return 1.0 if out > 0.0 else out + 1.0
-
-
-@numba.njit(cache=True, fastmath=_FASTMATH)
-def _mlp_forward(theta, spec, x, outs):
-    """Dense layers ``spec`` (L, 4: weight offset, bias offset, n_in, n_out), ELU after all but the last.
-    x: (n_in,) input; outs: (L, max width) per-layer outputs (written)."""
-    n_layers = spec.shape[0]
-    for layer in range(n_layers):
-        w_off, b_off, n_in, n_out = spec[layer, 0], spec[layer, 1], spec[layer, 2], spec[layer, 3]
-        for o in range(n_out):
-            s = np.float64(theta[b_off + o])
-            row = w_off + o * n_in
-            if layer == 0:
-                for q in range(n_in):
-                    s += theta[row + q] * x[q]
-            else:
-                for q in range(n_in):
-                    s += theta[row + q] * outs[layer - 1, q]
-            outs[layer, o] = _elu(s) if layer < n_layers - 1 else s
-
-
-@numba.njit(cache=True, fastmath=_FASTMATH)
-def _mlp_backward(theta, spec, x, outs, g_out, grad, g_in, scratch):
-    """Back-propagate g_out (gradient of the last layer's output) through ``spec``; adds parameter gradients to
-    ``grad`` and writes the input gradient to g_in. scratch: (2, max width) work space."""
-    n_layers = spec.shape[0]
-    g = scratch[0]
-    g_prev = scratch[1]
-    last_out = spec[n_layers - 1, 3]
-    for o in range(last_out):
-        g[o] = g_out[o]
-    for layer in range(n_layers - 1, -1, -1):
-        w_off, b_off, n_in, n_out = spec[layer, 0], spec[layer, 1], spec[layer, 2], spec[layer, 3]
-        if layer < n_layers - 1:
-            for o in range(n_out):
-                g[o] *= _elu_slope(outs[layer, o])
-        for q in range(n_in):
-            g_prev[q] = 0.0
-        for o in range(n_out):
-            go = g[o]
-            grad[b_off + o] += go
-            row = w_off + o * n_in
-            for q in range(n_in):
-                inp = x[q] if layer == 0 else outs[layer - 1, q]
-                grad[row + q] += go * inp
-                g_prev[q] += theta[row + q] * go
-        for q in range(n_in):
-            g[q] = g_prev[q]
-    n_in0 = spec[0, 2]
-    for q in range(n_in0):
-        g_in[q] = g[q]
 
 
 @numba.njit(cache=True, inline="always")
@@ -148,9 +92,10 @@ def _elu_select(x):
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
-def _head_forward(theta, spec, act, i0, i1):
-    """Dense layers ``spec`` for particles i0..i1 at once (the particle index innermost, so loops vectorise).
-    act: (L + 1, width, N); act[0] holds the input rows, act[l + 1] receives layer l's output (ELU but last).
+def _dense_forward(theta, spec, act, i0, i1):
+    """Dense layers ``spec`` (L, 4: weight offset, bias offset, n_in, n_out; ELU after all but the last) for rows
+    i0..i1 at once (the row index innermost, so loops vectorise): the head over particles, MLP1/MLP2 over one row.
+    act: (L + 1, width, R); act[0] holds the input rows, act[l + 1] receives layer l's output.
     1-D slices and a separate accumulator let LLVM vectorise (indexing rows of one 3-D array did not: 4x slower)."""
     n_layers = spec.shape[0]
     count = i1 - i0
@@ -176,10 +121,10 @@ def _head_forward(theta, spec, act, i0, i1):
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
-def _head_backward(theta, spec, act, i0, i1, g, grad):
-    """Back-propagate g[0, 0, :count] (gradient of the single output for particles i0..i1) through ``spec``; adds
-    parameter gradients to ``grad``. g: (2, width, >= count) work space. Returns r: g[r, q, :count] is the
-    gradient of input row q."""
+def _dense_backward(theta, spec, act, i0, i1, g, grad):
+    """Back-propagate g[0, o, :count] (gradient of the last layer's output o for rows i0..i1) through ``spec``;
+    adds parameter gradients to ``grad``. g: (2, width, >= count) work space. Returns r: g[r, q, :count] is the
+    gradient of input q."""
     n_layers = spec.shape[0]
     count = i1 - i0
     cur = 0
@@ -255,19 +200,22 @@ def _train_sample(theta, m_adam, v_adam, adam, x_state, features, target, weight
     f4_off = f_off + (n_state + 1) * m
 
     # ---- state MLPs (one state point, shared by all particles)
-    width1 = 1
+    width1 = N_STATE_FEATURES
     for layer in range(spec1.shape[0]):
         width1 = max(width1, spec1[layer, 3])
-    width2 = 1
+    width2 = N_STATE_FEATURES
     for layer in range(spec2.shape[0]):
         width2 = max(width2, spec2[layer, 3])
-    outs1 = np.zeros((spec1.shape[0], max(width1, N_STATE_FEATURES)))
-    outs2 = np.zeros((spec2.shape[0], max(width2, N_STATE_FEATURES)))
-    _mlp_forward(theta, spec1, x_state, outs1)
-    _mlp_forward(theta, spec2, x_state, outs2)
-    m1 = outs1[spec1.shape[0] - 1, :n_state]
+    outs1 = np.zeros((spec1.shape[0] + 1, width1, 1))
+    outs2 = np.zeros((spec2.shape[0] + 1, width2, 1))
+    for q in range(N_STATE_FEATURES):
+        outs1[0, q, 0] = x_state[q]
+        outs2[0, q, 0] = x_state[q]
+    _dense_forward(theta, spec1, outs1, 0, 1)
+    _dense_forward(theta, spec2, outs2, 0, 1)
+    m1 = outs1[spec1.shape[0], :n_state, 0]
     n2 = spec2[spec2.shape[0] - 1, 3]
-    m2 = outs2[spec2.shape[0] - 1, :n2]
+    m2 = outs2[spec2.shape[0], :n2, 0]
     cst = np.empty(m)  # f_4^k + sum_n m1^n f_{n+1}^k: the state and bias part of the logits, Eq. (5)
     for k in range(m):
         cst_k = np.float64(theta[f4_off + k])
@@ -285,7 +233,7 @@ def _train_sample(theta, m_adam, v_adam, adam, x_state, features, target, weight
     y = np.empty(n)
     chunk = (n + N_CHUNKS - 1) // N_CHUNKS
 
-    f1 = np.empty(m)  # f_1^k, and the bottleneck weights, as float64 rows (1-D slices vectorise, see _head_forward)
+    f1 = np.empty(m)  # f_1^k, and the bottleneck weights, as float64 rows (1-D slices vectorise, see _dense_forward)
     for k in range(m):
         f1[k] = theta[f_off + k]
     wb = np.empty((nb, m))
@@ -319,11 +267,11 @@ def _train_sample(theta, m_adam, v_adam, adam, x_state, features, target, weight
                 pre = np.float64(theta[bb_off + j])
                 for k in range(m):
                     pre += wbj[k] * sw[k]
-                b_out[i, j] = _elu(pre)
+                b_out[i, j] = _elu_select(pre)
                 act[0, j, i] = b_out[i, j]
             for j in range(n2):
                 act[0, nb + j, i] = m2[j]
-        _head_forward(theta, spec_head, act, i0, i1)
+        _dense_forward(theta, spec_head, act, i0, i1)
         for i in range(i0, i1):
             y[i] = act[n_head, 0, i]
 
@@ -417,7 +365,7 @@ def _train_sample(theta, m_adam, v_adam, adam, x_state, features, target, weight
         g_chunk = acc[c]
         for i in range(i0, i1):
             g_head[0, 0, i - i0] = gy[i]
-        r = _head_backward(theta, spec_head, act, i0, i1, g_head, g_chunk)
+        r = _dense_backward(theta, spec_head, act, i0, i1, g_head, g_chunk)
         for i in range(i0, i1):
             for j in range(n2):
                 acc_m2[c, j] += g_head[r, nb + j, i - i0]
@@ -466,11 +414,14 @@ def _train_sample(theta, m_adam, v_adam, adam, x_state, features, target, weight
         for q in range(n_state):
             grad[f_off + (q + 1) * m + k] += m1[q] * g_cst[k]
             g_m1[q] += theta[f_off + (q + 1) * m + k] * g_cst[k]
-    g_x = np.empty(N_STATE_FEATURES)
-    scratch1 = np.empty((2, max(width1, N_STATE_FEATURES)))
-    _mlp_backward(theta, spec1, x_state, outs1, g_m1, grad, g_x, scratch1)
-    scratch2 = np.empty((2, max(width2, N_STATE_FEATURES)))
-    _mlp_backward(theta, spec2, x_state, outs2, g_m2, grad, g_x, scratch2)
+    g1 = np.zeros((2, width1, 1))
+    for q in range(n_state):
+        g1[0, q, 0] = g_m1[q]
+    _dense_backward(theta, spec1, outs1, 0, 1, g1, grad)
+    g2 = np.zeros((2, width2, 1))
+    for q in range(n2):
+        g2[0, q, 0] = g_m2[q]
+    _dense_backward(theta, spec2, outs2, 0, 1, g2, grad)
 
     # ---- Adam (torch.optim.Adam without weight decay / amsgrad), adam[0] = step after increment
     step, lr, beta1, beta2, eps_adam = adam[0], adam[1], adam[2], adam[3], adam[4]
