@@ -4,6 +4,13 @@ Writes benchmarks/results/swap_mc.md and .json. Run one at a time (the machine's
 
     .venv/bin/python benchmarks/swap_mc.py --quick          # ~10 min: throughput + capped tau measurements
     .venv/bin/python benchmarks/swap_mc.py                  # + a full equilibrium_structure(0.15) run (<= 30 min)
+    .venv/bin/python benchmarks/swap_mc.py --throughput-only   # ~1 min: only the throughput table is redone
+
+Kernel A/B (writes benchmarks/results/swap_kernel_ab.md and .json; ~3 min): the current kernel against an
+earlier version of the module, on the same configurations, interleaved repeats, chains compared bit for bit:
+
+    git show <commit>:src/tglassmlp/physics/swap_mc.py > /tmp/swap_mc_old.py
+    nice -n 10 .venv/bin/python benchmarks/swap_mc.py --ab /tmp/swap_mc_old.py
 
 Times are in sweeps (N attempted moves). A decorrelation time that did not fall below 1/e within the run is
 reported as a lower bound ("> X"), never as a number; extrapolations are labelled as such.
@@ -13,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -36,6 +45,17 @@ from tglassmlp.physics.swap_mc import (
 RESULTS = Path(__file__).resolve().parent / "results"
 # snapshots per tau measurement run (Q(t) resolution = run length / this)
 SNAPSHOTS_PER_RUN = 200
+# throughput: system sizes (the issue's: one GlassBench box, 20 and 64 of them), sweeps annealed at T = 0.3
+# before timing, and attempted moves per timed run (~1-2 s of one core)
+THROUGHPUT_SIZES = (1290, 25800, 82560)
+THROUGHPUT_TEMPERATURE = 0.3
+MOVES_PER_TIMING = 1_300_000
+AB_REPEATS = 3
+
+
+def anneal_sweeps(n: int) -> int:
+    """Sweeps at T = 0.3 before timing: 400 at N = 1290, 20 above (a liquid-like local structure is enough)."""
+    return 400 if n <= 1290 else 20
 
 
 def machine() -> dict:
@@ -70,6 +90,129 @@ def fmt_tau(r: dict) -> str:
     return f"{r['tau']:.4g}" if r["tau"] is not None else f"> {r['lower_bound']} (Q = {r['q_end']:.2f} at end)"
 
 
+def prepared_sampler(system, n: int, seed: int) -> SwapMonteCarlo:
+    """A sampler at T = 0.3 on a random start melted at T = 2 and annealed (d adapted, then frozen)."""
+    box = system.box_for(n)
+    rng = np.random.default_rng(seed)
+    pos, types = _random_start(n, box, system.composition_for(n), rng)
+    mc = SwapMonteCarlo(2.0, rng=rng).reset(pos, types, box)
+    anneal = anneal_sweeps(n)
+    mc.adapt(anneal // 4)
+    mc.temperature = THROUGHPUT_TEMPERATURE
+    mc.adapt(anneal)
+    mc.reset_counters()
+    return mc
+
+
+def measure_throughput(system, seed: int) -> dict:
+    """Attempted moves per second with and without swaps at each of THROUGHPUT_SIZES (one core)."""
+    tp = {}
+    for n in THROUGHPUT_SIZES:
+        mc = prepared_sampler(system, n, seed)
+        sweeps = max(2, MOVES_PER_TIMING // n)
+        with_swaps = throughput(mc, sweeps, True)
+        without = throughput(mc, sweeps, False)
+        tp[str(n)] = dict(with_swaps=with_swaps, without_swaps=without,
+                          state=f"T = 0.3 after {anneal_sweeps(n)} annealing sweeps", sweeps_timed=sweeps,
+                          acceptance_displacement=mc.acceptance_displacement, acceptance_swap=mc.acceptance_swap,
+                          seconds_per_sweep_with_swaps=n / with_swaps)
+        print(f"N={n}: {with_swaps / 1e6:.2f} M moves/s with swaps, {without / 1e6:.2f} without", flush=True)
+    return tp
+
+
+def load_module_copy(path: str):
+    """Import a copy of an earlier swap_mc.py from ``path`` (a unique module name: numba's cache needs one)."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"--ab: no module file {path} (make it with `git show <commit>:"
+                                "src/tglassmlp/physics/swap_mc.py > /tmp/swap_mc_old.py`)")
+    name = f"swap_mc_ab_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and numba's cache look the module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def kernel_ab(old_path: str, seed: int, repeats: int = AB_REPEATS) -> dict:
+    """Old vs current kernel on the same configurations: moves/s (interleaved repeats) and bitwise chains.
+
+    For each N: one prepared configuration (current kernel), then per move set (with / without swaps) an old
+    and a new sampler from that configuration with the same seed and frozen step; ``repeats`` timed runs of
+    each, alternating old / new (so that a change of machine load hits both). The chains must then be the
+    same move for move: positions, types and energy traces compared bit for bit.
+    """
+    import tglassmlp.physics.swap_mc as new_module
+
+    start = dict(machine=machine(), date=datetime.datetime.now().isoformat(timespec="seconds"))
+    old_module = load_module_copy(old_path)
+    system = load_system()
+    rows = []
+    for n in THROUGHPUT_SIZES:
+        prep = prepared_sampler(system, n, seed)
+        pos, types, box, d = prep.positions, prep.types, prep.box, prep.max_displacement
+        sweeps = max(2, MOVES_PER_TIMING // n)
+        for swaps in (True, False):
+            samplers = {}
+            for name, module in (("old", old_module), ("new", new_module)):
+                mc = module.SwapMonteCarlo(THROUGHPUT_TEMPERATURE, seed=seed + 1, max_displacement=d)
+                mc.reset(pos, types, box)
+                mc.run(1, swaps=swaps)  # compiles (or loads from the cache) outside the timing
+                samplers[name] = mc
+            rates = {"old": [], "new": []}
+            for _ in range(repeats):
+                for name in ("old", "new"):
+                    rates[name].append(throughput(samplers[name], sweeps, swaps))
+            old, new = samplers["old"], samplers["new"]
+            identical = bool(np.array_equal(old.positions, new.positions) and np.array_equal(old.types, new.types)
+                             and np.array_equal(old.energy_trace, new.energy_trace))
+            row = dict(n=n, swaps=swaps, sweeps_per_timing=sweeps, old=rates["old"], new=rates["new"],
+                       old_median=float(np.median(rates["old"])), new_median=float(np.median(rates["new"])),
+                       bitwise_identical=identical, moves_per_chain=n * (1 + repeats * sweeps),
+                       acceptance_displacement=new.acceptance_displacement,
+                       acceptance_swap=new.acceptance_swap if swaps else None)
+            row["ratio"] = row["new_median"] / row["old_median"]
+            rows.append(row)
+            print(f"N={n} swaps={swaps}: old {row['old_median'] / 1e6:.3f} M/s, new {row['new_median'] / 1e6:.3f} "
+                  f"M/s, new/old {row['ratio']:.2f}, chains bitwise identical: {identical}", flush=True)
+    return dict(command=" ".join([sys.executable, *sys.argv]), **start, old_module=str(Path(old_path).resolve()),
+                old_module_git_blob=git_blob_id(old_path), repeats=repeats, rows=rows,
+                load_average_end=os.getloadavg())
+
+
+def git_blob_id(path) -> str:
+    """Git's object id of a file's content (``git log --find-object=<id>`` names the commits that had it)."""
+    data = Path(path).read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def write_ab(out: dict):
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "swap_kernel_ab.json").write_text(json.dumps(out, indent=1, default=str))
+    m = out["machine"]
+    lines = ["# Swap MC kernel A/B: per-cell copies vs the previous kernel", "",
+             f"- date: {out['date']}", f"- command: `{out['command']}`", f"- old kernel: `{out['old_module']}` (git blob {out['old_module_git_blob']}; "
+             "`git log --all --find-object=<blob>` names the commits with that file)",
+             f"- machine: {m['uname']}",
+             f"- cores: {m['cores']} (shared with other developers); load average at start: "
+             f"{', '.join(f'{x:.2f}' for x in m['load_average'])}; at the end: "
+             f"{', '.join(f'{x:.2f}' for x in out['load_average_end'])}",
+             f"- T = {THROUGHPUT_TEMPERATURE}, configurations melted at T = 2 and annealed at T = 0.3 (400 sweeps at "
+             "N = 1290, 20 above), d adapted then frozen; old and new samplers start from the same configuration "
+             f"and seed; {out['repeats']} timed runs of each (~1.3e6 attempted moves per run), alternating old / "
+             "new; one core; medians. 'bitwise' = positions, types and energy trace of the two chains equal bit for "
+             "bit after all timed runs.", "",
+             "| N | swaps | old [M moves/s] | new [M moves/s] | new / old | old runs | new runs | bitwise |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in out["rows"]:
+        runs = {k: ", ".join(f"{x / 1e6:.3f}" for x in r[k]) for k in ("old", "new")}
+        lines.append(f"| {r['n']} | {'yes' if r['swaps'] else 'no'} | {r['old_median'] / 1e6:.3f} | "
+                     f"{r['new_median'] / 1e6:.3f} | {r['ratio']:.2f} | {runs['old']} | {runs['new']} | "
+                     f"{r['bitwise_identical']} |")
+    (RESULTS / "swap_kernel_ab.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="skip the full T = 0.15 equilibration run")
@@ -79,7 +222,21 @@ def main(argv=None):
     ap.add_argument("--full-minutes", type=float, default=30.0, help="wall-time cap of the T = 0.15 run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--render-only", action="store_true", help="rewrite the .md from the existing .json")
+    ap.add_argument("--throughput-only", action="store_true",
+                    help="redo only the throughput table (the other sections are kept from the existing .json)")
+    ap.add_argument("--ab", metavar="OLD_SWAP_MC_PY",
+                    help="only the kernel A/B against this copy of an earlier swap_mc.py (swap_kernel_ab.md)")
     args = ap.parse_args(argv)
+    if args.ab:
+        write_ab(kernel_ab(args.ab, args.seed))
+        return
+    if args.throughput_only:
+        out = json.loads((RESULTS / "swap_mc.json").read_text())
+        out["throughput"] = measure_throughput(load_system(), args.seed)
+        out["throughput_run"] = dict(command=" ".join([sys.executable, *sys.argv]),
+                                     date=datetime.datetime.now().isoformat(timespec="seconds"), machine=machine())
+        write(out)
+        return
     if args.render_only:
         out = json.loads((RESULTS / "swap_mc.json").read_text())
         if not out["equilibration_T015"].get("measured"):
@@ -94,25 +251,8 @@ def main(argv=None):
                machine=machine(), settings=dict(swap_fraction=settings.swap_fraction,
                                                 swap_pairs=settings.swap_pairs))
 
-    # ---- throughput, N = 1290 at T = 0.3 (annealed briefly) and N = 82560 at T = 0.3 (short anneal)
-    tp = {}
-    for n, anneal in ((1290, 400), (82560, 20)):
-        box = system.box_for(n)
-        rng = np.random.default_rng(args.seed)
-        pos, types = _random_start(n, box, system.composition_for(n), rng)
-        mc = SwapMonteCarlo(2.0, rng=rng).reset(pos, types, box)
-        mc.adapt(anneal // 4)
-        mc.temperature = 0.3
-        mc.adapt(anneal)
-        sweeps = 200 if n == 1290 else 5
-        with_swaps = throughput(mc, sweeps, True)
-        without = throughput(mc, sweeps, False)
-        tp[n] = dict(with_swaps=with_swaps, without_swaps=without, state=f"T = 0.3 after {anneal} annealing sweeps",
-                     sweeps_timed=sweeps, acceptance_displacement=mc.acceptance_displacement,
-                     acceptance_swap=mc.acceptance_swap, seconds_per_sweep_with_swaps=n / with_swaps)
-        print(f"N={n}: {with_swaps / 1e6:.2f} M moves/s with swaps, {without / 1e6:.2f} without", flush=True)
-    out["throughput"] = {str(k): v for k, v in tp.items()}
-    sweep_s = tp[1290]["seconds_per_sweep_with_swaps"]
+    out["throughput"] = measure_throughput(system, args.seed)
+    sweep_s = out["throughput"]["1290"]["seconds_per_sweep_with_swaps"]
 
     # ---- decorrelation times: equilibrate with swaps (capped), then tau with and without swaps
     taus = []
@@ -187,8 +327,12 @@ def write(out: dict):
              f"{', '.join(f'{x:.2f}' for x in m['load_average'])}",
              f"- swap fraction {out['settings']['swap_fraction']}, pairs {out['settings']['swap_pairs']}; "
              "one sweep = N attempted moves; the kernel runs on one core", "",
-             "## Throughput (attempted moves per second, one core; measured)", "",
-             "| N | with swaps | without swaps | state | displacement / swap acceptance |", "|---|---|---|---|---|"]
+             "## Throughput (attempted moves per second, one core; measured)", ""]
+    if "throughput_run" in out:
+        tr = out["throughput_run"]
+        lines += [f"Measured separately (`--throughput-only`) on {tr['date']}: `{tr['command']}`; load average at "
+                  f"start {', '.join(f'{x:.2f}' for x in tr['machine']['load_average'])}.", ""]
+    lines += ["| N | with swaps | without swaps | state | displacement / swap acceptance |", "|---|---|---|---|---|"]
     for n, t in out["throughput"].items():
         lines.append(f"| {n} | {t['with_swaps'] / 1e6:.2f} M | {t['without_swaps'] / 1e6:.2f} M | {t['state']} | "
                      f"{t['acceptance_displacement']:.3f} / {t['acceptance_swap']:.4f} |")

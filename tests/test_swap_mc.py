@@ -83,15 +83,90 @@ def test_kernel_energy_and_cells_match_reference(warm_1290):
     e_ref = potential_energy(mc.positions, mc.types, mc.box)
     assert mc.total_energy() == pytest.approx(e_ref, rel=1e-12)
     assert mc.energy == pytest.approx(e_ref, rel=1e-9)  # tracked incrementally over 60 sweeps of accepted moves
-    s = mc._state
-    # every particle sits in the cell of its position, and the cell lists hold each particle once
+    # every particle sits in the cell of its position, the cell lists hold each particle once, and the
+    # kernel's per-cell copies equal the positions and types
+    assert_cell_copies_match(mc)
+    assert np.all((mc.positions >= 0) & (mc.positions < mc.box))
+
+
+def assert_cell_copies_match(mc):
+    """The kernel's per-cell copies equal pos / types slot for slot, and the cell lists are consistent."""
     from tglassmlp.physics.swap_mc import _cell_index
 
-    cells = np.array([_cell_index(x, y, s["m"], s["inv_cs"]) for x, y in s["pos"]])
+    s = mc._state
+    cell_xy, cell_t = mc._cell_copies
+    pos, types = s["pos"], s["types"]
+    listed = []
+    for c in range(s["m"] ** 2):
+        k = s["count"][c]
+        members = s["members"][c, :k]
+        np.testing.assert_array_equal(cell_xy[c, :k], pos[members])  # exact copies, not approximations
+        np.testing.assert_array_equal(cell_t[c, :k], types[members])
+        np.testing.assert_array_equal(s["cell_of"][members], c)
+        np.testing.assert_array_equal(s["slot_of"][members], np.arange(k))
+        listed.append(members)
+    np.testing.assert_array_equal(np.sort(np.concatenate(listed)), np.arange(len(types)))
+    cells = np.array([_cell_index(x, y, s["m"], s["inv_cs"]) for x, y in pos])
     np.testing.assert_array_equal(cells, s["cell_of"])
-    listed = np.concatenate([s["members"][c, : s["count"][c]] for c in range(s["m"] ** 2)])
-    np.testing.assert_array_equal(np.sort(listed), np.arange(1290))
-    assert np.all((mc.positions >= 0) & (mc.positions < mc.box))
+
+
+def test_cell_copies_follow_accepted_moves():
+    """400 particles in the N = 1290 box (26 x 26 cells, a dilute gas at T = 1, large steps, half swaps): most
+    particles change cell, thousands of swaps are accepted, and the cell rows (narrowed to the fullest cell
+    by hand) must widen; the copies stay exact and the kernel energies (tracked, total, dE of displacements
+    and swaps) match the numpy reference. A restored state_dict rebuilds the same copies and continues the
+    same chain move for move."""
+    from tglassmlp.physics.swap_mc import _cell_copies
+
+    n, box = 400, SYSTEM.box_for(1290)
+    pos, types = _random_start(n, box, (134, 133, 133), np.random.default_rng(5))
+    mc = SwapMonteCarlo(1.0, seed=6, swap_fraction=0.5, max_displacement=0.5).reset(pos, types, box)
+    s = mc._state
+    assert s["m"] >= 5  # the cell-list path, not the single cell
+    cap0 = int(s["count"].max())  # rows with no spare slot: the first particle entering a full cell widens them
+    s["members"], *copies = _cell_copies(s["pos"], s["types"], s["count"], s["members"], cap0)
+    mc._cell_copies = tuple(copies)
+    cell0 = s["cell_of"].copy()
+    mc.run(100)
+    c = mc.counters
+    assert c[1] > 5000 and c[3] > 5000, c  # many accepted displacements and swaps
+    assert np.mean(mc._state["cell_of"] != cell0) > 0.5  # most particles sit in another cell than at the start
+    assert mc._cell_copies[0].shape[1] > cap0  # rows were widened during the run
+    assert_cell_copies_match(mc)
+    e_ref = potential_energy(mc.positions, mc.types, box)
+    assert mc.total_energy() == pytest.approx(e_ref, rel=1e-12)
+    assert mc.energy == pytest.approx(e_ref, rel=1e-9)
+    rng = np.random.default_rng(7)
+    p, t = mc.positions, mc.types
+    checked = 0
+    for _ in range(12):
+        i, j = rng.choice(n, 2, replace=False)
+        new = p[i] + rng.uniform(-1.5, 1.5, 2)  # across cell boundaries and the box edge
+        de = mc.energy_change_displacement(i, new)
+        moved = p.copy()
+        moved[i] = new
+        if not math.isinf(de):
+            ref = potential_energy(moved, t, box) - e_ref
+            assert abs(de - ref) <= DELTA_RTOL * max(abs(ref), 1.0), (i, de, ref)
+            checked += 1
+        swapped = t.copy()
+        swapped[[i, j]] = t[[j, i]]
+        de = mc.energy_change_swap(i, j)
+        if t[i] != t[j] and not math.isinf(de):
+            ref = potential_energy(p, swapped, box) - e_ref
+            assert abs(de - ref) <= DELTA_RTOL * max(abs(ref), 1.0), (i, j, de, ref)
+            checked += 1
+    assert checked >= 12
+    # restore into a fresh sampler (rows rebuilt from the positions): same copies, then the same chain
+    other = SwapMonteCarlo(1.0, seed=99, swap_fraction=0.5, max_displacement=0.5)
+    other.load_state_dict(mc.state_dict())
+    assert_cell_copies_match(other)
+    mc.run(5)
+    other.run(5)
+    np.testing.assert_array_equal(other.positions, mc.positions)
+    np.testing.assert_array_equal(other.types, mc.types)
+    np.testing.assert_array_equal(other.energy_trace, mc.energy_trace)
+    assert_cell_copies_match(other)
 
 
 def sampler_under_test(warm_1290, n, box, spread_seed):

@@ -20,12 +20,20 @@ Moves that would bring a pair closer than ``overlap_distance * sigma_ab`` (V >~ 
 without evaluating the Boltzmann factor; for the temperatures used here (T <= 2) that factor underflows to
 zero in float64 anyway, so the chain is unchanged, and the cell occupancy stays bounded.
 
-Kernel: numba (``cache=True``), cell lists with cell side >= the largest cutoff (2.5 sigma_00), so a move's
-energy change needs the 3 x 3 neighbouring cells only (O(1) per move). A particle that crosses a cell
-boundary is moved between cells in O(1) (swap-with-last removal). Boxes with fewer than three cells per side
-(tiny test systems) use a single cell, i.e. an all-pairs minimum-image sum; boxes shorter than two cutoffs
-are refused (minimum image would miss interactions). The pair energy is ``system.pair_terms`` compiled by
-numba: one implementation of the pair physics in the package.
+Kernel: numba (``cache=True``), cell lists with cell side >= the largest cutoff (2.5 sigma_00) /
+``cells_per_cutoff``, so a move's energy change needs the (2 cells_per_cutoff + 1)^2 surrounding cells only
+(O(1) per move). A particle that crosses a cell boundary is moved between cells in O(1) (swap-with-last
+removal). Boxes with fewer than 2 cells_per_cutoff + 1 cells per side (tiny test systems) use a single cell,
+i.e. an all-pairs minimum-image sum; boxes shorter than two cutoffs are refused (minimum image would miss
+interactions). The pair energy is ``system.pair_terms`` compiled by numba: one implementation of the pair
+physics in the package. Memory layout (what sets the speed at large N): next to ``members[c, s]`` the kernel
+keeps copies of each listed particle's coordinates and type in the same slot (``cell_xy``, ``cell_t``), in rows
+only two slots wider than the fullest cell, and computes the neighbouring cells instead of reading tables, so
+a move reads a few short contiguous rows instead of ~50 particles at random addresses. The copies are derived
+state: rebuilt from the positions by ``reset`` and ``load_state_dict``, updated with every accepted move;
+``pos`` and ``types`` stay authoritative, and the summation order is the one of the plain cell-list loop, so
+the chain is bit for bit that of the earlier kernel without the copies (checked in
+``benchmarks/swap_mc.py --ab``).
 
 Random numbers: a ``numpy.random.Generator`` passed into the compiled kernel (numba supports it), so a seed
 fixes the whole chain, and consecutive calls continue one stream.
@@ -64,9 +72,12 @@ from tglassmlp.physics.system import N_TYPES, PairPotential, pair_terms, resolve
 DECAY_LEVEL = math.exp(-1.0)
 # Sokal's automatic window for the integrated autocorrelation time: smallest W with W >= C * tau(W)
 SOKAL_WINDOW_C = 5.0
-# cell capacity = CELL_CAPACITY_FACTOR * (cell side / closest allowed distance + 1)^2 (square-packing count
-# doubled: above the hexagonal close-packing count, and overlaps are rejected, so it cannot overflow)
+# largest cell occupancy allowed at reset = CELL_CAPACITY_FACTOR * (cell side / closest allowed distance + 1)^2
+# (square-packing count doubled: above the hexagonal close-packing count; more means overlaps)
 CELL_CAPACITY_FACTOR = 2.0
+# the kernel's cell rows are this many slots wider than the fullest cell (and widen by as many when a cell
+# fills up): ~1.9 particles per cell on average, so narrow rows keep the data of a move in few cache lines
+CELL_CAPACITY_SLACK = 2
 
 # error_model="numpy": float division by zero gives inf instead of a Python exception check per division
 # (measured ~2x faster inner loop); r2 = 0 cannot reach the pair function (overlaps are caught first)
@@ -166,6 +177,10 @@ def load_swap_settings(name: str = "default", **overrides) -> SwapSettings:
 def _neighbour_cells(m, reach, box):
     """Distinct cells within ``reach`` cells of each cell and the periodic shift of each.
 
+    The kernel computes the same cells in the same order (``_wrap_cell``) rather than reading these tables
+    (26 MB at N = 82560); they stay in the sampler's state (the checkpoint format), and their width gives the
+    stencil's reach.
+
     Returns nbr (m*m, k) int64 and shift (m*m, k, 2) float64 [sigma]: a particle of cell nbr[c, q] seen from
     cell c sits at its stored position + shift[c, q] (the image nearest to cell c), so the inner loop needs
     no minimum-image branches. k = (2 reach + 1)^2, or 1 when m == 1 (single cell: shift 0, and the caller
@@ -226,12 +241,57 @@ def _build_cells(pos, m, inv_cs, cap):
 
 
 @numba.njit(**_JIT)
-def _energy_two_types(i, skip, x, y, ta, tb, pos, types, box, m, inv_cs, nbr, shift, count, members,
-                      eps, sig2, rc2, ov2, c0, c2, c4):
-    """Energies of particle i placed at (x, y) if it had type ta and if it had type tb [epsilon].
+def _wrap_cell(n, m, box):
+    """Cell coordinate n (one of x, y; may lie one stencil reach outside [0, m)) wrapped into [0, m), and the
+    periodic shift [sigma] of the cells there: a neighbour past the right edge wraps to the left, so its image
+    near the centre cell is at +box.
 
-    Sum over all other particles except ``skip`` (-1: none). Returns (ea, eb, overlap_a, overlap_b), where
-    overlap_* flags a pair closer than the overlap distance for that type.
+    The stencil loops compute neighbour cells and shifts with this instead of looking up the tables of
+    ``_neighbour_cells`` (same cells, order and shifts): those take 600 bytes per cell (26 MB at N = 82560),
+    and reading them evicted the particle data from the cache.
+    """
+    if n >= m:
+        return n - m, box
+    if n < 0:
+        return n + m, -box
+    return n, 0.0
+
+
+@numba.njit(**_JIT)
+def _cell_copies(pos, types, count, members, cap):
+    """Cell lists ``cap`` slots wide, with per-cell copies of the coordinates and types, slot for slot.
+
+    Returns members (m*m, cap) int64 (the first count[c] slots of each row as in ``members``, -1 after),
+    cell_xy (m*m, cap, 2) float64 [sigma] and cell_t (m*m, cap) int8: the particle in slot s of cell c
+    (``members[c, s]``) sits at ``cell_xy[c, s]`` and has type ``cell_t[c, s]``. The copies are derived state,
+    rebuilt from ``pos``, ``types`` and the cell lists (not checkpointed). Why: the inner loops read a cell's
+    particles from one short contiguous row instead of ``pos[members[c, s]]``, ``types[...]`` at random
+    addresses, which at large N are cache misses; rows only as wide as the fullest cell needs (not the
+    worst-case bound of CELL_CAPACITY_FACTOR) keep the data a move touches to ~1 cache line per cell.
+    """
+    n_cells = members.shape[0]
+    out = np.full((n_cells, cap), -1, dtype=np.int64)
+    cell_xy = np.zeros((n_cells, cap, 2))
+    cell_t = np.zeros((n_cells, cap), dtype=np.int8)
+    for c in range(n_cells):
+        for s in range(count[c]):
+            j = members[c, s]
+            out[c, s] = j
+            cell_xy[c, s, 0] = pos[j, 0]
+            cell_xy[c, s, 1] = pos[j, 1]
+            cell_t[c, s] = types[j]
+    return out, cell_xy, cell_t
+
+
+@numba.njit(**_JIT)
+def _energy_two_types(x, y, ta, tb, self_c, self_s, skip_c, skip_s, box, m, inv_cs, reach, count, cell_xy, cell_t,
+                      eps, sig2, rc2, ov2, c0, c2, c4):
+    """Energies of a particle placed at (x, y) if it had type ta and if it had type tb [epsilon].
+
+    Sums over the particles of the cell lists except the one in slot ``self_s`` of cell ``self_c`` (the
+    particle itself, wherever it is listed) and the one in slot ``skip_s`` of cell ``skip_c`` (-1, -1: none).
+    Returns (ea, eb, overlap_a, overlap_b), where overlap_* flags a pair closer than the overlap distance for
+    that type.
     """
     single_cell = m == 1
     inv_box = 1.0 / box
@@ -241,32 +301,40 @@ def _energy_two_types(i, skip, x, y, ta, tb, pos, types, box, m, inv_cs, nbr, sh
     ova = False
     ovb = False
     two = tb != ta
-    for k in range(nbr.shape[1]):
-        cc = nbr[c, k]
-        sx = shift[c, k, 0] - x
-        sy = shift[c, k, 1] - y
-        for s in range(count[cc]):
-            j = members[cc, s]
-            if j == i or j == skip:
-                continue
-            dx = pos[j, 0] + sx
-            dy = pos[j, 1] + sy
-            if single_cell:  # tiny boxes only: explicit minimum image
-                dx -= box * np.rint(dx * inv_box)
-                dy -= box * np.rint(dy * inv_box)
-            r2 = dx * dx + dy * dy
-            tj = types[j]
-            # branch-free cutoff (a select, not a jump): the cutoff test is true for ~40% of the visited
-            # pairs in no predictable order, and a mispredicted jump costs more than the pair arithmetic
-            v, _ = _pair(r2, eps[ta, tj], sig2[ta, tj], c0, c2, c4)
-            ea += v if r2 < rc2[ta, tj] else 0.0
-            if r2 < ov2[ta, tj]:
-                ova = True
-            if two:
-                v, _ = _pair(r2, eps[tb, tj], sig2[tb, tj], c0, c2, c4)
-                eb += v if r2 < rc2[tb, tj] else 0.0
-                if r2 < ov2[tb, tj]:
-                    ovb = True
+    cx = c // m
+    cy = c - cx * m
+    # stencil order (x offset outer, y inner) as in _neighbour_cells: it fixes the summation order
+    for ox in range(-reach, reach + 1):
+        nx, bx = _wrap_cell(cx + ox, m, box)
+        sx = bx - x
+        for oy in range(-reach, reach + 1):
+            ny, by = _wrap_cell(cy + oy, m, box)
+            cc = nx * m + ny
+            sy = by - y
+            # slots left out in this cell (-1: none); the stencil visits each cell once (m >= 2 reach + 1)
+            s1 = self_s if cc == self_c else -1
+            s2 = skip_s if cc == skip_c else -1
+            for s in range(count[cc]):
+                if s == s1 or s == s2:
+                    continue
+                dx = cell_xy[cc, s, 0] + sx
+                dy = cell_xy[cc, s, 1] + sy
+                if single_cell:  # tiny boxes only: explicit minimum image
+                    dx -= box * np.rint(dx * inv_box)
+                    dy -= box * np.rint(dy * inv_box)
+                r2 = dx * dx + dy * dy
+                tj = cell_t[cc, s]
+                # branch-free cutoff (a select, not a jump): the cutoff test is true for ~40% of the visited
+                # pairs in no predictable order, and a mispredicted jump costs more than the pair arithmetic
+                v, _ = _pair(r2, eps[ta, tj], sig2[ta, tj], c0, c2, c4)
+                ea += v if r2 < rc2[ta, tj] else 0.0
+                if r2 < ov2[ta, tj]:
+                    ova = True
+                if two:
+                    v, _ = _pair(r2, eps[tb, tj], sig2[tb, tj], c0, c2, c4)
+                    eb += v if r2 < rc2[tb, tj] else 0.0
+                    if r2 < ov2[tb, tj]:
+                        ovb = True
     if not two:
         eb = ea
         ovb = ova
@@ -274,20 +342,22 @@ def _energy_two_types(i, skip, x, y, ta, tb, pos, types, box, m, inv_cs, nbr, sh
 
 
 @numba.njit(**_JIT)
-def _total_energy(pos, types, box, m, inv_cs, nbr, shift, count, members, eps, sig2, rc2, ov2, c0, c2, c4):
-    """Total potential energy from the cell lists [epsilon] (each pair once)."""
+def _total_energy(pos, types, cell_of, slot_of, box, m, inv_cs, reach, count, cell_xy, cell_t, eps, sig2,
+                  rc2, ov2, c0, c2, c4):
+    """Total potential energy from the cell lists [epsilon] (each pair once; summed in particle order)."""
     n = pos.shape[0]
     e = 0.0
     for i in range(n):
-        ei, _, _, _ = _energy_two_types(i, -1, pos[i, 0], pos[i, 1], types[i], types[i], pos, types, box, m,
-                                        inv_cs, nbr, shift, count, members, eps, sig2, rc2, ov2, c0, c2, c4)
+        ei, _, _, _ = _energy_two_types(pos[i, 0], pos[i, 1], types[i], types[i], cell_of[i], slot_of[i], -1, -1,
+                                        box, m, inv_cs, reach, count, cell_xy, cell_t, eps, sig2, rc2, ov2,
+                                        c0, c2, c4)
         e += ei
     return 0.5 * e
 
 
 @numba.njit(**_JIT)
-def _displacement_delta(i, x, y, pos, types, box, m, inv_cs, nbr, shift, count, members, eps, sig2, rc2, ov2,
-                        c0, c2, c4):
+def _displacement_delta(i, x, y, pos, types, cell_of, slot_of, box, m, inv_cs, reach, count, cell_xy, cell_t,
+                        eps, sig2, rc2, ov2, c0, c2, c4):
     """Energy change of moving particle i to the wrapped position (x, y); overlap flag of the new position.
 
     When the new position stays in i's cell (most moves), old and new energies come from one pass over
@@ -296,70 +366,83 @@ def _displacement_delta(i, x, y, pos, types, box, m, inv_cs, nbr, shift, count, 
     t = types[i]
     xo = pos[i, 0]
     yo = pos[i, 1]
-    c = _cell_index(xo, yo, m, inv_cs)
+    c = cell_of[i]
+    si = slot_of[i]
     if m == 1 or _cell_index(x, y, m, inv_cs) != c:
-        e_old, _, _, _ = _energy_two_types(i, -1, xo, yo, t, t, pos, types, box, m, inv_cs, nbr, shift, count,
-                                           members, eps, sig2, rc2, ov2, c0, c2, c4)
-        e_new, _, ov, _ = _energy_two_types(i, -1, x, y, t, t, pos, types, box, m, inv_cs, nbr, shift, count,
-                                            members, eps, sig2, rc2, ov2, c0, c2, c4)
+        e_old, _, _, _ = _energy_two_types(xo, yo, t, t, c, si, -1, -1, box, m, inv_cs, reach, count,
+                                           cell_xy, cell_t, eps, sig2, rc2, ov2, c0, c2, c4)
+        e_new, _, ov, _ = _energy_two_types(x, y, t, t, c, si, -1, -1, box, m, inv_cs, reach, count,
+                                            cell_xy, cell_t, eps, sig2, rc2, ov2, c0, c2, c4)
         return e_new - e_old, ov
     de = 0.0
     ov = False
-    for k in range(nbr.shape[1]):
-        cc = nbr[c, k]
-        sx = shift[c, k, 0]
-        sy = shift[c, k, 1]
-        for s in range(count[cc]):
-            j = members[cc, s]
-            if j == i:
-                continue
-            xj = pos[j, 0] + sx
-            yj = pos[j, 1] + sy
-            tj = types[j]
-            rc = rc2[t, tj]
-            dx = xj - xo
-            dy = yj - yo
-            r2 = dx * dx + dy * dy
-            e_ = eps[t, tj]
-            s_ = sig2[t, tj]
-            # branch-free cutoff: see _energy_two_types; an overlapping new position may give inf/nan
-            # here, but then ov is set and the move is rejected before dE is used
-            v, _ = _pair(r2, e_, s_, c0, c2, c4)
-            de -= v if r2 < rc else 0.0
-            dx = xj - x
-            dy = yj - y
-            r2 = dx * dx + dy * dy
-            if r2 < ov2[t, tj]:
-                ov = True
-            v, _ = _pair(r2, e_, s_, c0, c2, c4)
-            de += v if r2 < rc else 0.0
+    cx = c // m
+    cy = c - cx * m
+    for ox in range(-reach, reach + 1):
+        nx, sx = _wrap_cell(cx + ox, m, box)
+        for oy in range(-reach, reach + 1):
+            ny, sy = _wrap_cell(cy + oy, m, box)
+            cc = nx * m + ny
+            s1 = si if cc == c else -1  # i's own slot
+            for s in range(count[cc]):
+                if s == s1:
+                    continue
+                xj = cell_xy[cc, s, 0] + sx
+                yj = cell_xy[cc, s, 1] + sy
+                tj = cell_t[cc, s]
+                rc = rc2[t, tj]
+                dx = xj - xo
+                dy = yj - yo
+                r2 = dx * dx + dy * dy
+                e_ = eps[t, tj]
+                s_ = sig2[t, tj]
+                # branch-free cutoff: see _energy_two_types; an overlapping new position may give inf/nan
+                # here, but then ov is set and the move is rejected before dE is used
+                v, _ = _pair(r2, e_, s_, c0, c2, c4)
+                de -= v if r2 < rc else 0.0
+                dx = xj - x
+                dy = yj - y
+                r2 = dx * dx + dy * dy
+                if r2 < ov2[t, tj]:
+                    ov = True
+                v, _ = _pair(r2, e_, s_, c0, c2, c4)
+                de += v if r2 < rc else 0.0
     return de, ov
 
 
 @numba.njit(**_JIT)
-def _swap_delta(i, j, pos, types, box, m, inv_cs, nbr, shift, count, members, eps, sig2, rc2, ov2, c0, c2, c4):
+def _swap_delta(i, j, pos, types, cell_of, slot_of, box, m, inv_cs, reach, count, cell_xy, cell_t, eps, sig2,
+                rc2, ov2, c0, c2, c4):
     """Energy change of exchanging the types of particles i and j; overlap flag of the swapped state."""
     a = types[i]
     b = types[j]
-    ia, ib, _, ovi = _energy_two_types(i, j, pos[i, 0], pos[i, 1], a, b, pos, types, box, m, inv_cs, nbr,
-                                       shift, count, members, eps, sig2, rc2, ov2, c0, c2, c4)
-    jb, ja, _, ovj = _energy_two_types(j, i, pos[j, 0], pos[j, 1], b, a, pos, types, box, m, inv_cs, nbr,
-                                       shift, count, members, eps, sig2, rc2, ov2, c0, c2, c4)
+    ci = cell_of[i]
+    si = slot_of[i]
+    cj = cell_of[j]
+    sj = slot_of[j]
+    ia, ib, _, ovi = _energy_two_types(pos[i, 0], pos[i, 1], a, b, ci, si, cj, sj, box, m, inv_cs, reach,
+                                       count, cell_xy, cell_t, eps, sig2, rc2, ov2, c0, c2, c4)
+    jb, ja, _, ovj = _energy_two_types(pos[j, 0], pos[j, 1], b, a, cj, sj, ci, si, box, m, inv_cs, reach,
+                                       count, cell_xy, cell_t, eps, sig2, rc2, ov2, c0, c2, c4)
     # the (i, j) pair itself: V_ab = V_ba, unchanged; but its overlap threshold is symmetric too
     return (ib - ia) + (ja - jb), ovi or ovj
 
 
 @numba.njit(**_JIT)
 def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_type, slot_in_type, box, m,
-                inv_cs, nbr, shift, count, members, cell_of, slot_of, eps, sig2, rc2, ov2, c0, c2, c4, d, beta,
-                swap_fraction, pairs, rng, energy, energy_trace, type_trace, counters):
+                inv_cs, reach, count, members, cell_of, slot_of, cell_xy, cell_t, eps, sig2, rc2, ov2, c0, c2, c4,
+                d, beta, swap_fraction, pairs, rng, energy, energy_trace, type_trace, counters):
     """Run ``n_sweeps`` sweeps of N attempted moves, updating the state arrays in place.
 
+    The per-cell copies ``cell_xy``, ``cell_t`` (see ``_cell_copies``) are kept equal to ``pos``, ``types`` slot
+    for slot: updated with every accepted displacement (moved with the particle between cells) and swap.
     energy: total energy at entry [epsilon]; tracked by adding the accepted dE. Every ``record_every``
     sweeps the energy goes to ``energy_trace`` (and the types to ``type_trace`` if it has rows).
     counters (int64, 4 + 2 P): attempted / accepted displacements, attempted / accepted swaps, then attempted /
     accepted swaps of each of the P pairs (accumulated).
-    Returns (energy, ok); ok is False if a cell overflowed (cannot happen with overlap rejection; checked).
+    A particle entering a full cell widens all rows by CELL_CAPACITY_SLACK slots (new arrays; slots kept, so
+    the chain does not depend on the width). Returns (energy, members, cell_xy, cell_t): the cell arrays in
+    use at the end (the ones passed in unless widened).
     """
     n = pos.shape[0]
     n_pairs = pairs.shape[0]
@@ -376,13 +459,15 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
                 j = by_type[b, int(rng.random() * n_of_type[b])]
                 counters[2] += 1
                 counters[4 + 2 * k] += 1
-                de, ov = _swap_delta(i, j, pos, types, box, m, inv_cs, nbr, shift, count, members, eps, sig2, rc2,
-                                     ov2, c0, c2, c4)
+                de, ov = _swap_delta(i, j, pos, types, cell_of, slot_of, box, m, inv_cs, reach, count, cell_xy,
+                                     cell_t, eps, sig2, rc2, ov2, c0, c2, c4)
                 if ov:
                     continue
                 if de <= 0.0 or rng.random() < math.exp(-beta * de):
                     types[i] = b
                     types[j] = a
+                    cell_t[cell_of[i], slot_of[i]] = b
+                    cell_t[cell_of[j], slot_of[j]] = a
                     si = slot_in_type[i]
                     sj = slot_in_type[j]
                     by_type[a, si] = j
@@ -412,8 +497,8 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
                 elif y >= box:
                     y -= box
                 counters[0] += 1
-                de, ov = _displacement_delta(i, x, y, pos, types, box, m, inv_cs, nbr, shift, count, members, eps,
-                                             sig2, rc2, ov2, c0, c2, c4)
+                de, ov = _displacement_delta(i, x, y, pos, types, cell_of, slot_of, box, m, inv_cs, reach,
+                                             count, cell_xy, cell_t, eps, sig2, rc2, ov2, c0, c2, c4)
                 if ov:
                     continue
                 if de <= 0.0 or rng.random() < math.exp(-beta * de):
@@ -421,17 +506,28 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
                     c_new = _cell_index(x, y, m, inv_cs)
                     if c_new != c_old:
                         if count[c_new] >= cap:
-                            return energy, False
-                        # remove i from its cell: the last member takes its slot
+                            # i has not moved yet: the copies still equal pos, types and are rebuilt wider
+                            cap += CELL_CAPACITY_SLACK
+                            members, cell_xy, cell_t = _cell_copies(pos, types, count, members, cap)
+                        # remove i from its cell: the last member (and its copies) takes its slot
                         s = slot_of[i]
-                        last = members[c_old, count[c_old] - 1]
+                        last_s = count[c_old] - 1
+                        last = members[c_old, last_s]
                         members[c_old, s] = last
+                        cell_xy[c_old, s, 0] = cell_xy[c_old, last_s, 0]
+                        cell_xy[c_old, s, 1] = cell_xy[c_old, last_s, 1]
+                        cell_t[c_old, s] = cell_t[c_old, last_s]
                         slot_of[last] = s
                         count[c_old] -= 1
-                        members[c_new, count[c_new]] = i
-                        slot_of[i] = count[c_new]
+                        s = count[c_new]
+                        members[c_new, s] = i
+                        cell_t[c_new, s] = types[i]
+                        slot_of[i] = s
                         count[c_new] += 1
                         cell_of[i] = c_new
+                    s = slot_of[i]
+                    cell_xy[c_new, s, 0] = x
+                    cell_xy[c_new, s, 1] = y
                     pos[i, 0] = x
                     pos[i, 1] = y
                     unwrapped[i, 0] += dx
@@ -444,7 +540,7 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
                 for p in range(n):
                     type_trace[rec, p] = types[p]
             rec += 1
-    return energy, True
+    return energy, members, cell_xy, cell_t
 
 
 # ====================================================================================== analysis helpers
@@ -543,6 +639,8 @@ class SwapMonteCarlo:
         self.max_displacement = float(self.settings.max_displacement)
         self.rng = rng if rng is not None else np.random.default_rng(seed)
         self._state = None
+        # per-cell copies of positions and types (see _cell_copies): derived from _state, not checkpointed
+        self._cell_copies = None
         self._trace: list[np.ndarray] = []
         self.sweeps_done = 0
         eps, sig2, rc2, ov2 = self.system.parameter_arrays()
@@ -601,6 +699,7 @@ class SwapMonteCarlo:
         self._state = dict(pos=wrapped, unwrapped=positions.copy(), types=types.copy(), box=box, m=m,
                            inv_cs=1.0 / cs, nbr=nbr, shift=shift, count=count, members=members, cell_of=cell_of,
                            slot_of=slot_of, by_type=by_type, n_of_type=n_of_type, slot_in_type=slot_in_type)
+        self._rebuild_cell_copies()
         # refuses overlaps with the reference neighbour search (also checks the box)
         from tglassmlp.physics.potential import interacting_pairs
 
@@ -616,10 +715,20 @@ class SwapMonteCarlo:
             raise RuntimeError("SwapMonteCarlo: call reset(positions, types, box) first")
         return self._state
 
+    def _rebuild_cell_copies(self):
+        """Narrow the cell rows to the fullest cell + CELL_CAPACITY_SLACK and rebuild the per-cell copies."""
+        s = self._state
+        cap = int(s["count"].max()) + CELL_CAPACITY_SLACK
+        s["members"], cell_xy, cell_t = _cell_copies(s["pos"], s["types"], s["count"], s["members"], cap)
+        self._cell_copies = (cell_xy, cell_t)
+        # the kernel walks the stencil of the neighbour tables kept in the state (see _wrap_cell)
+        self._reach = (math.isqrt(s["nbr"].shape[1]) - 1) // 2
+
     def _geometry(self):
         s = self._require_state()
-        return (s["pos"], s["types"], s["box"], s["m"], s["inv_cs"], s["nbr"], s["shift"], s["count"],
-                s["members"])
+        cell_xy, cell_t = self._cell_copies
+        return (s["pos"], s["types"], s["cell_of"], s["slot_of"], s["box"], s["m"], s["inv_cs"], self._reach,
+                s["count"], cell_xy, cell_t)
 
     # ------------------------------------------------------------------ running
     def run(self, n_sweeps: int, *, record_every: int | None = None, record_types: bool = False,
@@ -643,14 +752,13 @@ class SwapMonteCarlo:
         trace = np.empty(n_rec)
         n = s["pos"].shape[0]
         type_trace = np.empty((n_rec if record_types else 0, n), dtype=np.int8)
-        energy, ok = _run_sweeps(
+        energy, s["members"], *copies = _run_sweeps(
             n_sweeps, rec, s["pos"], s["unwrapped"], s["types"], s["by_type"], s["n_of_type"],
-            s["slot_in_type"], s["box"], s["m"], s["inv_cs"], s["nbr"], s["shift"], s["count"], s["members"],
-            s["cell_of"], s["slot_of"], *self._params, float(self.max_displacement),
+            s["slot_in_type"], s["box"], s["m"], s["inv_cs"], self._reach, s["count"], s["members"],
+            s["cell_of"], s["slot_of"], *self._cell_copies, *self._params, float(self.max_displacement),
             1.0 / self.temperature, float(self.settings.swap_fraction if swaps else 0.0), self._pairs,
             self.rng, float(self._energy), trace, type_trace, self._counters)
-        if not ok:
-            raise RuntimeError("SwapMonteCarlo: cell list overflow (kernel bug: overlaps are rejected)")
+        self._cell_copies = tuple(copies)
         self._energy = energy
         self._trace.append(trace / n)
         self.sweeps_done += n_sweeps
@@ -790,6 +898,7 @@ class SwapMonteCarlo:
         state["m"] = int(state["m"])
         state["inv_cs"] = float(state["inv_cs"])
         self._state = state
+        self._rebuild_cell_copies()
         self._energy = float(d["energy"])
         self._counters[:] = np.asarray(d["counters"])
         self._trace = [np.asarray(d["trace"], dtype=float).copy()]
