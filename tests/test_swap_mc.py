@@ -396,6 +396,34 @@ def test_self_overlap_and_decorrelation_time():
     assert decorrelation_time([0, 10], [1.0, 0.9]) is None
 
 
+
+def test_cage_overlap_ignores_collective_motion_but_sees_rearrangements():
+    """2D physics of the criterion: a uniform drift plus a long-wavelength displacement wave (what elastic
+    fluctuations do in 2D) decorrelates the absolute overlap completely but leaves every cage intact; a local
+    rearrangement of 10 % of the particles lowers both overlaps by about 10 %."""
+    rng = np.random.default_rng(3)
+    box, side = 24.0, 24
+    grid = (np.stack(np.meshgrid(np.arange(side), np.arange(side), indexing="ij"), -1).reshape(-1, 2) + 0.5)
+    x0 = grid * (box / side) + rng.normal(0, 0.05, grid.shape)
+    k = 2 * np.pi / box
+    wave = np.column_stack([0.5 + 0.15 * np.sin(k * x0[:, 1]), 0.4 + 0.15 * np.cos(k * x0[:, 0])])
+    assert np.min(np.hypot(*wave.T)) > 0.3  # every particle moves further than a = 0.3
+    local = np.zeros_like(x0)
+    moved = rng.choice(len(x0), size=len(x0) // 10, replace=False)
+    angle = rng.uniform(0, 2 * np.pi, moved.size)
+    local[moved] = 0.6 * np.column_stack([np.cos(angle), np.sin(angle)])
+    for extra, q_abs, q_cage in ((wave, 0.0, 1.0), (local, 0.9, 0.9)):
+        snaps = np.stack([x0, x0 + extra])
+        _, qa = self_overlap(snaps, spacing=1.0, a=0.3)
+        _, qc = self_overlap(snaps, spacing=1.0, a=0.3, box=box, cage_radius=1.4)
+        assert qa[1] == pytest.approx(q_abs, abs=0.02)
+        assert qc[1] == pytest.approx(q_cage, abs=0.02)
+    with pytest.raises(ValueError, match="box"):
+        self_overlap(np.stack([x0, x0]), spacing=1.0, a=0.3, cage_radius=1.4)
+    with pytest.raises(ValueError, match="overlap_frame"):
+        load_swap_settings(overlap_frame="lab")
+
+
 # ------------------------------------------------------------------ bad input
 def test_bad_input_errors():
     with pytest.raises(ValueError, match="temperature"):
@@ -490,6 +518,21 @@ def test_checkpoint_extends_unmet_run_and_refuses_other_runs(tmp_path):
     with pytest.raises(ValueError, match="unreadable"):
         equilibrium_structure(0.5, max_sweeps=400, checkpoint=path, **CKPT)
 
+
+
+@pytest.mark.filterwarnings("ignore:.*criterion NOT met:RuntimeWarning")
+def test_finished_checkpoint_is_rejudged_by_a_new_criterion(tmp_path):
+    """Criterion settings never change the moves: a stored chain is resumed, not refused, and judged anew."""
+    path = tmp_path / "chain.npz"
+    pos, _, _, cage = equilibrium_structure(0.5, max_sweeps=400, checkpoint=path, **CKPT)
+    pos2, _, _, absolute = equilibrium_structure(0.5, max_sweeps=400, checkpoint=path,
+                                                 **{**CKPT, "overlap_frame": "absolute"})
+    np.testing.assert_array_equal(pos2, pos)  # the same chain, not rerun
+    np.testing.assert_array_equal(absolute.energy_trace, cage.energy_trace)
+    _, _, _, fresh = equilibrium_structure(0.5, max_sweeps=400, **{**CKPT, "overlap_frame": "absolute"})
+    np.testing.assert_array_equal(absolute.overlap, fresh.overlap)  # judged as a fresh absolute-frame run
+    assert absolute.reasons == fresh.reasons
+    assert not np.array_equal(absolute.overlap, cage.overlap)
 
 def test_swap_counters_per_pair_add_up():
     n = 86
