@@ -71,7 +71,11 @@ def throughput(mc: SwapMonteCarlo, n_sweeps: int, swaps: bool) -> float:
 
 
 def measure_tau(mc: SwapMonteCarlo, n_sweeps: int, swaps: bool, a: float) -> dict:
-    """tau_Q from one run of ``n_sweeps`` (frozen d), Q averaged over time origins; None if censored."""
+    """tau_Q from one run of ``n_sweeps`` (frozen d), Q averaged over time origins; None if censored.
+
+    Q is taken in the frame of the sampler's settings (``overlap_frame``, cage-relative by default), as the
+    equilibration criterion does; results written before session 4 used the absolute frame (2-3x shorter).
+    """
     spacing = max(1, n_sweeps // SNAPSHOTS_PER_RUN)
     snaps = [mc.unwrapped_positions]
     t0 = time.perf_counter()
@@ -79,9 +83,11 @@ def measure_tau(mc: SwapMonteCarlo, n_sweeps: int, swaps: bool, a: float) -> dic
     for _ in range(n_sweeps // spacing):
         mc.run(spacing, swaps=swaps)
         snaps.append(mc.unwrapped_positions)
-    lags, q = self_overlap(np.stack(snaps), spacing, a, max_origins=32)
+    cage = mc.settings.cage_radius if mc.settings.overlap_frame == "cage" else None
+    lags, q = self_overlap(np.stack(snaps), spacing, a, max_origins=32, box=mc.box, cage_radius=cage)
     tau = decorrelation_time(lags, q)
     return dict(swaps=swaps, sweeps=n_sweeps, tau=tau, lower_bound=None if tau is not None else n_sweeps,
+                overlap_frame=mc.settings.overlap_frame,
                 q_end=float(q[-1]), acceptance_displacement=mc.acceptance_displacement,
                 acceptance_swap=mc.acceptance_swap if swaps else None, wall_s=time.perf_counter() - t0)
 
