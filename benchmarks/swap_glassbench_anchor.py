@@ -185,7 +185,7 @@ def report(out: Path):
     ax[0].set(xlabel="sweeps (every 100th record)", ylabel="E/N [epsilon]")
     ax[0].legend(fontsize=7)
     ax[1].axhline(math.exp(-1), color="k", ls=":", lw=0.8, label="1/e")
-    ax[1].set(xlabel="lag [sweeps]", ylabel="self-overlap Q (a = 0.3), window")
+    ax[1].set(xlabel="lag [sweeps]", ylabel=f"self-overlap Q (a = 0.3, {settings.overlap_frame} frame), window")
     ax[1].legend(fontsize=7)
     fig.tight_layout()
     tmp = out / "swap_glassbench_anchor.png.tmp"
