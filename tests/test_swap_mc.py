@@ -167,6 +167,18 @@ def test_cell_copies_follow_accepted_moves():
     np.testing.assert_array_equal(other.types, mc.types)
     np.testing.assert_array_equal(other.energy_trace, mc.energy_trace)
     assert_cell_copies_match(other)
+    # a checkpoint of the earlier format (stencil stored as neighbour tables nbr, shift instead of reach) loads
+    # with the same stencil and continues the same chain
+    old_format = mc.state_dict()
+    reach = int(old_format.pop("state_reach"))
+    n_cells = int(old_format["state_count"].size)
+    old_format["state_nbr"] = np.zeros((n_cells, (2 * reach + 1) ** 2), dtype=np.int64)
+    old_format["state_shift"] = np.zeros((n_cells, (2 * reach + 1) ** 2, 2))
+    legacy = SwapMonteCarlo(1.0, seed=99, swap_fraction=0.5, max_displacement=0.5).load_state_dict(old_format)
+    mc.run(3)
+    legacy.run(3)
+    np.testing.assert_array_equal(legacy.positions, mc.positions)
+    np.testing.assert_array_equal(legacy.energy_trace, mc.energy_trace)
 
 
 def sampler_under_test(warm_1290, n, box, spread_seed):

@@ -182,40 +182,6 @@ def load_swap_settings(name: str = "default", **overrides) -> SwapSettings:
 
 # ====================================================================================== compiled kernel
 @numba.njit(**_JIT)
-def _neighbour_cells(m, reach, box):
-    """Distinct cells within ``reach`` cells of each cell and the periodic shift of each.
-
-    The kernel computes the same cells in the same order (``_wrap_cell``) rather than reading these tables
-    (26 MB at N = 82560); they stay in the sampler's state (the checkpoint format), and their width gives the
-    stencil's reach.
-
-    Returns nbr (m*m, k) int64 and shift (m*m, k, 2) float64 [sigma]: a particle of cell nbr[c, q] seen from
-    cell c sits at its stored position + shift[c, q] (the image nearest to cell c), so the inner loop needs
-    no minimum-image branches. k = (2 reach + 1)^2, or 1 when m == 1 (single cell: shift 0, and the caller
-    applies the minimum image itself).
-    """
-    if m == 1:
-        return np.zeros((1, 1), dtype=np.int64), np.zeros((1, 1, 2))
-    k_side = 2 * reach + 1
-    nbr = np.empty((m * m, k_side * k_side), dtype=np.int64)
-    shift = np.zeros((m * m, k_side * k_side, 2))
-    for cx in range(m):
-        for cy in range(m):
-            k = 0
-            for ox in range(-reach, reach + 1):
-                for oy in range(-reach, reach + 1):
-                    nx = cx + ox
-                    ny = cy + oy
-                    c = cx * m + cy
-                    nbr[c, k] = (nx % m) * m + ny % m
-                    # a neighbour past the right edge wraps to the left: its nearby image is at +box
-                    shift[c, k, 0] = box if nx >= m else (-box if nx < 0 else 0.0)
-                    shift[c, k, 1] = box if ny >= m else (-box if ny < 0 else 0.0)
-                    k += 1
-    return nbr, shift
-
-
-@numba.njit(**_JIT)
 def _cell_index(x, y, m, inv_cs):
     cx = int(x * inv_cs)
     cy = int(y * inv_cs)
@@ -254,9 +220,9 @@ def _wrap_cell(n, m, box):
     periodic shift [sigma] of the cells there: a neighbour past the right edge wraps to the left, so its image
     near the centre cell is at +box.
 
-    The stencil loops compute neighbour cells and shifts with this instead of looking up the tables of
-    ``_neighbour_cells`` (same cells, order and shifts): those take 600 bytes per cell (26 MB at N = 82560),
-    and reading them evicted the particle data from the cache.
+    The stencil loops compute neighbour cells and shifts with this instead of looking them up in tables: such
+    tables take 600 bytes per cell (26 MB at N = 82560), and reading them evicted the particle data from the
+    cache.
     """
     if n >= m:
         return n - m, box
@@ -311,7 +277,7 @@ def _energy_two_types(x, y, ta, tb, self_c, self_s, skip_c, skip_s, box, m, inv_
     two = tb != ta
     cx = c // m
     cy = c - cx * m
-    # stencil order (x offset outer, y inner) as in _neighbour_cells: it fixes the summation order
+    # stencil order (x offset outer, y inner), as in the earlier table-driven kernel: it fixes the summation order
     for ox in range(-reach, reach + 1):
         nx, bx = _wrap_cell(cx + ox, m, box)
         sx = bx - x
@@ -741,10 +707,11 @@ class SwapMonteCarlo:
             idx = np.flatnonzero(types == t)
             by_type[t, : idx.size] = idx
             slot_in_type[idx] = np.arange(idx.size)
-        nbr, shift = _neighbour_cells(m, reach, box)
+        # stencil reach in cells; a single cell (tiny boxes) is visited once, with explicit minimum images
         self._state = dict(pos=wrapped, unwrapped=positions.copy(), types=types.copy(), box=box, m=m,
-                           inv_cs=1.0 / cs, nbr=nbr, shift=shift, count=count, members=members, cell_of=cell_of,
-                           slot_of=slot_of, by_type=by_type, n_of_type=n_of_type, slot_in_type=slot_in_type)
+                           inv_cs=1.0 / cs, reach=0 if m == 1 else reach, count=count, members=members,
+                           cell_of=cell_of, slot_of=slot_of, by_type=by_type, n_of_type=n_of_type,
+                           slot_in_type=slot_in_type)
         self._rebuild_cell_copies()
         # refuses overlaps with the reference neighbour search (also checks the box)
         from tglassmlp.physics.potential import interacting_pairs
@@ -767,13 +734,11 @@ class SwapMonteCarlo:
         cap = int(s["count"].max()) + CELL_CAPACITY_SLACK
         s["members"], cell_xy, cell_t = _cell_copies(s["pos"], s["types"], s["count"], s["members"], cap)
         self._cell_copies = (cell_xy, cell_t)
-        # the kernel walks the stencil of the neighbour tables kept in the state (see _wrap_cell)
-        self._reach = (math.isqrt(s["nbr"].shape[1]) - 1) // 2
 
     def _geometry(self):
         s = self._require_state()
         cell_xy, cell_t = self._cell_copies
-        return (s["pos"], s["types"], s["cell_of"], s["slot_of"], s["box"], s["m"], s["inv_cs"], self._reach,
+        return (s["pos"], s["types"], s["cell_of"], s["slot_of"], s["box"], s["m"], s["inv_cs"], s["reach"],
                 s["count"], cell_xy, cell_t)
 
     # ------------------------------------------------------------------ running
@@ -800,7 +765,7 @@ class SwapMonteCarlo:
         type_trace = np.empty((n_rec if record_types else 0, n), dtype=np.int8)
         energy, s["members"], *copies = _run_sweeps(
             n_sweeps, rec, s["pos"], s["unwrapped"], s["types"], s["by_type"], s["n_of_type"],
-            s["slot_in_type"], s["box"], s["m"], s["inv_cs"], self._reach, s["count"], s["members"],
+            s["slot_in_type"], s["box"], s["m"], s["inv_cs"], s["reach"], s["count"], s["members"],
             s["cell_of"], s["slot_of"], *self._cell_copies, *self._params, float(self.max_displacement),
             1.0 / self.temperature, float(self.settings.swap_fraction if swaps else 0.0), self._pairs,
             self.rng, float(self._energy), trace, type_trace, self._counters)
@@ -943,6 +908,10 @@ class SwapMonteCarlo:
         state["box"] = float(state["box"])
         state["m"] = int(state["m"])
         state["inv_cs"] = float(state["inv_cs"])
+        if "reach" not in state:  # checkpoints before session 4 stored the stencil as tables nbr (cells, k), shift
+            state["reach"] = (math.isqrt(state.pop("nbr").shape[1]) - 1) // 2
+            state.pop("shift")
+        state["reach"] = int(state["reach"])
         self._state = state
         self._rebuild_cell_copies()
         self._energy = float(d["energy"])
