@@ -159,7 +159,7 @@ def report(out: Path):
                   "chain's instantaneous E/N from the chain's mean, and the block means show no drift "
                   "(one structure: a weak test; an ageing start would drift)."]
     lines += ["", "## Decorrelation time and the extrapolation to T = 0.15", "",
-              f"tau_Q ({load_swap_settings().overlap_frame} frame) of these chains:", "",
+              f"tau_Q ({settings.overlap_frame} frame) of these chains:", "",
               "| T | tau_Q [sweeps] |", "|---|---|"]
     lines += [f"| {t} | {v:.3g} |" for t, v in ext["points"].items()]
     lines += ["", f"- Arrhenius through the two lowest T (activation {ext['arrhenius_activation']:.2f} epsilon): "
