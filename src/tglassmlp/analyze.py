@@ -166,7 +166,7 @@ def observe_ensemble(field: PropensityField, settings: HeterogeneitySettings) ->
 def pearson_scores(field: PropensityField) -> dict[str, np.ndarray]:
     """rho_P (Eq. 8) per level against the MD truth: per network, the mean over the structures the networks
     were not trained on; then mean and std over networks. Also the same over the training structures."""
-    from tglassmlp.model.module import pearson
+    from tglassmlp.metrics import pearson
 
     out = {}
     for label, wanted in (("test", False), ("train", True)):
@@ -555,7 +555,7 @@ def analyze(cfg: DictConfig | Mapping) -> dict[str, Any]:
 
 def log_to_mlflow(tracking, cfg, figures, tables, level_rows, attention_rows) -> str:
     """One MLflow run 'analysis-<name>' with params, headline metrics, figures and tables as artefacts."""
-    from tglassmlp.data.datamodule import state_point_name
+    from tglassmlp.statepoints import state_point_name
     from tglassmlp.tracking import git_commit, hydra_job_info
 
     commit, dirty = git_commit()

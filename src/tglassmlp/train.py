@@ -96,8 +96,8 @@ def make_figures(records, dm, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     from tglassmlp.analysis.figures import save as save_figure
-    from tglassmlp.data.datamodule import state_point_name
-    from tglassmlp.model.module import pearson
+    from tglassmlp.statepoints import state_point_name
+    from tglassmlp.metrics import pearson
 
     out_dir.mkdir(parents=True, exist_ok=True)
     groups: dict[tuple[float, float], list] = {}

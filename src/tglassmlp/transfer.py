@@ -54,9 +54,8 @@ from tglassmlp.data.datamodule import (
     MDLabels,
     PropensityDataModule,
     StructureRecord,
-    format_level,
-    state_point_name,
 )
+from tglassmlp.statepoints import format_level, state_point_name
 from tglassmlp.ensemble import (
     NoSelfConsistentNetworkError,
     StructureCache,
@@ -382,7 +381,7 @@ def fingerprint(cfg: DictConfig) -> str:
 def per_structure_pearson(predictions: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> np.ndarray:
     """(S,) Pearson correlation of the (N_0,) prediction and target of each of S structures
     (:func:`tglassmlp.model.module.pearson`, the project's one Pearson, per structure)."""
-    from tglassmlp.model.module import pearson
+    from tglassmlp.metrics import pearson
 
     return np.array([pearson(p, t) for p, t in zip(predictions, targets)])
 

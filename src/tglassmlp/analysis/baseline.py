@@ -33,7 +33,6 @@ import argparse
 import json
 import logging
 import math
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,12 +41,14 @@ from typing import Any
 
 import numpy as np
 
+from tglassmlp.metrics import pearson
+from tglassmlp.statepoints import parse_state_point, state_point_name
+
 log = logging.getLogger(__name__)
 
 #: ridge penalties alpha (per particle, on standardised descriptors) tried by the cross-validation
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-8, 3, 23))
 CV_METRICS = ("pearson", "mse")
-_NAME = re.compile(r"^T(?P<t>-?\d+(?:\.\d+)?)_c(?P<c>-?\d+(?:\.\d+)?(?:e-?\d+)?)$")
 
 
 class ManifestError(ValueError):
@@ -96,8 +97,6 @@ def _solve(stats: _Stats, alphas: Sequence[float]) -> list[tuple[np.ndarray, flo
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    from tglassmlp.model.module import pearson
-
     return pearson(x, y)
 
 
@@ -207,7 +206,6 @@ def ridge_baseline(dm, alphas: Sequence[float] = DEFAULT_ALPHAS, n_folds: int = 
         of :func:`~tglassmlp.model.module.state_point_metrics` ('pearson', 'mae', 'chi4_true', 'chi4_pred',
         'self_consistency')}}; a state point without test structures gets NaN metrics.
     """
-    from tglassmlp.data.datamodule import state_point_name
     from tglassmlp.model.module import state_point_metrics
 
     out = {}
@@ -233,12 +231,6 @@ def ridge_baseline(dm, alphas: Sequence[float] = DEFAULT_ALPHAS, n_folds: int = 
 
 
 # ------------------------------------------------------------------------------------------------ ensemble
-def parse_state_point(name: str) -> tuple[float, float] | None:
-    """(T, c) of a name 'T0.600_c0.50'; None for anything else ('avg')."""
-    m = _NAME.match(name)
-    return (float(m["t"]), float(m["c"])) if m else None
-
-
 def per_state_point(metrics: Mapping[str, float], metric: str = "pearson", split: str = "test") -> dict[str, float]:
     """{state point name: value} of ``<split>/<name>/<metric>`` entries of one run's metrics."""
     out = {}

@@ -30,7 +30,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from tglassmlp.atomic import write_json_atomic, write_text_atomic
-from tglassmlp.data.datamodule import PropensityDataModule, format_temperature, state_point_name
+from tglassmlp.data.datamodule import PropensityDataModule
+from tglassmlp.statepoints import format_temperature, state_point_name
 
 log = logging.getLogger(__name__)
 

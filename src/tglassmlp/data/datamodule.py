@@ -50,6 +50,7 @@ from torch.utils.data import DataLoader, Dataset
 from tglassmlp.atomic import save_npy_atomic
 from tglassmlp.data.shards import open_shard, parse_shard_path, read_shard
 from tglassmlp.model.loss import DEFAULT_RADII, DEFAULT_WIDTH, neighbour_weights
+from tglassmlp.statepoints import format_level, format_temperature, state_point_name  # noqa: F401
 from tglassmlp.observables import DescriptorScaler, descriptor_names, labels_at_levels, structural_descriptors
 
 log = logging.getLogger(__name__)
@@ -65,22 +66,6 @@ MAKE_DATA_HINT = ("generate the demo dataset with `make demo-data` (or point dat
 
 class DatasetNotFoundError(FileNotFoundError):
     """The dataset root is missing or holds no shards (the message says how to make one)."""
-
-
-def format_temperature(temperature: float) -> str:
-    """``T0.600``: the temperature as in shard directory names."""
-    return f"T{float(temperature):.3f}"
-
-
-def format_level(level: float) -> str:
-    """``c0.50``; more decimals only when two decimals would not represent the level (0.875 -> c0.875)."""
-    c = float(level)
-    return f"c{c:.2f}" if abs(c - round(c, 2)) < 1e-6 else f"c{c:g}"
-
-
-def state_point_name(temperature: float, level: float) -> str:
-    """Readable name of a state point, used in metric names: ``T0.600_c0.50``."""
-    return f"{format_temperature(temperature)}_{format_level(level)}"
 
 
 @dataclass

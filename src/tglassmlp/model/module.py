@@ -30,26 +30,13 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from tglassmlp.metrics import pearson  # noqa: F401  (also importable from here)
 from tglassmlp.model.loss import GlassMLPLoss, PropensityMSELoss, TrainingStage, training_stages
+from tglassmlp.statepoints import state_point_name
 
 log = logging.getLogger(__name__)
 
 METRICS = ("pearson", "mae", "chi4_true", "chi4_pred", "self_consistency")
-
-
-def _state_point_name(temperature: float, level: float) -> str:
-    # local import keeps model/ free of a hard dependency on data/ at import time
-    from tglassmlp.data.datamodule import state_point_name
-
-    return state_point_name(temperature, level)
-
-
-def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation of two (N,) arrays; NaN when either is constant."""
-    x = np.asarray(x, dtype=np.float64) - np.mean(x)
-    y = np.asarray(y, dtype=np.float64) - np.mean(y)
-    denom = np.sqrt((x * x).sum() * (y * y).sum())
-    return float((x * y).sum() / denom) if denom > 0 else float("nan")
 
 
 def _chi4(values: Sequence[np.ndarray]) -> float:
@@ -97,7 +84,7 @@ def summarise(records: Sequence[EvalRecord], prefix: str) -> dict[str, float]:
     per_metric: dict[str, list[float]] = {m: [] for m in METRICS}
     for (t, c), recs in sorted(groups.items()):
         values = state_point_metrics([r.prediction for r in recs], [r.target for r in recs], c)
-        name = _state_point_name(t, c)
+        name = state_point_name(t, c)
         for m, v in values.items():
             out[f"{prefix}/{name}/{m}"] = v
             per_metric[m].append(v)
