@@ -18,11 +18,11 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    from tglassmlp.predict import PredictionInputError, format_summary, predict
+    from tglassmlp.predict import ModelDirectoryError, PredictionInputError, format_summary, predict
 
     try:
         result = predict(cfg)
-    except PredictionInputError as exc:
+    except (PredictionInputError, ModelDirectoryError) as exc:
         # one line naming the file / run / value to fix, rather than a traceback
         sys.exit(f"predict.py: {exc}")
     print(format_summary(result))

@@ -52,3 +52,51 @@ def random_configuration(n: int, box: float, seed: int = 0, min_distance: float 
 def small_configuration():
     """40 particles in a 7 x 7 box: the random configuration used by the fast force tests."""
     return (*random_configuration(40, 7.0, seed=3), 7.0)
+
+
+# --------------------------------------------------------------------------------------------- configs
+#: the primary configs (conf/<name>.yaml): one entry script each
+PRIMARY_CONFIGS = ("train", "predict", "simulate", "transfer", "analyze")
+
+
+def compose_config(name: str, overrides=()):
+    """A primary config composed as its entry script would (Hydra compose, no job run): the one helper
+    behind the per-config fixtures below and the test modules' own compose helpers."""
+    from hydra import compose, initialize_config_dir
+
+    from tglassmlp.paths import config_dir
+
+    if name not in PRIMARY_CONFIGS:
+        raise ValueError(f"unknown primary config {name!r}; known: {PRIMARY_CONFIGS}")
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides))
+
+
+@pytest.fixture
+def train_config_factory():
+    """overrides -> the composed ``train`` config."""
+    return lambda overrides=(): compose_config("train", overrides)
+
+
+@pytest.fixture
+def predict_config_factory():
+    """overrides -> the composed ``predict`` config."""
+    return lambda overrides=(): compose_config("predict", overrides)
+
+
+@pytest.fixture
+def simulate_config_factory():
+    """overrides -> the composed ``simulate`` config."""
+    return lambda overrides=(): compose_config("simulate", overrides)
+
+
+@pytest.fixture
+def transfer_config_factory():
+    """overrides -> the composed ``transfer`` config."""
+    return lambda overrides=(): compose_config("transfer", overrides)
+
+
+@pytest.fixture
+def analyze_config_factory():
+    """overrides -> the composed ``analyze`` config."""
+    return lambda overrides=(): compose_config("analyze", overrides)

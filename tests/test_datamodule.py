@@ -144,7 +144,7 @@ def test_descriptor_cache_written_once_and_reused(synthetic_root, tmp_path, monk
     assert len(files) == 3  # the odd structures 1, 3, 5 lack stored descriptors
     assert not list(tmp_path.glob("*.tmp-*"))
 
-    import tglassmlp.data.datamodule as mod
+    import tglassmlp.data.structures as mod  # where descriptors are computed and cached
 
     def refuse(*args, **kwargs):
         raise AssertionError("descriptors recomputed despite the cache")

@@ -165,7 +165,6 @@ def test_imports_point_down():
     assert len(ALLOWED_UPWARD) <= 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 in progress")
 def test_no_library_module_reads_conf():
     assert conf_readers() == [], "library modules that open conf/ (pass settings objects instead)"
 

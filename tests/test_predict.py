@@ -19,7 +19,7 @@ from tglassmlp.model.network import TGlassMLP
 from tglassmlp.observables import DescriptorScaler, descriptor_names, structural_descriptors
 from tglassmlp.paths import PROJECT_ROOT
 from tglassmlp.predict import (DirectoryEnsemble, ManifestEnsemble, MeanConstraint, MlflowEnsemble,
-                               PredictionInputError, check_structure, constrained_prediction, find_structures,
+                               ModelDirectoryError, PredictionInputError, check_structure, constrained_prediction, find_structures,
                                levels_at, load_model_dir, load_structure, predict_structures, read_prediction,
                                save_model_dir, tts_from_dict, tts_from_json)
 
@@ -359,7 +359,7 @@ def test_input_errors(glassbench_models, tmp_path):
     broken.mkdir()
     for f in ("network.yaml", "state_dict.pt"):
         (broken / f).write_bytes((root / "seed0" / f).read_bytes())
-    with pytest.raises(PredictionInputError, match=r"lacks \['scaler.npz'\].*standardisation"):
+    with pytest.raises(ModelDirectoryError, match=r"lacks \['scaler.npz'\].*standardisation"):
         load_model_dir(broken)
     (tmp_path / "empty").mkdir()
     with pytest.raises(PredictionInputError, match="no model directory"):

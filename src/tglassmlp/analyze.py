@@ -489,7 +489,7 @@ def analyze(cfg: DictConfig | Mapping) -> dict[str, Any]:
         notes.append(f"- networks: {len(nets)} from `{sweep}` (selection: {cfg.networks.selection}); "
                      + ("their internals only (attention, bottleneck: Figs. 9-11); the predictions are the files"
                         if has_files else "plain network outputs, without the iterative mean constraint of App. B"))
-        probe = NetworkProbe(nets, int(cfg.reference_type), cfg.get("cache_dir"))
+        probe = NetworkProbe(nets, int(cfg.reference_type), cfg.get("cache_dir"), cfg.get("descriptors"))
         pred, internals = network_fields(probe, cfg.data_root, levels, tts, md_levels)
         attention = attention_scales(internals, levels)
     elif cfg.networks.sweep_dir not in (None, "", "none", "null"):

@@ -149,3 +149,17 @@ def save_npz_atomic(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], c
     appended), atomically. Returns ``path``."""
     save = np.savez_compressed if compressed else np.savez
     return atomic_write(path, lambda fh: save(fh, **arrays))
+
+
+def save_figure_atomic(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """``fig.savefig`` at ``path`` (format from the suffix), atomically (no half-written PNG), then close the
+    figure. Returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        with atomic_path(path, keep_suffix=True) as tmp:  # savefig takes the format from the suffix
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
+    return path

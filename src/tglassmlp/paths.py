@@ -17,14 +17,3 @@ def config_dir() -> Path:
             "install the project in editable mode (make test does) or set TGLASSMLP_CONF"
         )
     return path
-
-
-def load_config(group: str, name: str = "default"):
-    """The OmegaConf node of ``conf/<group>/<name>.yaml`` (for library code called outside Hydra)."""
-    from omegaconf import OmegaConf
-
-    path = config_dir() / group / f"{name}.yaml"
-    if not path.is_file():
-        available = sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
-        raise FileNotFoundError(f"no config '{group}/{name}' ({path}); available: {available}")
-    return OmegaConf.load(path)

@@ -23,7 +23,7 @@ import json
 import logging
 import time
 import warnings
-from dataclasses import dataclass
+from tglassmlp.data.structures import Structure, read_structure
 from pathlib import Path
 
 import numpy as np
@@ -59,33 +59,10 @@ INHERENT_FIELDS = ("inherent_positions", "particle_energies")
 MD_FIELDS = ("times", "bond_breaking", "propensity")
 
 
-@dataclass
-class Structure:
-    """A configuration read from disk: positions (N, 2) [sigma], types (N,) 0..2, box [sigma]."""
-
-    positions: np.ndarray
-    types: np.ndarray
-    box: float
-    temperature: float | None
-    index: int | None
-    source: str
-
-
 def load_structure(path) -> Structure:
-    """Read a GlassBench npz or one of our HDF5 shards (by suffix), with clear errors for anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"structure file not found: {path}")
-    if path.suffix == ".npz":
-        gb = read_glassbench(path)
-        return Structure(gb.positions, gb.types, gb.box, gb.temperature, gb.structure_index, gb.source)
-    if path.suffix in (".h5", ".hdf5"):
-        shard = read_shard(path, fields=["positions", "types"])
-        return Structure(shard["positions"], shard["types"], float(shard.attrs["box"]),
-                         float(shard.attrs["temperature"]), shard.attrs.get("structure_index"),
-                         f"shard:{path.name}")
-    raise ValueError(f"unknown structure file type '{path.suffix}' for {path}: expected a GlassBench .npz "
-                     "or a tglassmlp .h5 shard")
+    """Read a GlassBench npz or one of our HDF5 shards (by suffix), with clear errors for anything else:
+    :func:`tglassmlp.data.structures.read_structure` (positions and types)."""
+    return read_structure(path, ("positions", "types"))
 
 
 def shard_seeds(seed: int, temperature: float, index: int) -> tuple[int, int]:
@@ -335,12 +312,14 @@ def _run_stages(cfg, system, structure, temperature, index, swap_seed, md_seed, 
         if "descriptors" in existing:
             summary["skipped"].append("descriptors")
         else:
-            from tglassmlp.observables import descriptor_names, structural_descriptors
+            from tglassmlp.observables import descriptor_names, load_descriptor_settings, structural_descriptors
 
+            settings = load_descriptor_settings(cfg.get("descriptors") or "default")
             x_is = read_shard(path, fields=["inherent_positions"])["inherent_positions"]
-            desc = structural_descriptors(x_is, types, box, energies=energies, system=system)
+            desc = structural_descriptors(x_is, types, box, l_grid=settings.l_grid, cutoff=settings.cutoff,
+                                          energies=energies, system=system)
             update_shard(path, {"descriptors": desc.astype(np.float32)},
-                         field_attrs={"descriptors": {"descriptor_names": descriptor_names()}})
+                         field_attrs={"descriptors": {"descriptor_names": descriptor_names(settings.l_grid)}})
             summary["ran"].append("descriptors")
 
     # ---- stage 4: isoconfigurational MD, bond breaking, propensity
@@ -360,7 +339,8 @@ def _run_stages(cfg, system, structure, temperature, index, swap_seed, md_seed, 
         runs = isoconfigurational_runs(positions, types, box, temperature, times,
                                        int(cfg.dataset.isoconfigurational.n_runs), md_seed, system=system,
                                        config=cfg.md, progress=cfg.get("progress") is not False, **layout)
-        c_b = bond_breaking(positions, runs, types, box, system=system)  # (R, T_n, N)
+        c_b = bond_breaking(positions, runs, types, box, system=system, initial_radius=cfg.labels.initial_radius,
+                            survival_radius=cfg.labels.survival_radius)  # (R, T_n, N)
         propensity = c_b.mean(axis=0)
         new = {"times": times, "bond_breaking": c_b.astype(np.float32), "propensity": propensity.astype(np.float32)}
         if cfg.dataset.store_trajectories:

@@ -4,7 +4,7 @@
   ``outputs/mlflow-artifacts/<experiment id>/<run id>/artifacts``. A relative sqlite path is made absolute
   (a job that changes directory still writes to the same database).
 * Parallel jobs (Hydra joblib/SLURM launchers) share the store. The database schema and the experiment are
-  created once before the jobs start (:class:`PrepareTrackingStore`, a Hydra callback run at
+  created once before the jobs start (:class:`tglassmlp.callbacks.PrepareTrackingStore`, a Hydra callback run at
   ``on_multirun_start``); creation is also get-or-create with retries, so a job started without the callback
   tolerates a concurrent creator. Writes retry briefly on a locked sqlite database.
 * A store that cannot be reached fails the job before any data is read or any epoch is spent
@@ -315,36 +315,3 @@ class MlflowRunLogger(Logger):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         # 'epoch' is Lightning's own bookkeeping metric; the step axis already carries it
         self._tracking.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
-
-
-# ------------------------------------------------------------------------------------------------ Hydra
-try:
-    from hydra.experimental.callback import Callback as _HydraCallback
-except ImportError:  # pragma: no cover - hydra-core < 1.1
-    _HydraCallback = object
-
-
-class PrepareTrackingStore(_HydraCallback):
-    """Hydra callback: create the store schema and the study's experiment once, in the launching process,
-    before the jobs of a multirun start (parallel jobs then only add runs). Also stops the whole sweep before
-    any job is launched when the store cannot be reached (SystemExit with the reason). Reads
-    ``logger.tracking_uri``, ``logger.artifact_location``, ``study``.
-    """
-
-    def on_multirun_start(self, config, **kwargs) -> None:
-        from omegaconf import OmegaConf
-
-        logger = config.get("logger")
-        if logger is None or "tracking_uri" not in logger:
-            return
-        cfg = OmegaConf.to_container(logger, resolve=True)
-        tracking = MlflowTracking(cfg["tracking_uri"], cfg.get("experiment_name") or config.study,
-                                  cfg.get("artifact_location"))
-        try:
-            exp = tracking.prepare()
-        except TrackingStoreError as exc:
-            # Hydra turns a callback's Exception into a warning and launches the jobs anyway (on SLURM: an
-            # array of jobs that each queue, start and fail). SystemExit is not an Exception: the sweep stops
-            # here, before any job is launched, with the reason.
-            raise SystemExit(f"{config.hydra.job.name}.py: {exc}") from None
-        log.info("MLflow: experiment %r (id %s) in %s", tracking.experiment_name, exp, tracking.tracking_uri)

@@ -13,6 +13,7 @@ FAILED; a killed process leaves it RUNNING, which later jobs ignore.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -82,6 +83,7 @@ def curated_params(cfg: DictConfig, dm, module, n_parameters: int, seed: int) ->
     params["data.n_train_samples"] = len(dm.train_samples)
     params["data.n_test_samples"] = len(dm.test_samples)
     params["data.label_std"] = f"{dm.label_std:.6g}"
+    params["descriptors"] = json.dumps(dataclasses.asdict(dm.descriptors))
     params["seed"] = seed
     return params
 
@@ -95,7 +97,7 @@ def make_figures(records, dm, out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tglassmlp.analysis.figures import save as save_figure
+    from tglassmlp.atomic import save_figure_atomic as save_figure
     from tglassmlp.statepoints import state_point_name
     from tglassmlp.metrics import pearson
 
@@ -284,9 +286,10 @@ def _interrupted() -> bool:
 
 def save_artifacts(cfg: DictConfig, tracking, dm, network, module, run_dir: Path) -> None:
     """model/ (state_dict.pt, network.yaml = constructor arguments, scaler.npz, state_points.json; written by
-    :func:`tglassmlp.predict.save_model_dir`, the writer matching predict's reader), config/train.yaml
-    (resolved), metrics_test.json, figures/*.png; all logged to the run."""
-    from tglassmlp.predict import save_model_dir
+    :func:`tglassmlp.model.artifact.save_model_dir`, the one writer of the layout), config/train.yaml
+    (resolved), metrics_test.json, figures/*.png; all logged to the run. ``run.json`` (the MLflow run id, not
+    logged) lets a sweep folder's networks be matched with the runs an ensemble manifest names."""
+    from tglassmlp.model.artifact import save_model_dir
 
     art = run_dir / "artifacts"
     (art / "config").mkdir(parents=True, exist_ok=True)
@@ -299,6 +302,8 @@ def save_artifacts(cfg: DictConfig, tracking, dm, network, module, run_dir: Path
 
     write_text_atomic(art / "config" / "train.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     write_json_atomic(art / "metrics_test.json", module.test_metrics, sort_keys=True)
+    write_json_atomic(art / "run.json", {"run_id": tracking.run_id, "experiment_id": tracking.experiment_id,
+                                         "tracking_uri": tracking.tracking_uri})
     for sub in ("model", "config"):
         for path in sorted((art / sub).iterdir()):
             tracking.log_artifact(path, sub)

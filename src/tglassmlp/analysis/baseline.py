@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from tglassmlp.ensemble.manifest import ManifestError, read_manifest  # noqa: F401  (the manifest's reader)
 from tglassmlp.metrics import pearson
 from tglassmlp.statepoints import parse_state_point, state_point_name
 
@@ -49,10 +50,6 @@ log = logging.getLogger(__name__)
 #: ridge penalties alpha (per particle, on standardised descriptors) tried by the cross-validation
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-8, 3, 23))
 CV_METRICS = ("pearson", "mse")
-
-
-class ManifestError(ValueError):
-    """An ensemble manifest or one of its runs cannot be used (the message names the file / run)."""
 
 
 # ------------------------------------------------------------------------------------------------ ridge
@@ -242,34 +239,6 @@ def per_state_point(metrics: Mapping[str, float], metric: str = "pearson", split
     return out
 
 
-def read_manifest(path: str | Path, which: str = "selected") -> tuple[list[str], dict[str, Any]]:
-    """(run ids, manifest) of an ensemble manifest written by :func:`tglassmlp.ensemble.select_sweep`.
-
-    ``which``: 'selected' (the runs passing the self-consistency test; all ranked runs, with a warning, when
-    none does) or 'all' (every ranked run).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ensemble manifest {path} does not exist (a multirun of train.py writes "
-                                "<sweep dir>/ensemble.json at its end; or pass the runs' metrics with --metrics)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"ensemble manifest {path} is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict):
-        raise ManifestError(f"ensemble manifest {path}: expected a JSON object with 'selected' and 'ranking'")
-    ranked = [e["run_id"] for e in manifest.get("ranking", []) if isinstance(e, dict) and "run_id" in e]
-    if which not in ("selected", "all"):
-        raise ValueError(f"which must be 'selected' or 'all', got {which!r}")
-    ids = list(manifest.get("selected") or []) if which == "selected" else ranked
-    if which == "selected" and not ids:
-        log.warning("%s: no run passes the self-consistency selection; using all %d ranked runs", path, len(ranked))
-        ids = ranked
-    if not ids:
-        raise ManifestError(f"ensemble manifest {path} lists no runs")
-    return ids, manifest
-
-
 def run_metrics_from_mlflow(run_ids: Sequence[str], tracking_uri: str) -> list[dict[str, float]]:
     """The latest metric values of each run (MLflow ``run.data.metrics``); a missing run raises ManifestError."""
     from mlflow.exceptions import MlflowException
@@ -449,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from tglassmlp.data.datamodule import DatasetNotFoundError, PropensityDataModule
-    from tglassmlp.paths import load_config
+    from tglassmlp.defaults import group_config
 
     try:
         run_ids, run_metrics, recorded = None, None, {"data": {}, "counts": {}}
@@ -464,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if not p.is_file():
                     raise FileNotFoundError(f"metrics file {p} does not exist")
                 run_metrics.append(json.loads(p.read_text()))
-        defaults = load_config("data", "demo")
+        defaults = group_config("data", "demo")
         kwargs: dict[str, Any] = {
             "levels": args.levels or list(defaults.get("levels") or (0.9, 0.8, 0.65, 0.5)),
             "train_fraction": float(defaults.get("train_fraction", 0.8)),

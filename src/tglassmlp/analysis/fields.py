@@ -445,6 +445,7 @@ class SavedNetwork:
         state_points: contents of ``state_points.json`` ({'train': [[T, c], ...], ...}).
         config: the run's ``artifacts/config/train.yaml`` as a dict ({} when absent).
         path: the model directory.
+        run_id: the MLflow run that trained it (``artifacts/run.json``), '' when unknown.
         digest: sha256 prefix of the weights and scaler (``tglassmlp.predict.load_model_dir``): the identity
             prediction files record for each network.
     """
@@ -455,6 +456,7 @@ class SavedNetwork:
     config: dict
     path: Path
     digest: str = ""
+    run_id: str = ""
 
     @property
     def training_temperatures(self) -> list[float]:
@@ -466,7 +468,7 @@ def _saved_network(model_dir: Path) -> SavedNetwork:
     the run's config beside it."""
     from omegaconf import OmegaConf
 
-    from tglassmlp.predict import load_model_dir
+    from tglassmlp.model.artifact import load_model_dir
 
     member = load_model_dir(model_dir)
     if member.state_points is None:
@@ -474,14 +476,17 @@ def _saved_network(model_dir: Path) -> SavedNetwork:
                                 "the analysis separates trained from unseen temperatures with them)")
     config_path = model_dir.parent / "config" / "train.yaml"
     config = OmegaConf.to_container(OmegaConf.load(config_path)) if config_path.is_file() else {}
-    return SavedNetwork(member.network, member.scaler, member.state_points, config, model_dir, member.digest)
+    run_path = model_dir.parent / "run.json"
+    run_id = str(json.loads(run_path.read_text()).get("run_id") or "") if run_path.is_file() else ""
+    return SavedNetwork(member.network, member.scaler, member.state_points, config, model_dir, member.digest, run_id)
 
 
 def find_sweep_networks(sweep_dir, selection: str = "all") -> list[SavedNetwork]:
     """The networks of a train.py multirun folder (``<sweep>/<job>/artifacts/model``).
 
-    ``selection``: 'all' or 'selected' (the runs that ``<sweep>/ensemble.json`` marks as selected, matched by
-    seed; none selected is an error naming the manifest).
+    ``selection``: 'all' or 'selected' (the runs that ``<sweep>/ensemble.json`` selects, matched by MLflow run
+    id (``<job>/artifacts/run.json``; sweeps trained before that file existed are matched by seed); none
+    selected is an error naming the manifest).
     """
     sweep_dir = Path(sweep_dir)
     dirs = sorted(sweep_dir.glob("*/artifacts/model"), key=lambda p: p.parts[-3])
@@ -492,21 +497,29 @@ def find_sweep_networks(sweep_dir, selection: str = "all") -> list[SavedNetwork]
         return nets
     if selection != "selected":
         raise ValueError(f"networks.selection must be 'all' or 'selected', got {selection!r}")
-    manifest = sweep_dir / "ensemble.json"
+    from tglassmlp.ensemble.manifest import MANIFEST_NAME, load_manifest, ranked_entries, selected_run_ids
+
+    manifest = sweep_dir / MANIFEST_NAME
     if not manifest.is_file():
         raise FileNotFoundError(f"{manifest}: no ensemble manifest; use networks.selection=all")
-    result = json.loads(manifest.read_text())
-    seeds = {str(e["seed"]) for e in result.get("ranking", []) if e.get("selected")}
-    chosen = [n for n in nets if str(n.config.get("seed")) in seeds]
+    result = load_manifest(manifest)
+    run_ids = set(selected_run_ids(result))
+    if all(n.run_id for n in nets):
+        chosen = [n for n in nets if n.run_id in run_ids]
+    else:  # a sweep from before run.json: its jobs are known by seed only
+        seeds = {str(e["seed"]) for e in ranked_entries(result) if e["run_id"] in run_ids}
+        chosen = [n for n in nets if str(n.config.get("seed")) in seeds]
     if not chosen:
         raise ValueError(f"{manifest}: no network is selected ({result.get('note', '')}); use networks.selection=all")
     return chosen
 
 
 def latest_sweep(root) -> Path | None:
-    """The newest ``multirun_*`` folder under ``root`` that holds trained networks (None if there is none)."""
-    sweeps = [p for p in Path(root).glob("multirun_*") if any(p.glob("*/artifacts/model/state_dict.pt"))]
-    return max(sweeps, key=lambda p: p.stat().st_mtime) if sweeps else None
+    """The newest ``multirun_*`` folder under ``root`` that holds trained networks (None if there is none):
+    :func:`tglassmlp.ensemble.sources.latest_sweep`, the one rule of 'latest'."""
+    from tglassmlp.ensemble.sources import latest_sweep as newest
+
+    return newest(root, needs="networks")
 
 
 @dataclass
@@ -532,12 +545,13 @@ class NetworkProbe:
     Args:
         networks: the :class:`SavedNetwork` ensemble (same descriptor columns).
         reference_type: particles whose propensity is predicted (type 0 = the paper's type 1).
-        cache_dir: descriptor cache (``tglassmlp.data.datamodule.shard_descriptors``).
+        cache_dir: descriptor cache (:func:`tglassmlp.data.structures.structure_descriptors`).
+        descriptors: descriptor settings (DescriptorSettings or the ``descriptors`` config node; None: defaults).
 
     These are the plain network outputs (no iterative mean constraint of App. B: that belongs to predict.py).
     """
 
-    def __init__(self, networks: Sequence[SavedNetwork], reference_type: int = 0, cache_dir=None):
+    def __init__(self, networks: Sequence[SavedNetwork], reference_type: int = 0, cache_dir=None, descriptors=None):
         if not networks:
             raise ValueError("NetworkProbe: no networks")
         names = {tuple(n.scaler.kept_names) for n in networks}
@@ -547,19 +561,19 @@ class NetworkProbe:
         self.names = list(next(iter(names)))
         self.reference_type = int(reference_type)
         self.cache_dir = cache_dir
+        self.descriptors = descriptors
 
     def shard_inputs(self, path):
         """(raw descriptors (N_ref, D), positions (N_ref, 2), box, reference mask (N,)) of one shard."""
-        from tglassmlp.data.datamodule import shard_descriptors
-        from tglassmlp.data.shards import open_shard, read_shard
+        from tglassmlp.data.structures import read_structure, structure_descriptors
+        from tglassmlp.observables.descriptors import load_descriptor_settings
 
-        with open_shard(path) as reader:
-            present = set(reader.fields)
-        shard = read_shard(path, fields=[f for f in ("positions", "types", "inherent_positions", "particle_energies",
-                                                     "descriptors") if f in present])
-        desc, _ = shard_descriptors(shard, self.cache_dir)
-        ref = np.asarray(shard["types"]) == self.reference_type
-        return desc[ref], np.asarray(shard["positions"], dtype=np.float64)[ref], float(shard.box), ref
+        structure = read_structure(path, ("positions", "types", "inherent_positions", "particle_energies",
+                                          "descriptors"))
+        settings = load_descriptor_settings("default" if self.descriptors is None else self.descriptors)
+        desc, _ = structure_descriptors(structure, self.cache_dir, settings)
+        ref = structure.types == self.reference_type
+        return desc[ref], structure.positions[ref], structure.box, ref
 
     def run(self, descriptors, temperature: float, levels: Sequence[float]) -> ProbeResult:
         """Outputs of every network for raw descriptors (N, D) at temperature T and the K levels."""

@@ -32,7 +32,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tglassmlp.atomic import atomic_path  # noqa: E402
+from tglassmlp.atomic import atomic_path, save_figure_atomic  # noqa: E402
 
 #: Method factors of Fig. 12 (paper note [52]): chords measure a diameter (~2 xi_4), xi_int a relative scale.
 CHORD_FACTOR = 0.5
@@ -41,15 +41,8 @@ XI_INT_FACTOR = 1.5
 PROPENSITY_CMAP = "RdYlBu"
 
 
-def save(fig, path: Path, dpi: int = 120) -> Path:
-    """Save a figure atomically (:func:`tglassmlp.atomic.atomic_path`: no half-written PNG), then close it."""
-    path = Path(path)
-    try:
-        with atomic_path(path, keep_suffix=True) as tmp:  # savefig takes the format from the suffix
-            fig.savefig(tmp, dpi=dpi)
-    finally:
-        plt.close(fig)
-    return path
+#: save a figure atomically, then close it
+save = save_figure_atomic
 
 
 def temperature_colors(temperatures: Sequence[float]) -> dict[float, tuple]:

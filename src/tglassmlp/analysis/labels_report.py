@@ -17,7 +17,6 @@ from tglassmlp.atomic import write_json_atomic, write_text_atomic
 from tglassmlp.data.shards import parse_shard_path, read_shard
 from tglassmlp.observables.labels import labels_at_levels
 from tglassmlp.observables.tts import TimeTemperatureSuperposition, master_curve
-from tglassmlp.paths import load_config
 
 BASELINE = "energy_all_L2"
 
@@ -53,17 +52,18 @@ def temperature_curves(root, reference_type: int = 0) -> dict:
     return curves
 
 
-def label_report(root, out_dir, levels=None, baseline: str = BASELINE) -> dict:
+def label_report(root, out_dir, levels=None, baseline: str = BASELINE, labels=None) -> dict:
     """Write ``master_curve.png``, ``labels_report.md`` and ``labels_report.json`` to ``out_dir``.
 
-    ``levels`` default to ``conf/labels/default.yaml``; the TTS settings come from the same file.
+    ``labels``: the labels settings (the ``labels`` config node: ``levels``, ``tts``); None: the defaults
+    (``conf/labels/default.yaml``). ``levels`` overrides theirs.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tglassmlp.analysis.figures import save as save_figure
+    from tglassmlp.atomic import save_figure_atomic as save_figure
 
     from tglassmlp.observables.descriptors import descriptor_names, structural_descriptors
 
@@ -71,7 +71,11 @@ def label_report(root, out_dir, levels=None, baseline: str = BASELINE) -> dict:
     skipped = curves.pop("skipped", [])
     if not curves:
         raise FileNotFoundError(f"no shard with propensities under {root}")
-    labels_cfg = load_config("labels")
+    if labels is None:
+        from tglassmlp.defaults import group_config
+
+        labels = group_config("labels")
+    labels_cfg = labels
     levels = list(labels_cfg.levels) if levels is None else list(levels)
     tts = TimeTemperatureSuperposition(**labels_cfg.tts).compute({T: (t, c) for T, (t, c, _) in curves.items()})
     column = descriptor_names().index(baseline)

@@ -193,7 +193,7 @@ def plot_comparison(result: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tglassmlp.analysis.figures import save as save_figure
+    from tglassmlp.atomic import save_figure_atomic as save_figure
 
     points, rows = result["held_out"], result["rows"]
     fig, ax = plt.subplots(figsize=(1.6 + 1.7 * len(points), 4.2))

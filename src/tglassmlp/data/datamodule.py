@@ -47,17 +47,18 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tglassmlp.atomic import save_npy_atomic
-from tglassmlp.data.shards import open_shard, parse_shard_path, read_shard
+from tglassmlp.data.shards import open_shard, parse_shard_path
+from tglassmlp.data.structures import read_structure, structure_descriptors
 from tglassmlp.model.loss import DEFAULT_RADII, DEFAULT_WIDTH, neighbour_weights
 from tglassmlp.statepoints import format_level, format_temperature, state_point_name  # noqa: F401
-from tglassmlp.observables import DescriptorScaler, descriptor_names, labels_at_levels, structural_descriptors
+from tglassmlp.observables import DescriptorScaler, labels_at_levels
+from tglassmlp.observables.descriptors import DescriptorSettings, load_descriptor_settings
 
 log = logging.getLogger(__name__)
 
 #: Fields read from every shard (trajectories and bond breaking are never loaded: they are large).
-_READ_FIELDS = ("positions", "types", "inherent_positions", "particle_energies", "times", "propensity",
-                "descriptors")
+READ_FIELDS = ("positions", "types", "inherent_positions", "particle_energies", "times", "propensity",
+               "descriptors")
 
 #: How the demo dataset is made, quoted in the error for a missing root.
 MAKE_DATA_HINT = ("generate the demo dataset with `make demo-data` (or point data.root=PATH at a dataset "
@@ -217,41 +218,6 @@ class PropensityDataset(Dataset):
         return self._tensors[key]
 
 
-def _descriptor_cache_key(path: Path) -> str:
-    """Hash of the shard's absolute path, size and mtime: a rewritten shard gets a new key."""
-    st = path.stat()
-    text = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
-def shard_descriptors(shard, cache_dir: str | os.PathLike | None) -> tuple[np.ndarray, list[str]]:
-    """((N, D) descriptors, D column names) of a shard: the stored field, else the cache, else computed (and
-    then cached)."""
-    if "descriptors" in shard:
-        names = shard.field_attrs.get("descriptors", {}).get("descriptor_names")
-        return np.asarray(shard["descriptors"], dtype=np.float64), list(names)
-    cached = None
-    if cache_dir is not None:
-        cached = Path(cache_dir) / f"{_descriptor_cache_key(Path(shard.path))}.npy"
-        if cached.is_file():
-            try:
-                values = np.load(cached, allow_pickle=False)
-                if values.shape[0] == shard["types"].shape[0]:
-                    return values, descriptor_names()
-            except (OSError, ValueError):
-                pass  # unreadable cache entry: recompute and replace it
-            log.warning("descriptor cache entry %s is unusable; recomputing", cached)
-    if "inherent_positions" not in shard:
-        raise ValueError(f"{shard.path}: no 'descriptors' and no 'inherent_positions' to compute them from")
-    # the shard's per-particle energies of the inherent structure, when stored, save recomputing them
-    energies = shard["particle_energies"] if "particle_energies" in shard else None
-    values = structural_descriptors(shard["inherent_positions"], shard["types"], float(shard.box), energies=energies)
-    if cached is not None:
-        # concurrent jobs computing the same entry both write complete files; the last rename wins
-        save_npy_atomic(cached, values)
-    return values, descriptor_names()
-
-
 def _as_state_points(state_points, temperatures, levels) -> dict[float, list[float]] | None:
     """{T: [c, ...]} from the config; None = every MD temperature of the root at ``levels``."""
     if state_points is not None:
@@ -279,7 +245,10 @@ class PropensityDataModule(pl.LightningDataModule):
             stays on each side when there are two or more).
         split_seed: seed of the structure split (independent of the training seed, see module docstring).
         max_structures: keep only the first structures (sorted by index) of each temperature (quick runs).
-        cache_dir: directory for descriptors computed from shards that lack them (None: no disk cache).
+        cache_dir: directory for descriptors computed from shards that lack them (None: no disk cache; keyed
+            on the shard and the descriptor settings, :mod:`tglassmlp.data.structures`).
+        descriptors: the descriptor settings (a DescriptorSettings or the ``descriptors`` config node; None:
+            ``conf/descriptors/default.yaml``); the scaler's zero-std threshold is theirs too.
         reference_type: the particle type whose propensity is learnt (0 = the paper's type 1).
         radii, width: shells of the loss's neighbour weights [sigma] (take them from the loss config).
         shuffle: shuffle the training samples each epoch (global torch RNG: reproducible after seeding).
@@ -301,8 +270,10 @@ class PropensityDataModule(pl.LightningDataModule):
                  split_seed: int = 0, max_structures: int | None = None,
                  cache_dir: str | os.PathLike | None = "outputs/cache/descriptors", reference_type: int = 0,
                  radii: Sequence[float] = DEFAULT_RADII, width: float = DEFAULT_WIDTH, shuffle: bool = True,
-                 num_workers: int = 0, label_source: LabelSource | None = None, samples_per_batch: int = 1):
+                 num_workers: int = 0, label_source: LabelSource | None = None, samples_per_batch: int = 1,
+                 descriptors: DescriptorSettings | Mapping | None = None):
         super().__init__()
+        self.descriptors = load_descriptor_settings("default" if descriptors is None else descriptors)
         if not 0.0 < float(train_fraction) < 1.0:
             raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
         self.root = Path(root)
@@ -374,26 +345,25 @@ class PropensityDataModule(pl.LightningDataModule):
         n_train = int(np.clip(round(self.train_fraction * len(idx)), 1, len(idx) - 1))
         return sorted(perm[:n_train].tolist()), sorted(perm[n_train:].tolist())
 
-    def _read(self, path: Path, need_md: bool) -> StructureRecord:
+    def read_record(self, path: Path, need_md: bool = True) -> StructureRecord:
+        """One shard as the data module trains on it: the reference particles' raw descriptors (with this
+        module's descriptor settings and cache) and thermal positions, with the MD propensity where present.
+        ``need_md``: a shard without MD labels is an error (ValueError) unless False."""
         temperature, index = parse_shard_path(path)
-        with open_shard(path) as reader:  # header only: which optional fields exist
-            present = set(reader.fields)
-        # never the trajectories or per-run bond breaking: they are large and not needed here
-        shard = read_shard(path, fields=[f for f in _READ_FIELDS if f in present])
-        if need_md and not ("times" in shard and "propensity" in shard):
+        structure = read_structure(path, READ_FIELDS)
+        if need_md and not structure.has_md:
             raise ValueError(f"{path}: shard lacks 'times'/'propensity' (not an MD temperature); labels for it "
                              "need a label_source (transferred labels)")
-        types = np.asarray(shard["types"])
-        reference = types == self.reference_type
+        reference = structure.types == self.reference_type
         if reference.sum() < 2:
             raise ValueError(f"{path}: fewer than 2 particles of the reference type {self.reference_type}")
-        desc, names = shard_descriptors(shard, self.cache_dir)
-        rec = StructureRecord(names=names, temperature=temperature, index=index, path=path, box=float(shard.box),
+        desc, names = structure_descriptors(structure, self.cache_dir, self.descriptors)
+        rec = StructureRecord(names=names, temperature=temperature, index=index, path=path, box=structure.box,
                               reference=reference, descriptors=desc[reference],
-                              positions=np.asarray(shard["positions"], dtype=np.float64)[reference])
-        if "times" in shard and "propensity" in shard:
-            rec.times = np.asarray(shard["times"], dtype=np.float64)
-            rec.propensity = np.asarray(shard["propensity"], dtype=np.float64)[:, reference]
+                              positions=structure.positions[reference])
+        if structure.has_md:
+            rec.times = structure.times
+            rec.propensity = structure.propensity[:, reference]
         return rec
 
     # ------------------------------------------------------------------------------------------- setup
@@ -415,7 +385,7 @@ class PropensityDataModule(pl.LightningDataModule):
                                 format_temperature(t), len(incomplete), len(t_paths),
                                 ", ".join(p.name for p in incomplete))
                     t_paths = [p for p in t_paths if p not in incomplete]
-            recs = [self._read(p, need_md=self.label_source is None) for p in t_paths]
+            recs = [self.read_record(p, need_md=self.label_source is None) for p in t_paths]
             train_idx, test_idx = self.split(t, [r.index for r in recs])
             offset = len(self.structures)
             self.structures.extend(recs)
@@ -442,7 +412,7 @@ class PropensityDataModule(pl.LightningDataModule):
             raise ValueError(f"{self.root}: no state point of {self.requested or self.levels} is reached; nothing "
                              "to train on")
         self.state_points.sort()
-        self.scaler = DescriptorScaler(names=names).fit(train_blocks)
+        self.scaler = DescriptorScaler(names=names, zero_std_rtol=self.descriptors.zero_std_rtol).fit(train_blocks)
         for rec in self.structures:
             rec.features = self.scaler.transform(rec.descriptors).astype(np.float32)
         self.label_std = float(np.concatenate([s.labels for s in self.train_samples]).std())

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tglassmlp.paths import load_config
+from tglassmlp.defaults import group_config
 from tglassmlp.physics.configuration import ConfigurationError, validate_configuration
 from tglassmlp.physics.potential import periodic_pairs
 from tglassmlp.physics.system import resolve_system
@@ -33,7 +33,7 @@ def initial_bonds(initial_positions, types, box, *, system=None, initial_radius=
     """Pairs closer than ``initial_radius * sigma_ab`` in ``initial_positions`` (N, 2) [sigma]."""
     positions, types, box = validate_configuration(initial_positions, types, box, where="bond_breaking")
     system = resolve_system(system)
-    cfg = labels_config if labels_config is not None else load_config("labels")
+    cfg = labels_config if labels_config is not None else group_config("labels")
     r_in = float(initial_radius if initial_radius is not None else cfg.initial_radius)
     r_out = float(survival_radius if survival_radius is not None else cfg.survival_radius)
     if not 0 < r_in <= r_out:

@@ -34,7 +34,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from tglassmlp.paths import load_config
+from tglassmlp.defaults import group_config
 from tglassmlp.physics.configuration import ConfigurationError, validate_configuration
 from tglassmlp.physics.system import N_TYPES
 
@@ -45,6 +45,10 @@ CHANNELS = tuple(f"t{t}" for t in range(N_TYPES)) + ("all",)
 # particles: small enough that the square of cells around the cutoff circle wastes few distance tests, large
 # enough that the per-cell loop overhead stays small (measured in benchmarks/descriptors.py).
 CELL_SIZE = 1.5
+
+#: Version of the descriptor code: bump it with any change of the values computed for the same settings, so
+#: that descriptor caches keyed on it (tglassmlp.data.structures) never serve columns of the old code.
+DESCRIPTOR_CODE_VERSION = 1
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -82,9 +86,18 @@ class DescriptorSettings:
         return len(QUANTITIES) * len(CHANNELS) * len(self.l_grid)
 
 
-def load_descriptor_settings(name: str = "default") -> DescriptorSettings:
-    """Read ``conf/descriptors/<name>.yaml`` into a DescriptorSettings (raises on unsupported options)."""
-    cfg = load_config("descriptors", name)
+def load_descriptor_settings(name="default") -> DescriptorSettings:
+    """A DescriptorSettings from ``conf/descriptors/<name>.yaml``, or from a config node with its keys (the
+    ``descriptors`` node of a composed config); raises on unsupported options."""
+    if isinstance(name, DescriptorSettings):
+        return name
+    if isinstance(name, str):
+        cfg = group_config("descriptors", name)
+    else:
+        from omegaconf import OmegaConf
+
+        cfg, name = OmegaConf.create(OmegaConf.to_container(name, resolve=True) if OmegaConf.is_config(name)
+                                     else dict(name)), "descriptors"
     missing = [k for k in ("l_grid", "cutoff") if k not in cfg]
     if missing:
         raise KeyError(f"descriptors config '{name}' is missing keys {missing}")

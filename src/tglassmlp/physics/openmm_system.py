@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import openmm
 from omegaconf import DictConfig, OmegaConf
 
-from tglassmlp.paths import config_dir
+from tglassmlp.defaults import group_config
 from tglassmlp.physics.system import N_TYPES, PairPotential, resolve_system
 
 # ----------------------------------------------------------------------------------------- unit mapping
@@ -59,10 +58,7 @@ PLATFORM_PREFERENCE = ("CUDA", "OpenCL", "CPU", "Reference")
 # ----------------------------------------------------------------------------------------- config
 @lru_cache(maxsize=4)
 def _load_md_config(name: str) -> DictConfig:
-    path = Path(config_dir()) / "md" / f"{name}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"unknown MD config '{name}': no file {path}")
-    return OmegaConf.load(path)
+    return group_config("md", name)
 
 
 def md_config(cfg: DictConfig | dict | str | None = None) -> DictConfig:

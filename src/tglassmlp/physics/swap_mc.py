@@ -64,7 +64,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from tglassmlp.atomic import save_npz_atomic
-from tglassmlp.paths import config_dir
+from tglassmlp.defaults import group_config
 from tglassmlp.physics.configuration import ConfigurationError, validate_configuration
 from tglassmlp.physics.system import N_TYPES, PairPotential, pair_terms, resolve_system
 
@@ -165,10 +165,8 @@ def _check_swap_pairs(pairs) -> tuple:
 
 def load_swap_settings(name: str = "default", **overrides) -> SwapSettings:
     """Settings from ``conf/swap/<name>.yaml``, with keyword overrides (unknown keys raise)."""
-    path = Path(config_dir()) / "swap" / f"{name}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"unknown swap settings '{name}': no config file {path}")
-    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    path = f"conf/swap/{name}.yaml"
+    cfg = OmegaConf.to_container(group_config("swap", name), resolve=True)
     names = {f.name for f in fields(SwapSettings)}
     unknown = (set(cfg) | set(overrides)) - names
     if unknown:

@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from tglassmlp.paths import load_config
+from tglassmlp.defaults import group_config
 
 N_TYPES = 3
 
@@ -156,7 +156,7 @@ def system_from_config(cfg: DictConfig | dict) -> PairPotential:
 @lru_cache(maxsize=8)
 def load_system(name: str = "ka2d_ternary") -> PairPotential:
     """The potential of ``conf/system/<name>.yaml`` (cached)."""
-    return system_from_config(load_config("system", name))
+    return system_from_config(group_config("system", name))
 
 
 def resolve_system(system: PairPotential | DictConfig | dict | str | None) -> PairPotential:

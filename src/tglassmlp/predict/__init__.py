@@ -32,8 +32,9 @@ Pipeline (:func:`predict_structures`, one structure at a time, so memory does no
    prediction settings (resume) and refuses to overwrite a file made with other settings unless
    ``overwrite``. ``summary.json`` lists them all.
 
-Modules, one per step: :mod:`~tglassmlp.predict.members` (networks, model directories),
-:mod:`~tglassmlp.predict.sources` (ensemble sources), :mod:`~tglassmlp.predict.structures` (inputs and their
+Modules, one per step: :mod:`~tglassmlp.predict.members` (the ensemble; one network and its model directory:
+:mod:`tglassmlp.model.artifact`),
+:mod:`~tglassmlp.predict.sources` (ensemble sources: :mod:`tglassmlp.ensemble.sources`), :mod:`~tglassmlp.predict.structures` (inputs and their
 checks), :mod:`~tglassmlp.predict.levels` (levels, TTS), :mod:`~tglassmlp.predict.constraint` (App. B),
 :mod:`~tglassmlp.predict.prediction` (networks on a structure), :mod:`~tglassmlp.predict.io` (file layout),
 :mod:`~tglassmlp.predict.run` (driver, summary), :mod:`~tglassmlp.predict.job` (predict.py's config -> run).
@@ -45,7 +46,8 @@ from tglassmlp.predict.errors import PredictionInputError
 from tglassmlp.predict.io import FORMAT, FORMAT_VERSION, read_prediction, settings_hash, write_prediction
 from tglassmlp.predict.job import predict
 from tglassmlp.predict.levels import levels_at, tts_from_data, tts_from_dict, tts_from_json
-from tglassmlp.predict.members import MODEL_FILES, Ensemble, EnsembleMember, load_model_dir, save_model_dir
+from tglassmlp.model.artifact import MODEL_FILES, EnsembleMember, ModelDirectoryError, load_model_dir, save_model_dir
+from tglassmlp.predict.members import Ensemble
 from tglassmlp.predict.prediction import EnsemblePrediction, constrained_prediction
 from tglassmlp.predict.run import format_summary, predict_structures
 from tglassmlp.predict.sources import SELECTED_FILTER, DirectoryEnsemble, ManifestEnsemble, MlflowEnsemble
@@ -54,7 +56,7 @@ from tglassmlp.predict.structures import (GLASSBENCH_SUFFIXES, SHARD_SUFFIXES, I
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "GLASSBENCH_SUFFIXES", "MODEL_FILES", "SELECTED_FILTER", "SHARD_SUFFIXES",
            "DirectoryEnsemble", "Ensemble", "EnsembleMember", "EnsemblePrediction", "InputStructure",
-           "ManifestEnsemble", "MeanConstraint", "MlflowEnsemble", "PredictionInputError", "check_structure",
+           "ManifestEnsemble", "MeanConstraint", "MlflowEnsemble", "ModelDirectoryError", "PredictionInputError", "check_structure",
            "constrained_prediction", "find_structures", "format_summary", "levels_at", "load_model_dir",
            "load_structure", "predict", "predict_structures", "read_prediction", "save_model_dir",
            "settings_hash", "tts_from_data", "tts_from_dict", "tts_from_json", "write_prediction"]

@@ -76,7 +76,7 @@ def predict(cfg) -> dict[str, Any]:
         inherent_max_force=float(cfg.inherent_max_force), density_rtol=float(check.get("density_rtol", 0.02)),
         composition_atol=float(check.get("composition_atol", 0.03)), save_networks=bool(cfg.save_networks),
         fast_attention=bool(cfg.get("fast_attention", True)),
-        overwrite=bool(cfg.overwrite), progress=bool(cfg.get("progress", True)))
+        overwrite=bool(cfg.overwrite), progress=bool(cfg.get("progress", True)), descriptors=cfg.get("descriptors"))
     if tracking is not None:
         _log_to_mlflow(tracking, cfg, ensemble, result, out_dir)
         result["run_id"], result["ui_link"] = tracking.run_id, tracking.ui_link()

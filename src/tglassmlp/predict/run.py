@@ -29,7 +29,8 @@ def predict_structures(ensemble: Ensemble, structures, out_dir, *, levels=None, 
                        reference_type: int = 0, chunk_size: int = 2048, cache_dir=None,
                        compute_inherent: bool = True, inherent_max_force: float = 1e-6,
                        density_rtol: float = 0.02, composition_atol: float = 0.03, save_networks: bool = True,
-                       fast_attention: bool = True, overwrite: bool = False, progress: bool = False) -> dict[str, Any]:
+                       fast_attention: bool = True, overwrite: bool = False, progress: bool = False,
+                       descriptors=None) -> dict[str, Any]:
     """Predict on every structure and write one file each to ``out_dir`` plus ``summary.json``.
 
     Args:
@@ -56,7 +57,7 @@ def predict_structures(ensemble: Ensemble, structures, out_dir, *, levels=None, 
 
     def load(path: Path) -> InputStructure:
         s = load_structure(path, temperature=temperature, cache_dir=cache_dir, compute_inherent=compute_inherent,
-                           inherent_max_force=inherent_max_force)
+                           inherent_max_force=inherent_max_force, descriptors=descriptors)
         if s.label in labels:
             raise PredictionInputError(f"{path} and {labels[s.label]} would both write {s.label}.pred.h5; predict "
                                        "them into different out_dir")

@@ -12,8 +12,11 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from tglassmlp.ensemble.manifest import ManifestError, read_manifest, selected_run_ids, top_ranked_run_ids
+from tglassmlp.ensemble.sources import latest_sweep, load_run_member
+from tglassmlp.model.artifact import MODEL_FILES, EnsembleMember, ModelDirectoryError, load_model_dir
 from tglassmlp.predict.errors import PredictionInputError
-from tglassmlp.predict.members import MODEL_FILES, Ensemble, EnsembleMember, load_model_dir
+from tglassmlp.predict.members import Ensemble
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +39,6 @@ def _open_store(tracking_uri: str):
 def _members_from_runs(client, uri: str, run_ids: Sequence[str], where: str) -> list[EnsembleMember]:
     from mlflow.exceptions import MlflowException
 
-    from tglassmlp.ensemble import load_run_member  # the one download-and-read of a run's model/
-
     members = []
     for rid in run_ids:
         try:
@@ -47,6 +48,8 @@ def _members_from_runs(client, uri: str, run_ids: Sequence[str], where: str) -> 
         with tempfile.TemporaryDirectory(prefix="tglassmlp-model-") as tmp:
             try:
                 members.append(load_run_member(client, rid, tmp, source=f"mlflow:{uri}", require_state_points=False))
+            except ModelDirectoryError as exc:
+                raise PredictionInputError(f"{where}: run {rid}: {exc}") from None
             except (MlflowException, OSError) as exc:
                 raise PredictionInputError(f"{where}: run {rid} has no model/ artefacts (not a finished train.py "
                                            f"run?): {exc}") from None
@@ -54,7 +57,7 @@ def _members_from_runs(client, uri: str, run_ids: Sequence[str], where: str) -> 
 
 
 class ManifestEnsemble:
-    """The networks of an ensemble manifest (``<sweep dir>/ensemble.json``, :func:`tglassmlp.ensemble.select_sweep`).
+    """The networks of an ensemble manifest (``<sweep dir>/ensemble.json``, :mod:`tglassmlp.ensemble.manifest`).
 
     Args:
         manifest: the JSON file, or 'latest': the ``ensemble.json`` of the newest train.py multirun under
@@ -76,29 +79,25 @@ class ManifestEnsemble:
             raise PredictionInputError(f"ensemble_source.top_k must be >= 1, got {top_k}")
 
     def load(self) -> Ensemble:
-        from tglassmlp.analysis.baseline import ManifestError, read_manifest
-
         if str(self.manifest) == "latest":
-            found = [p / "ensemble.json" for p in self.sweeps_root.glob("multirun_*") if (p / "ensemble.json").is_file()]
-            if not found:
+            sweep = latest_sweep(self.sweeps_root, needs="manifest")
+            if sweep is None:
                 raise PredictionInputError(f"ensemble_source.manifest=latest: no train.py multirun with an ensemble.json "
                                            f"under {self.sweeps_root} (run make demo or train.py -m first)")
-            self.manifest = max(found, key=lambda p: p.stat().st_mtime)
+            self.manifest = sweep / "ensemble.json"
             log.info("ensemble_source.manifest=latest: %s", self.manifest)
         try:
             ranked, manifest = read_manifest(self.manifest, "all")
         except (ManifestError, FileNotFoundError) as exc:
             raise PredictionInputError(str(exc)) from None
-        selected = list(manifest.get("selected") or [])
+        selected = selected_run_ids(manifest)
         how = "selected"
         if not selected:
             if self.top_k is None:
                 raise PredictionInputError(
                     f"ensemble manifest {self.manifest} selects no run ({manifest.get('note', 'nothing selected')}); "
                     f"pass ensemble_source.top_k=K to use the K best-ranked of its {len(ranked)} runs anyway")
-            ok = [e["run_id"] for e in manifest.get("ranking", [])
-                  if isinstance(e, dict) and math.isfinite(float(e.get("score", math.nan)))]
-            selected = ok[:self.top_k]
+            selected = top_ranked_run_ids(manifest, self.top_k)
             how = f"top {self.top_k} of the ranking (nothing selected)"
             log.warning("%s selects no run; using the %s: %s", self.manifest, how, selected)
             if not selected:
@@ -181,4 +180,8 @@ class DirectoryEnsemble:
         if not dirs:
             raise PredictionInputError(f"ensemble directory {self.path}: no model directory (a folder with "
                                        f"{list(MODEL_FILES)}) below it")
-        return Ensemble([load_model_dir(d) for d in dirs], {"kind": "directory", "path": str(self.path.resolve())})
+        try:
+            members = [load_model_dir(d) for d in dirs]
+        except ModelDirectoryError as exc:
+            raise PredictionInputError(str(exc)) from None
+        return Ensemble(members, {"kind": "directory", "path": str(self.path.resolve())})

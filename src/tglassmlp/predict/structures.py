@@ -15,14 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tglassmlp.data.structures import GLASSBENCH_SUFFIXES, SHARD_SUFFIXES
 from tglassmlp.predict.errors import PredictionInputError
 from tglassmlp.predict.members import Ensemble
 
 log = logging.getLogger(__name__)
-
-#: Input suffixes: our shards and GlassBench files.
-SHARD_SUFFIXES = (".h5", ".hdf5")
-GLASSBENCH_SUFFIXES = (".npz",)
 
 
 @dataclass
@@ -100,74 +97,67 @@ def _label(path: Path, kind: str) -> str:
 
 
 def load_structure(path: str | os.PathLike, *, temperature: float | None = None, cache_dir=None,
-                   compute_inherent: bool = True, inherent_max_force: float = 1e-6) -> InputStructure:
-    """Read one structure file and complete it (inherent structure, descriptors).
+                   compute_inherent: bool = True, inherent_max_force: float = 1e-6,
+                   descriptors=None) -> InputStructure:
+    """Read one structure file (:func:`tglassmlp.data.structures.read_structure`) and complete it (inherent
+    structure, descriptors).
 
     Args:
         path: a shard ``.h5`` or a GlassBench ``.npz``.
         temperature: overrides the file's temperature [epsilon/k_B].
-        cache_dir: descriptor cache (shared with training: keyed by the file's path, size and mtime).
+        cache_dir: descriptor cache (shared with training: keyed by the file and the descriptor settings).
         compute_inherent: minimise a structure stored without ``inherent_positions``; False makes it an error.
         inherent_max_force: convergence of that minimisation, max |F| [epsilon/sigma].
+        descriptors: descriptor settings (DescriptorSettings or the ``descriptors`` config node; None: the
+            defaults); the networks' scalers must know the resulting columns.
     """
-    from tglassmlp.data import GlassBenchError, ShardError, open_shard, read_glassbench, read_shard
-    from tglassmlp.data.datamodule import shard_descriptors
-    from tglassmlp.data.shards import Shard
+    from tglassmlp.data import GlassBenchError, ShardError
+    from tglassmlp.data.structures import read_structure, structure_descriptors
+    from tglassmlp.observables.descriptors import load_descriptor_settings
     from tglassmlp.physics import ConfigurationError, MinimizationError, inherent_structure
 
     path = Path(path)
+    if path.suffix not in SHARD_SUFFIXES + GLASSBENCH_SUFFIXES:
+        raise PredictionInputError(f"{path}: unknown structure file type '{path.suffix}'")
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     try:
-        if path.suffix in SHARD_SUFFIXES:
-            kind = "shard"
-            with open_shard(path) as reader:
-                present = set(reader.fields)
-            shard = read_shard(path, fields=[f for f in ("positions", "types", "inherent_positions",
-                                                         "particle_energies", "descriptors") if f in present])
-        elif path.suffix in GLASSBENCH_SUFFIXES:
-            kind = "glassbench"
-            gb = read_glassbench(path)
-            shard = Shard(path=path, attrs={"temperature": gb.temperature, "box": gb.box},
-                          fields={"positions": gb.positions, "types": gb.types,
-                                  "inherent_positions": gb.inherent_positions})
-        else:
-            raise PredictionInputError(f"{path}: unknown structure file type '{path.suffix}'")
-    except (ShardError, GlassBenchError) as exc:
+        structure = read_structure(path, ("positions", "types", "inherent_positions", "particle_energies",
+                                          "descriptors"))
+    except (ShardError, GlassBenchError, FileNotFoundError) as exc:
         raise PredictionInputError(str(exc)) from None
     timing["read_s"] = time.perf_counter() - t0
-    types = np.asarray(shard["types"], dtype=np.int64)
-    positions = np.asarray(shard["positions"], dtype=np.float64)
-    box = float(shard.box)
+    types, positions, box = structure.types, structure.positions, structure.box
     computed = False
-    if "inherent_positions" not in shard:
+    if structure.inherent_positions is None:
         if not compute_inherent:
             raise PredictionInputError(f"{path}: no inherent structure stored (compute_inherent=true minimises it)")
         log.info("%s: no inherent structure stored; minimising (N = %d)", path, len(types))
         t0 = time.perf_counter()
         try:
-            shard.fields["inherent_positions"] = inherent_structure(positions, types, box,
-                                                                    max_force=inherent_max_force)
+            structure.inherent_positions = inherent_structure(positions, types, box, max_force=inherent_max_force)
         except (ConfigurationError, MinimizationError) as exc:
             raise PredictionInputError(f"{path}: inherent structure failed: {exc}") from None
-        shard.fields.pop("particle_energies", None)  # they would belong to another structure
+        structure.particle_energies = None  # they would belong to another structure
         timing["inherent_s"] = time.perf_counter() - t0
         computed = True
     t0 = time.perf_counter()
     try:
         # one cache entry per file: a structure minimised here is recomputed identically, so the key holds
-        descriptors, names = shard_descriptors(shard, cache_dir)
+        descriptors, names = structure_descriptors(structure, cache_dir, load_descriptor_settings(
+            "default" if descriptors is None else descriptors))
     except (ConfigurationError, ValueError) as exc:
         raise PredictionInputError(f"{path}: descriptors: {exc}") from None
     timing["descriptors_s"] = time.perf_counter() - t0
     if not np.all(np.isfinite(descriptors)):
         rows = np.flatnonzero(~np.isfinite(descriptors).all(axis=1))
         raise PredictionInputError(f"{path}: descriptors of {rows.size} particle(s) are not finite (first {rows[0]})")
-    t = float(shard.temperature) if temperature is None else float(temperature)
+    t = float(structure.temperature) if temperature is None else float(temperature)
     if not (math.isfinite(t) and t > 0):
         raise PredictionInputError(f"{path}: temperature must be positive, got {t}")
-    return InputStructure(path=path, kind=kind, label=_label(path, kind), temperature=t, box=box, types=types,
-                          positions=positions, inherent_positions=np.asarray(shard["inherent_positions"], float),
+    return InputStructure(path=path, kind=structure.kind, label=_label(path, structure.kind), temperature=t,
+                          box=box, types=types, positions=positions,
+                          inherent_positions=np.asarray(structure.inherent_positions, float),
                           descriptors=descriptors, descriptor_names=list(names), inherent_computed=computed,
                           timing=timing)
 

@@ -16,29 +16,23 @@ any structure to score on, the ranking falls back to the run's ``test/avg/self_c
 in ``basis``). :func:`rank_and_select` ranks by score and selects score < threshold (optionally the
 ``fallback_top_k`` best when none passes); :func:`tag_selection` records the outcome on the runs
 (metric ``selection/self_consistency``, tags ``ensemble.selected``, ``ensemble.selection_basis``,
-``ensemble.threshold``); :func:`selection_manifest` is the manifest (``<sweep dir>/ensemble.json``) that
-``tglassmlp.predict.ManifestEnsemble`` and ``tglassmlp.analysis.baseline.read_manifest`` read:
-
-    sweep_id, experiment_id, tracking_uri, threshold, levels, points (names, or None: below each T_min),
-    selected (run ids), fallback (None, or how the fallback chose), note, ranking (best first: run_id, seed,
-    score, basis, selected, per_state_point {name: |mean - c|}, t_min, metrics {test/avg/...}).
+``ensemble.threshold``); :func:`selection_manifest` is the manifest (``<sweep dir>/ensemble.json``, schema
+and reader: :mod:`tglassmlp.ensemble.manifest`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
-
-from tglassmlp.atomic import write_json_atomic
+from tglassmlp.ensemble.manifest import make_manifest, write_manifest
+from tglassmlp.ensemble.sources import load_run_members
+from tglassmlp.statepoints import state_point_name
 
 log = logging.getLogger(__name__)
 
@@ -53,55 +47,6 @@ class NoSelfConsistentNetworkError(RuntimeError):
     """No network of an ensemble passes the self-consistency threshold and no fallback is configured."""
 
 
-# ================================================================================================ networks
-def load_run_member(client, run_id: str, dest: str | os.PathLike, *, source: str | None = None,
-                    require_state_points: bool = True):
-    """One network of a finished run (:class:`tglassmlp.predict.EnsembleMember`, named by the run id) from
-    its ``model/`` artefacts, downloaded into ``dest`` and read by :func:`tglassmlp.predict.load_model_dir`
-    (the one reader of the model directory layout). ``source`` is recorded with the member (default: the run).
-    ``state_points.json`` is required unless ``require_state_points`` is False: the selection needs the run's
-    training temperatures, a prediction does not.
-
-    Raises:
-        tglassmlp.predict.PredictionInputError: a file of the model directory missing or inconsistent.
-        FileNotFoundError: no ``state_points.json`` (when required).
-        mlflow.exceptions.MlflowException, OSError: the download failed.
-    """
-    # imported here: tglassmlp.predict reads ensemble manifests, a module-level import would invite a cycle
-    from tglassmlp.predict import load_model_dir
-
-    local = Path(client.download_artifacts(run_id, "model", str(dest)))
-    member = load_model_dir(local, name=run_id, source=source or f"mlflow run {run_id}")
-    if require_state_points and member.state_points is None:
-        raise FileNotFoundError(f"run {run_id}: its model/ artefacts have no state_points.json (the training "
-                                "state points, written by train.py)")
-    return member
-
-
-def load_run_network(client, run_id: str, dest: str | os.PathLike):
-    """(network in eval mode, DescriptorScaler, state_points dict) of a run: :func:`load_run_member`."""
-    member = load_run_member(client, run_id, dest)
-    return member.network, member.scaler, member.state_points
-
-
-def load_run_members(client, run_ids: Sequence[str]) -> list:
-    """Networks of finished runs (:func:`load_run_member` each, in order), without MLflow's download bars."""
-    out = []
-    # MLflow draws a progress bar per download; dozens of 4-file downloads would bury the log
-    saved = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    try:
-        for rid in run_ids:
-            with tempfile.TemporaryDirectory(prefix="tglassmlp-model-") as tmp:
-                out.append(load_run_member(client, rid, tmp))
-    finally:
-        if saved is None:
-            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
-        else:
-            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = saved
-    return out
-
-
 # ================================================================================================ structures
 def _has_structure(path: Path) -> bool:
     """Whether a shard has descriptors or an inherent structure to compute them from (header only)."""
@@ -112,7 +57,7 @@ def _has_structure(path: Path) -> bool:
 
 
 def read_structures(root, temperatures: Iterable[float], cache_dir=None, max_structures: int | None = None,
-                    reference_type: int = 0, usable_only: bool = False) -> dict:
+                    reference_type: int = 0, usable_only: bool = False, descriptors=None) -> dict:
     """{T: [StructureRecord]} of the shards at the temperatures, read as the data module reads them for
     training (raw (N_0, D) descriptors of the reference particles, MD fields where present).
 
@@ -122,6 +67,8 @@ def read_structures(root, temperatures: Iterable[float], cache_dir=None, max_str
         cache_dir: descriptor cache of the data module (None: compute without caching).
         max_structures: keep the first structures (by index) of each temperature.
         reference_type: the particle type whose propensity the networks predict.
+        descriptors: descriptor settings (DescriptorSettings or the ``descriptors`` config node; None: the
+            defaults), as the networks were trained with.
         usable_only: False (the transfer: its labels must cover the shard list the data module trains on):
             every shard, a missing temperature raises DatasetNotFoundError. True (:func:`select_sweep`):
             leave out, with a warning, structures flagged as not equilibrated and shards without an inherent
@@ -133,7 +80,7 @@ def read_structures(root, temperatures: Iterable[float], cache_dir=None, max_str
     if not temps:
         return {}
     dm = PropensityDataModule(root, state_points={t: [0.5] for t in temps}, max_structures=max_structures,
-                              cache_dir=cache_dir, reference_type=reference_type)
+                              cache_dir=cache_dir, reference_type=reference_type, descriptors=descriptors)
     if usable_only:
         listed = temperatures_in(root)  # leaves out (and warns about) structures not equilibrated
         paths = {}
@@ -146,7 +93,7 @@ def read_structures(root, temperatures: Iterable[float], cache_dir=None, max_str
                     log.warning("%s: no inherent structure yet; left out of the selection", p)
     else:
         paths = dm.shard_paths()
-    return {t: [dm._read(p, need_md=False) for p in ps] for t, ps in paths.items()}
+    return {t: [dm.read_record(p, need_md=False) for p in ps] for t, ps in paths.items()}
 
 
 class StructureCache:
@@ -157,10 +104,11 @@ class StructureCache:
     """
 
     def __init__(self, root, cache_dir=None, max_structures: int | None = None, reference_type: int = 0,
-                 usable_only: bool = False):
+                 usable_only: bool = False, descriptors=None):
         self.root = root
         self.options = {"cache_dir": cache_dir, "max_structures": max_structures,
-                        "reference_type": int(reference_type), "usable_only": bool(usable_only)}
+                        "reference_type": int(reference_type), "usable_only": bool(usable_only),
+                        "descriptors": descriptors}
         self._records: dict[float, list] = {}
 
     def __call__(self, temperatures: Iterable[float]) -> dict:
@@ -187,7 +135,7 @@ def self_consistency(member, records_by_temperature: Mapping[float, Sequence],
     """{state point name: |mean over structures and particles of the prediction at (T, c) - c|} of one network.
 
     Args:
-        member: a :class:`tglassmlp.predict.EnsembleMember`.
+        member: a :class:`tglassmlp.model.artifact.EnsembleMember`.
         records_by_temperature: {T: [StructureRecord]} (raw descriptors; the member standardises them).
         points: the (T, c) to score; a temperature without structures is left out with a warning.
     """
@@ -329,7 +277,7 @@ def selection_manifest(tracking, sweep_id: str, entries: list[dict], choice: Map
 def select_sweep(tracking_uri: str, experiment_name: str, sweep_id: str, data_root, levels: Sequence[float],
                  threshold: float = 1e-4, manifest: str | Path | None = None, cache_dir=None,
                  max_structures: int | None = None, points: Sequence[tuple[float, float]] | None = None,
-                 fallback_top_k: int | None = None, reference_type: int = 0) -> dict[str, Any]:
+                 fallback_top_k: int | None = None, reference_type: int = 0, descriptors=None) -> dict[str, Any]:
     """Score, tag and rank the finished runs of one sweep (tag ``sweep_id``); write and return the manifest.
 
     Args:
@@ -339,7 +287,8 @@ def select_sweep(tracking_uri: str, experiment_name: str, sweep_id: str, data_ro
         levels: the <C_B> levels scored below each run's T_min (used when ``points`` is None).
         threshold: self-consistency threshold (paper: 1e-4).
         manifest: where to write the manifest (atomically); None: not written.
-        cache_dir, max_structures, reference_type: how the structures are read (:func:`read_structures`).
+        cache_dir, max_structures, reference_type, descriptors: how the structures are read
+            (:func:`read_structures`).
         points: (T, c) to score every run on; None: every temperature of ``data_root`` below the run's T_min
             at every level (structures not equilibrated or without inherent structure left out).
         fallback_top_k: when no run passes, select the K best-ranked; None: select nothing, keep the ranking.
@@ -360,52 +309,16 @@ def select_sweep(tracking_uri: str, experiment_name: str, sweep_id: str, data_ro
         levels = sorted({c for _, c in points}, reverse=True)
         run_points = points
     structures = StructureCache(data_root, cache_dir=cache_dir, max_structures=max_structures,
-                                reference_type=reference_type, usable_only=True)
+                                reference_type=reference_type, usable_only=True, descriptors=descriptors)
     entries = score_runs(client, [r.info.run_id for r in runs], structures, run_points)
     choice = rank_and_select(entries, threshold, fallback_top_k, f"sweep {sweep_id}", structures_only=True,
                              allow_empty=True, setting="fallback_top_k")
     tag_selection(tracking, entries, choice, threshold)
     result = selection_manifest(tracking, sweep_id, entries, choice, threshold, levels, points)
     if manifest is not None:
-        write_json_atomic(manifest, result)
+        write_manifest(manifest, result)
     log.info("ensemble selection: %s (manifest %s)", result["note"], manifest)
     return result
-
-
-try:
-    from hydra.experimental.callback import Callback as _HydraCallback
-except ImportError:  # pragma: no cover
-    _HydraCallback = object
-
-
-class SelectSelfConsistent(_HydraCallback):
-    """Hydra callback: at the end of a multirun, run :func:`select_sweep` on its runs and write
-    ``<sweep dir>/ensemble.json``. ``levels`` null: the data config's levels; ``fallback_top_k``: see
-    :func:`select_sweep`."""
-
-    def __init__(self, threshold: float = 1e-4, levels: Sequence[float] | None = None, enabled: bool = True,
-                 fallback_top_k: int | None = None):
-        self.threshold = float(threshold)
-        self.levels = None if levels is None else [float(c) for c in levels]
-        self.enabled = bool(enabled)
-        self.fallback_top_k = None if fallback_top_k is None else int(fallback_top_k)
-
-    def on_multirun_end(self, config, **kwargs) -> None:
-        if not self.enabled:
-            return
-        sweep_dir = Path(config.hydra.sweep.dir).resolve()
-        logger = OmegaConf.to_container(config.logger, resolve=True)
-        data = OmegaConf.to_container(config.data, resolve=True)
-        try:
-            result = select_sweep(logger["tracking_uri"], logger.get("experiment_name") or config.study,
-                                  str(sweep_dir), data["root"], self.levels or data.get("levels") or [],
-                                  self.threshold, sweep_dir / "ensemble.json", cache_dir=data.get("cache_dir"),
-                                  max_structures=data.get("max_structures"), fallback_top_k=self.fallback_top_k,
-                                  reference_type=data.get("reference_type", 0))
-        except Exception:  # the trained runs are recorded already: a failed selection must not hide them
-            log.exception("ensemble selection failed for sweep %s", sweep_dir)
-            return
-        print(format_summary(result, sweep_dir / "ensemble.json"))
 
 
 def format_summary(result: dict, manifest) -> str:

@@ -1,0 +1,98 @@
+"""The one structure loader (tglassmlp.data.structures) and its descriptor cache: keyed on the file, every
+descriptor setting and the descriptor code version, so a changed setting never reuses cached columns."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+
+import tglassmlp.data.structures as structures
+from tglassmlp.data.structures import descriptor_cache_key, read_structure, structure_descriptors
+from tglassmlp.observables.descriptors import DescriptorSettings, descriptor_names, structural_descriptors
+
+# small settings: a short cutoff keeps each computation on N = 1290 particles quick
+SMALL = DescriptorSettings(l_grid=(0.0, 1.0, 2.0), cutoff=4.0)
+
+
+@pytest.fixture
+def structure(glassbench_npz, tmp_path):
+    path = tmp_path / glassbench_npz.name
+    shutil.copyfile(glassbench_npz, path)
+    return read_structure(path)
+
+
+def test_read_structure_glassbench(structure, glassbench):
+    assert structure.kind == "glassbench"
+    assert structure.n_particles == 1290
+    positions, inherent, types, box = glassbench
+    np.testing.assert_array_equal(structure.types, types)
+    np.testing.assert_array_equal(structure.positions, positions)
+    np.testing.assert_array_equal(structure.inherent_positions, inherent)
+    assert structure.box == box
+    assert structure.temperature == pytest.approx(0.23) and structure.index == 202
+    assert structure.descriptors is None and not structure.has_md
+
+
+def test_read_structure_refuses_unknown_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="unknown structure file type '.txt'"):
+        read_structure(tmp_path / "notes.txt")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        read_structure(tmp_path / "missing.h5")
+
+
+def test_a_changed_descriptor_setting_never_reuses_cached_columns(structure, tmp_path):
+    cache = tmp_path / "cache"
+    values, names = structure_descriptors(structure, cache, SMALL)
+    assert names == descriptor_names(SMALL.l_grid)
+    reference = structural_descriptors(structure.inherent_positions, structure.types, structure.box,
+                                       l_grid=SMALL.l_grid, cutoff=SMALL.cutoff)
+    np.testing.assert_allclose(values, reference, rtol=1e-12, atol=1e-12)
+    assert len(list(cache.glob("*.npy"))) == 1
+
+    # the cache is used for the same settings: a poisoned entry comes back as it is
+    (entry,) = cache.glob("*.npy")
+    poison = np.full_like(values, 7.0)
+    np.save(entry, poison)
+    np.testing.assert_array_equal(structure_descriptors(structure, cache, SMALL)[0], poison)
+
+    # every other setting gets its own entry and its own values, never the poisoned columns
+    for changed in (dataclasses.replace(SMALL, cutoff=5.0), dataclasses.replace(SMALL, zero_std_rtol=1e-6)):
+        assert descriptor_cache_key(structure.path, changed) != descriptor_cache_key(structure.path, SMALL)
+        other, _ = structure_descriptors(structure, cache, changed)
+        assert not np.any(other == 7.0)
+    wider, _ = structure_descriptors(structure, cache, dataclasses.replace(SMALL, cutoff=5.0))
+    expected = structural_descriptors(structure.inherent_positions, structure.types, structure.box,
+                                      l_grid=SMALL.l_grid, cutoff=5.0)
+    np.testing.assert_allclose(wider, expected, rtol=1e-12, atol=1e-12)
+    assert not np.allclose(wider, reference)  # the cutoff matters at L = 2 (exp(-4/2) is not negligible)
+    assert len(list(cache.glob("*.npy"))) == 3
+
+
+def test_new_descriptor_code_never_reuses_cached_columns(structure, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    values, _ = structure_descriptors(structure, cache, SMALL)
+    (entry,) = cache.glob("*.npy")
+    np.save(entry, np.full_like(values, 7.0))
+    old_key = descriptor_cache_key(structure.path, SMALL)
+    monkeypatch.setattr(structures, "DESCRIPTOR_CODE_VERSION", structures.DESCRIPTOR_CODE_VERSION + 1)
+    assert descriptor_cache_key(structure.path, SMALL) != old_key
+    np.testing.assert_allclose(structure_descriptors(structure, cache, SMALL)[0], values, rtol=1e-12, atol=1e-12)
+
+
+def test_a_rewritten_file_gets_a_new_key(structure):
+    key = descriptor_cache_key(structure.path, SMALL)
+    structure.path.write_bytes(structure.path.read_bytes() + b"\0")
+    assert descriptor_cache_key(structure.path, SMALL) != key
+
+
+def test_train_config_sets_descriptor_settings_from_the_command_line(train_config_factory):
+    from hydra.utils import instantiate
+
+    cfg = train_config_factory(["descriptors.cutoff=15", "debug=fast"])
+    dm = instantiate(cfg.data)
+    assert dm.descriptors.cutoff == 15.0
+    assert dm.descriptors.l_grid == tuple(float(x) for x in cfg.descriptors.l_grid)
