@@ -5,7 +5,7 @@
     python transfer.py debug=fast transfer.step1.seeds='[0,1]'
     python transfer.py transfer.stop_after=step1    # stop after the transferred labels; rerun to continue
 
-The work is done by tglassmlp.transfer.TwoStepTransfer (tests call it directly); this file only adapts the
+The work is done by tglassmlp.transfer (run_transfer, TwoStepTransfer; tests call them directly); this file only adapts the
 command line. An interrupted run resumes from <output_dir>/state.json when started again.
 """
 
@@ -19,14 +19,12 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="transfer")
 def main(cfg: DictConfig) -> None:
-    from hydra.utils import instantiate
-
     from tglassmlp.data.datamodule import DatasetNotFoundError
     from tglassmlp.tracking import TrackingStoreError
-    from tglassmlp.transfer import TransferError
+    from tglassmlp.transfer import TransferError, run_transfer
 
     try:
-        procedure = instantiate(cfg.transfer, _convert_="all").compute(cfg)
+        procedure = run_transfer(cfg)
     except (DatasetNotFoundError, TrackingStoreError, TransferError) as exc:
         # a clear one-line reason (what and where) for the errors a user can fix; a rerun resumes
         sys.exit(f"transfer.py: {exc}")

@@ -278,7 +278,7 @@ def test_end_to_end_with_interruptions(request, tiny, monkeypatch):
     labels = TransferredLabels(p.labels_path)
     assert labels.state_points == [(0.4, 0.8), (0.5, 0.5), (0.5, 0.8)]
     # the label of a structure = the selected network's own prediction there (one network: exactly it)
-    client = mlflow.tracking.MlflowClient(p._tracking.tracking_uri)
+    client = mlflow.tracking.MlflowClient(p.tracking.tracking_uri)
     sel = json.loads((p.output_dir / "step1_c0.80" / "ensemble.json").read_text())
     network, scaler, _ = load_run_network(client, sel["selected"][0], tmp / "dl")
     rec = p.records(cfg, [0.4])[0.4][2]
@@ -324,7 +324,7 @@ def test_end_to_end_with_interruptions(request, tiny, monkeypatch):
 
     # MLflow: procedure -> ensembles -> members, all with the transfer tags; the step-2 networks learnt from
     # the transferred labels (their data module got the composite label source)
-    runs = client.search_runs([p._tracking.experiment_id], "tags.`transfer.id` = 'tglassmlp_transfer_demo'")
+    runs = client.search_runs([p.tracking.experiment_id], "tags.`transfer.id` = 'tglassmlp_transfer_demo'")
     by_role = {}
     for r in runs:
         by_role.setdefault(r.data.tags["transfer.role"], []).append(r)

@@ -556,13 +556,10 @@ def analyze(cfg: DictConfig | Mapping) -> dict[str, Any]:
 def log_to_mlflow(tracking, cfg, figures, tables, level_rows, attention_rows) -> str:
     """One MLflow run 'analysis-<name>' with params, headline metrics, figures and tables as artefacts."""
     from tglassmlp.statepoints import state_point_name
-    from tglassmlp.tracking import git_commit, hydra_job_info
+    from tglassmlp.tracking import hydra_job_info
 
-    commit, dirty = git_commit()
     info = hydra_job_info()
-    tracking.start_run({"kind": "analysis", "git_commit": commit, "git_dirty": str(dirty).lower(),
-                        "sweep_id": info.get("sweep_id")}, run_name=f"analysis-{cfg.name}")
-    try:
+    with tracking.run({"kind": "analysis", "sweep_id": info.get("sweep_id")}, run_name=f"analysis-{cfg.name}"):
         spec = cfg.get("predictions")
         tracking.log_params({"data_root": cfg.data_root, "levels": list(cfg.levels),
                              "networks.sweep_dir": cfg.networks.sweep_dir, "oz.q_max": cfg.oz.q_max,
@@ -583,10 +580,6 @@ def log_to_mlflow(tracking, cfg, figures, tables, level_rows, attention_rows) ->
             tracking.log_artifact(p, "figures")
         for p in tables:
             tracking.log_artifact(p, "tables")
-        tracking.end("FINISHED")
-    except BaseException:
-        tracking.end("FAILED")
-        raise
     return tracking.run_id
 
 

@@ -25,7 +25,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -166,6 +167,14 @@ def git_commit(root: str | os.PathLike | None = None) -> tuple[str, bool]:
         return "unknown", False
 
 
+def provenance_tags(root: str | os.PathLike | None = None) -> dict[str, str]:
+    """The code a run was made with: ``git_commit``, ``git_dirty`` and MLflow's ``mlflow.source.git.commit``."""
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
+
+    commit, dirty = git_commit(root)
+    return {"git_commit": commit, "git_dirty": str(dirty).lower(), MLFLOW_GIT_COMMIT: commit}
+
+
 def hydra_job_info() -> dict[str, str]:
     """sweep_id, job number and output directory of the current Hydra job ({} outside Hydra)."""
     try:
@@ -246,36 +255,76 @@ class MlflowTracking:
         self.run_id = run.info.run_id
         return self.run_id
 
-    def log_params(self, params: Mapping[str, Any]) -> None:
+    def open_run(self, tags: Mapping[str, Any], run_name: str | None = None, *, reopen: str | None = None,
+                 provenance: bool = True) -> str:
+        """A run to log into: ``reopen`` (a run id recorded by a resumable job) marked RUNNING again when the
+        store still has it, else a new run with ``tags`` (and :func:`provenance_tags` unless ``provenance`` is
+        False; ``tags`` win). Sets and returns ``run_id``."""
+        self.prepare()
+        if reopen is not None:
+            try:
+                self.client.get_run(reopen)
+                retry(lambda: self.client.update_run(reopen, status="RUNNING"), "reopen run")
+                self.run_id = reopen
+                return reopen
+            except Exception:  # deleted from the store: make a new one
+                log.warning("run %s is gone from the store %s; creating a new one", reopen, self.tracking_uri)
+        return self.start_run({**(provenance_tags() if provenance else {}), **dict(tags)}, run_name)
+
+    def end_run(self, run_id: str | None = None, status: str = "FINISHED") -> None:
+        """Mark a run (default: the current one) FINISHED / FAILED / KILLED."""
+        run_id = run_id or self.run_id
+        if run_id is not None:
+            retry(lambda: self.client.set_terminated(run_id, status), "end run")
+
+    @contextmanager
+    def run(self, tags: Mapping[str, Any], run_name: str | None = None, *, reopen: str | None = None,
+            provenance: bool = True) -> Iterator[str]:
+        """The run lifecycle of every job (train, predict, analyze, transfer): :meth:`open_run`, yield its id,
+        then FINISHED, or FAILED when the block raises (KILLED on Ctrl-C); the exception propagates. A job
+        killed by a signal leaves the run RUNNING (harmless; a resumable job reopens it)."""
+        run_id = self.open_run(tags, run_name, reopen=reopen, provenance=provenance)
+        try:
+            yield run_id
+        except BaseException as exc:
+            self.end_run(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            raise
+        self.end_run(run_id, "FINISHED")
+
+    def log_params(self, params: Mapping[str, Any], *, run_id: str | None = None) -> None:
         from mlflow.entities import Param
 
+        run_id = run_id or self.run_id
         items = [Param(str(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow's limit per batch
-            retry(lambda chunk=items[start:start + 100]: self.client.log_batch(self.run_id, params=chunk),
+            retry(lambda chunk=items[start:start + 100]: self.client.log_batch(run_id, params=chunk),
                   "log params")
 
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
+    def set_tags(self, tags: Mapping[str, Any], *, run_id: str | None = None) -> None:
         from mlflow.entities import RunTag
 
+        run_id = run_id or self.run_id
         batch = [RunTag(str(k), str(v)) for k, v in tags.items() if v is not None]
-        retry(lambda: self.client.log_batch(self.run_id, tags=batch), "set tags")
+        retry(lambda: self.client.log_batch(run_id, tags=batch), "set tags")
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, *, run_id: str | None = None) -> None:
         from mlflow.entities import Metric
 
+        run_id = run_id or self.run_id
         stamp = int(time.time() * 1000)
         batch = [Metric(str(k), float(v), stamp, int(step or 0)) for k, v in metrics.items()]
         for start in range(0, len(batch), 1000):
-            retry(lambda chunk=batch[start:start + 1000]: self.client.log_batch(self.run_id, metrics=chunk),
+            retry(lambda chunk=batch[start:start + 1000]: self.client.log_batch(run_id, metrics=chunk),
                   "log metrics")
 
-    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
-        retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path), f"log artefact {path}")
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None, *,
+                     run_id: str | None = None) -> None:
+        run_id = run_id or self.run_id
+        retry(lambda: self.client.log_artifact(run_id, str(path), artifact_path), f"log artefact {path}")
 
     def end(self, status: str = "FINISHED") -> None:
-        """Mark the run FINISHED / FAILED / KILLED (a SIGKILLed job leaves it RUNNING: harmless)."""
-        if self.run_id is not None:
-            retry(lambda: self.client.set_terminated(self.run_id, status), "end run")
+        """Mark the current run FINISHED / FAILED / KILLED (:meth:`end_run`)."""
+        self.end_run(None, status)
 
     def lightning_logger(self) -> MlflowRunLogger:
         if self.run_id is None:

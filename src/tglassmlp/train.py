@@ -231,7 +231,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None,
     from hydra.utils import instantiate
 
     from tglassmlp.model.network import parameter_count  # noqa: F401  (documented sizes)
-    from tglassmlp.tracking import git_commit, hydra_job_info
+    from tglassmlp.tracking import hydra_job_info
 
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
@@ -250,38 +250,23 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None,
 
     dm, network, _, module = build(cfg, seed)
     n_params = sum(p.numel() for p in network.parameters() if p.requires_grad)
-    commit, dirty = git_commit()
-    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
-
     tags = {"seed": seed, "sweep_id": job.get("sweep_id", f"direct:{run_dir.resolve()}"),
-            "dataset_hash": dm.dataset_hash(), "git_commit": commit, "git_dirty": str(dirty).lower(),
-            MLFLOW_GIT_COMMIT: commit, "study": cfg.get("study"), "hydra_job_num": job.get("hydra_job_num"),
+            "dataset_hash": dm.dataset_hash(), "study": cfg.get("study"), "hydra_job_num": job.get("hydra_job_num"),
             "output_dir": str(run_dir.resolve()), "overrides": job.get("overrides")}
     tags.update(extra_tags or {})
-    tracking.start_run(tags, run_name=f"seed{seed}")
-    try:
+    with tracking.run(tags, run_name=f"seed{seed}"):
         tracking.log_params(curated_params(cfg, dm, module, n_params, seed))
         trainer = build_trainer(cfg, module, run_dir, tracking.lightning_logger())
         trainer.fit(module, datamodule=dm)
         trainer.test(module, datamodule=dm, verbose=False)
         metrics = dict(module.test_metrics)
         save_artifacts(cfg, tracking, dm, network, module, run_dir)
-    except BaseException:
-        tracking.end("FAILED" if not _interrupted() else "KILLED")
-        raise
-    tracking.end("FINISHED")
     log.info("MLflow run %s (experiment %s). Browse: mlflow ui --backend-store-uri %s --host 127.0.0.1 "
              "--port 5000, then open %s", tracking.run_id, tracking.experiment_id, tracking.tracking_uri,
              tracking.ui_link())
     return {"run_id": tracking.run_id, "experiment_id": tracking.experiment_id, "seed": seed, "metrics": metrics,
             "state_dict": {k: v.detach().clone() for k, v in network.state_dict().items()},
             "tracking_uri": tracking.tracking_uri, "ui_link": tracking.ui_link()}
-
-
-def _interrupted() -> bool:
-    import sys
-
-    return isinstance(sys.exc_info()[1], KeyboardInterrupt)
 
 
 def save_artifacts(cfg: DictConfig, tracking, dm, network, module, run_dir: Path) -> None:

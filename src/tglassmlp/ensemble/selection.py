@@ -139,8 +139,6 @@ def self_consistency(member, records_by_temperature: Mapping[float, Sequence],
         records_by_temperature: {T: [StructureRecord]} (raw descriptors; the member standardises them).
         points: the (T, c) to score; a temperature without structures is left out with a warning.
     """
-    from tglassmlp.statepoints import state_point_name
-
     out = {}
     for t, c in points:
         records = records_by_temperature[round(float(t), 3)]
@@ -265,13 +263,10 @@ def tag_selection(tracking, entries: Sequence[dict], choice: Mapping[str, Any], 
 
 def selection_manifest(tracking, sweep_id: str, entries: list[dict], choice: Mapping[str, Any], threshold: float,
                        levels: Sequence[float], points: Sequence[tuple[float, float]] | None = None) -> dict:
-    """The manifest of one selection (module docstring); ``points`` None: each run's own below-T_min points."""
-    from tglassmlp.statepoints import state_point_name
-
-    return {"sweep_id": sweep_id, "experiment_id": tracking.experiment_id, "tracking_uri": tracking.tracking_uri,
-            "threshold": threshold, "levels": [float(c) for c in levels],
-            "points": None if points is None else [state_point_name(t, c) for t, c in points],
-            **choice, "ranking": entries}
+    """The manifest of one selection (:mod:`tglassmlp.ensemble.manifest`, the one schema); ``points`` None:
+    each run's own below-T_min points."""
+    return make_manifest(sweep_id, tracking.experiment_id, tracking.tracking_uri, threshold, levels, choice,
+                         entries, points)
 
 
 def select_sweep(tracking_uri: str, experiment_name: str, sweep_id: str, data_root, levels: Sequence[float],

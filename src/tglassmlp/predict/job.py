@@ -87,15 +87,11 @@ def _log_to_mlflow(tracking, cfg, ensemble: Ensemble, result: Mapping[str, Any],
     """One MLflow run per predict.py call: params (request), metrics (constraint), files as artefacts."""
     from omegaconf import OmegaConf
 
-    from tglassmlp.tracking import git_commit, hydra_job_info
+    from tglassmlp.tracking import hydra_job_info
 
-    commit, dirty = git_commit()
     job = hydra_job_info()
-    tracking.start_run({"job": "predict", "study": cfg.get("study"), "git_commit": commit,
-                        "git_dirty": str(dirty).lower(), "mlflow.source.git.commit": commit,
-                        "ensemble.kind": ensemble.source.get("kind"), "output_dir": str(out_dir.resolve()),
-                        "overrides": job.get("overrides")}, run_name="predict")
-    try:
+    with tracking.run({"job": "predict", "study": cfg.get("study"), "ensemble.kind": ensemble.source.get("kind"),
+                       "output_dir": str(out_dir.resolve()), "overrides": job.get("overrides")}, run_name="predict"):
         params = {"structures": json.dumps(OmegaConf.to_container(cfg.structures, resolve=True)
                                            if OmegaConf.is_config(cfg.structures) else str(cfg.structures)),
                   "levels": json.dumps(OmegaConf.to_container(cfg.levels) if cfg.get("levels") is not None else None),
@@ -119,7 +115,3 @@ def _log_to_mlflow(tracking, cfg, ensemble: Ensemble, result: Mapping[str, Any],
         if cfg.get("log_predictions", True):
             for f in result["files"]:
                 tracking.log_artifact(f, "predictions")
-    except BaseException:
-        tracking.end("FAILED")
-        raise
-    tracking.end("FINISHED")

@@ -31,7 +31,10 @@ from omegaconf import DictConfig
 
 from tglassmlp.atomic import write_json_atomic, write_text_atomic
 from tglassmlp.data.datamodule import PropensityDataModule
+from tglassmlp.ensemble.sources import load_run_members
 from tglassmlp.statepoints import format_temperature, state_point_name
+from tglassmlp.transfer.labels import TransferredLabels
+from tglassmlp.transfer.evaluation import evaluate_members, per_structure_pearson
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +69,6 @@ def compare_transfer(procedure, cfg: DictConfig, seeds: Sequence[int] = (0, 1), 
         folds: number of split seeds for (a).
         methods: which baselines to train ('a', 'b', 'c').
     """
-    from tglassmlp.ensemble import load_run_members
-    from tglassmlp.transfer import TransferredLabels, evaluate_members, per_structure_pearson
 
     table = procedure.table
     targets = procedure.held_out_targets(cfg)
@@ -76,13 +77,12 @@ def compare_transfer(procedure, cfg: DictConfig, seeds: Sequence[int] = (0, 1), 
     out_dir = procedure.output_dir / "comparison"
     out_dir.mkdir(parents=True, exist_ok=True)
     st = procedure.state.data
-    st["comparison_run_id"] = procedure._parent_run(
-        st.get("comparison_run_id"), "comparison",
+    st["comparison_run_id"] = procedure.tracking.open_run(
         {"transfer.id": procedure.transfer_id, "transfer.step": "comparison", "transfer.role": "comparison",
-         "mlflow.parentRunId": st["procedure_run_id"]})
+         "mlflow.parentRunId": st["procedure_run_id"]}, "comparison", reopen=st.get("comparison_run_id"))
     procedure.state.save()
     parent = st["comparison_run_id"]
-    client = procedure._client
+    client = procedure.tracking.client
     rows: dict[str, dict] = {}
 
     def members_of(runs: dict[int, str]):
@@ -154,10 +154,10 @@ def compare_transfer(procedure, cfg: DictConfig, seeds: Sequence[int] = (0, 1), 
     for k, (method, per_point) in enumerate(rows.items()):
         for sp, d in per_point.items():
             metrics[f"comparison/{sp}/method{k}/pearson_ensemble"] = d["pearson_ensemble"]
-    procedure._log_metrics(parent, metrics)
+    procedure.log_metrics(parent, metrics)
     for p in (out_dir / "comparison.json", out_dir / "comparison.md", figure):
-        procedure._log_artifact(parent, p, "comparison")
-    procedure._end(parent)
+        procedure.tracking.log_artifact(p, "comparison", run_id=parent)
+    procedure.tracking.end_run(parent)
     log.info("transfer comparison:\n%s", text)
     return result
 
