@@ -5,7 +5,7 @@
     python analyze.py networks.sweep_dir=null name=md  # MD only
     python analyze.py predictions=files                # predict.py's files (mean-constrained) as the predictions
 
-The work is done by tglassmlp.analyze.analyze (tests call it directly); this file only adapts the command line.
+The work is done by tglassmlp.analysis.job.analyze (tests call it directly); this file only adapts the command line.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="analyze")
 def main(cfg: DictConfig) -> None:
-    from tglassmlp.analyze import analyze
+    from tglassmlp.analysis.job import analyze
     from tglassmlp.tracking import TrackingStoreError
 
     try:

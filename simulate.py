@@ -22,7 +22,7 @@ log = logging.getLogger("simulate")
 @hydra.main(version_base="1.3", config_path="conf", config_name="simulate")
 def main(cfg: DictConfig) -> None:
     from tglassmlp.data.manifest import ManifestError, ShardBusyError
-    from tglassmlp.simulate import print_summary, simulate_shard, verify
+    from tglassmlp.simulation.job import print_summary, simulate_shard, verify
 
     if cfg.verify:
         try:

@@ -5,7 +5,7 @@
     python train.py -m seed=0..3 launcher=joblib
     python train.py debug=fast data.root=PATH logger.tracking_uri=sqlite:///PATH/mlflow.db
 
-The work is done by tglassmlp.train.train (tests call it directly); this file only adapts the command line.
+The work is done by tglassmlp.training.train (tests call it directly); this file only adapts the command line.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from tglassmlp.train import rewrite_range_overrides
+from tglassmlp.training.job import rewrite_range_overrides
 
 # Hydra has no `a..b` syntax: turn seed=0..15 into seed=range(0,16) before it parses the command line.
 sys.argv = rewrite_range_overrides(sys.argv)
@@ -25,7 +25,7 @@ sys.argv = rewrite_range_overrides(sys.argv)
 def main(cfg: DictConfig) -> float | None:
     from tglassmlp.data.datamodule import DatasetNotFoundError
     from tglassmlp.tracking import TrackingStoreError
-    from tglassmlp.train import train
+    from tglassmlp.training.job import train
 
     try:
         result = train(cfg)

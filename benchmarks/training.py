@@ -6,7 +6,7 @@ with the MSE loss + 50 epochs with the full GlassMLP loss (dense (K=3, 600, 600)
 Target (issue): one network's full schedule in under 30 minutes on 2 CPU cores.
 
 The network, losses, optimiser, module and Trainer are the training's own: the train config
-(``conf/train.yaml`` composed with Hydra) is instantiated as :func:`tglassmlp.train.build` does, the module is
+(``conf/train.yaml`` composed with Hydra) is instantiated as :func:`tglassmlp.training.build` does, the module is
 :class:`~tglassmlp.model.module.TGlassMLPModule` and the items come from
 :class:`~tglassmlp.data.datamodule.PropensityDataset` through the same DataLoader (batch size 1, shuffled).
 Only the shards are skipped: StructureRecord / Sample objects are built in memory from synthetic arrays
@@ -68,7 +68,7 @@ from tglassmlp.data.datamodule import PropensityDataset, Sample, StructureRecord
 from tglassmlp.model.loss import TrainingStage  # noqa: E402
 from tglassmlp.paths import config_dir  # noqa: E402
 from tglassmlp.tracking import git_commit as _git_commit  # noqa: E402
-from tglassmlp.train import call_with_objects  # noqa: E402
+from tglassmlp.training.job import call_with_objects  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -159,7 +159,7 @@ def make_samples(latents, state_points) -> list[Sample]:
 # ----------------------------------------------------------------------------------------- model
 def build_module(cfg, kind: str, label_std: float, training_state_points, compile: bool = False,
                  fused: bool = False):
-    """Network, loss and module exactly as tglassmlp.train.build makes them; a one-stage schedule of ``kind``
+    """Network, loss and module exactly as tglassmlp.training.build makes them; a one-stage schedule of ``kind``
     at the paper's learning rate of that phase. ``fused``: the numba kernel (train.py's default, module.fused=auto)
     instead of the torch step."""
     network = instantiate(cfg.model, n_descriptors=N_FEATURES)

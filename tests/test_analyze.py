@@ -11,20 +11,20 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from conftest import compose_config
 from tglassmlp.analysis.fields import (
     NetworkProbe,
     find_sweep_networks,
     prediction_field,
     structure_propensity,
 )
-from tglassmlp.analyze import HeterogeneitySettings, observe_ensemble, pearson_scores
+from tglassmlp.analysis.job import HeterogeneitySettings, observe_ensemble, pearson_scores
 from tglassmlp.data import read_shard, shard_path, write_shard
 from tglassmlp.model.network import TGlassMLP
 from tglassmlp.observables import DescriptorScaler, descriptor_names, structural_descriptors
 from tglassmlp.observables.four_point import four_point_susceptibility
 from tglassmlp.observables.labels import labels_at_levels
 from tglassmlp.observables.tts import master_curve
-from tglassmlp.paths import config_dir
 from tglassmlp.predict import save_model_dir
 
 from conftest import random_configuration
@@ -71,10 +71,7 @@ def sweep(dataset, tmp_path_factory):
 
 
 def _compose(overrides):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="analyze", overrides=overrides)
+    return compose_config("analyze", overrides)
 
 
 def _read_csv(path):
@@ -85,7 +82,7 @@ def _read_csv(path):
 def test_analyze_end_to_end(dataset, sweep, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from tglassmlp.analyze import analyze
+    from tglassmlp.analysis.job import analyze
 
     root, _ = dataset
     db = tmp_path / "mlflow.db"
@@ -127,7 +124,7 @@ def test_analyze_end_to_end(dataset, sweep, tmp_path):
 
 
 def test_analyze_md_only_without_mlflow(dataset, tmp_path):
-    from tglassmlp.analyze import analyze
+    from tglassmlp.analysis.job import analyze
 
     root, _ = dataset
     cfg = _compose([f"data_root={root}", f"out_dir={tmp_path / 'out'}", "networks.sweep_dir=null", "mlflow=false",
@@ -355,7 +352,7 @@ def test_analyze_uses_the_prediction_files(dataset, predicted, tmp_path):
     """analyze.py predictions=files without networks: the predicted rows are the files' mean-constrained
     predictions (chi_4 per network, Pearson against MD), and the train/test split is found through the files'
     ensemble source (a model folder holding the runs' state points and configs)."""
-    from tglassmlp.analyze import analyze
+    from tglassmlp.analysis.job import analyze
     from tglassmlp.data.datamodule import PropensityDataModule
 
     root, _ = dataset

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import random_configuration
+from conftest import compose_config
 from tglassmlp.data import GlassBenchError, ShardError, read_glassbench, read_shard, shard_path, write_shard
 from tglassmlp.data.manifest import field_checksum, record_shard, verify_dataset
 from tglassmlp.paths import config_dir
@@ -366,15 +367,14 @@ def simulate_cfg(ws, structure, overrides=()):
             "dataset.isoconfigurational.n_runs=1", "dataset.isoconfigurational.t_min=0.01",
             "dataset.default_t_max=0.02", "dataset.isoconfigurational.n_times=2", "md.platform=Reference",
             "dataset.store_descriptors=false", "dataset.store_trajectories=false", *overrides]
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="simulate", overrides=list(args))
+    return compose_config("simulate", args)
 
 
 @FUZZ
 @given(temperature=st.sampled_from(["0", "-0.3", "nan", "inf", "-inf", "0.4004", "1e-9"]),
        index=st.sampled_from(["0", "5"]))
 def test_simulate_refuses_impossible_state_points(workspace, temperature, index):
-    from tglassmlp.simulate import simulate_shard
+    from tglassmlp.simulation.job import simulate_shard
 
     cfg = simulate_cfg(workspace, workspace["start"], [f"temperature={temperature}", f"structure_index={index}"])
     with pytest.raises(ValueError, match="temperature"):
@@ -388,7 +388,7 @@ def test_simulate_refuses_impossible_state_points(workspace, temperature, index)
                                  "num_threads=0", "dataset.name=../escape", "md.precision=quad",
                                  "md.platform=TPU"]))
 def test_simulate_refuses_impossible_settings_naming_the_key(workspace, override):
-    from tglassmlp.simulate import simulate_shard
+    from tglassmlp.simulation.job import simulate_shard
 
     key = override.split("=")[0].split(".")[-1]
     cfg = simulate_cfg(workspace, workspace["start"], ["temperature=0.5", "structure_index=1", override])
@@ -423,7 +423,7 @@ def test_unknown_config_keys_are_refused_by_name(key, group):
 @given(kind=st.sampled_from(["nan", "overlap", "shape", "types", "truncated", "suffix", "missing"]),
        i=st.integers(0, N - 2), fraction=st.floats(0.05, 0.95))
 def test_simulate_refuses_bad_structure_files(workspace, kind, i, fraction):
-    from tglassmlp.simulate import simulate_shard
+    from tglassmlp.simulation.job import simulate_shard
 
     folder = scratch(workspace, "structures")
     expect_type, word = ValueError, None
@@ -517,7 +517,7 @@ def test_datamodule_refuses_impossible_settings(workspace, args):
 def test_train_config_errors_come_before_any_compute(workspace, override, monkeypatch):
     from hydra.errors import InstantiationException
 
-    import tglassmlp.train as train_module
+    import tglassmlp.training.job as train_module
     from tglassmlp.data.datamodule import DatasetNotFoundError
     from tglassmlp.tracking import TrackingStoreError
 

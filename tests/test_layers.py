@@ -25,8 +25,7 @@ LAYERS = (
     ("model", ("tglassmlp.model",)),
     ("data", ("tglassmlp.data",)),
     ("jobs", ("tglassmlp.training", "tglassmlp.simulation", "tglassmlp.transfer", "tglassmlp.ensemble",
-              "tglassmlp.predict", "tglassmlp.analysis", "tglassmlp.callbacks", "tglassmlp.train",
-              "tglassmlp.simulate", "tglassmlp.analyze")),
+              "tglassmlp.predict", "tglassmlp.analysis", "tglassmlp.callbacks")),
 )
 #: modules allowed to read conf/: where it is (paths) and the one owner of library defaults (defaults)
 CONF_OWNERS = {"tglassmlp.paths", "tglassmlp.defaults"}

@@ -194,7 +194,7 @@ def test_sweep_shards_lists_every_job_of_a_multirun(start_structure, glassbench_
     from hydra import compose, initialize_config_dir
 
     from tglassmlp.paths import config_dir
-    from tglassmlp.simulate import sweep_shards
+    from tglassmlp.simulation.job import sweep_shards
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(config_name="simulate", overrides=[f"structure={start_structure}", "dataset.default_t_max=1",

@@ -7,12 +7,12 @@ import sys
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
+from conftest import compose_config
 from tglassmlp.data import read_shard, write_shard
-from tglassmlp.paths import PROJECT_ROOT, config_dir
+from tglassmlp.paths import PROJECT_ROOT
 from tglassmlp.physics import inherent_structure
-from tglassmlp.simulate import load_structure, simulate_shard
+from tglassmlp.simulation.job import load_structure, simulate_shard
 
 from conftest import random_configuration
 
@@ -24,8 +24,7 @@ def make_cfg(tmp_path, structure, **overrides):
             "dataset.isoconfigurational.n_runs=2", "dataset.isoconfigurational.t_min=0.05",
             "dataset.default_t_max=0.5", "dataset.isoconfigurational.n_times=3", "md.platform=Reference"]
     args += [f"{k}={v}" for k, v in overrides.items()]
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="simulate", overrides=args)
+    return compose_config("simulate", args)
 
 
 @pytest.fixture
@@ -135,7 +134,7 @@ def test_killed_swap_mc_stage_resumes_its_chain(tmp_path, monkeypatch):
     """A job killed inside the swap Monte Carlo stage resumes the chain from its checkpoint: the shard equals an
     uninterrupted run's, and the checkpoint is gone once the structure is in the shard."""
     import tglassmlp.physics.swap_mc as swap_mc
-    from tglassmlp.simulate import swap_checkpoint
+    from tglassmlp.simulation.job import swap_checkpoint
 
     opts = {"dataset.n_particles": 86, "dataset.default_t_max": "null", "dataset.max_sweeps": 400,
             "dataset.store_descriptors": False, "swap.first_block_sweeps": 200, "swap.melt_sweeps": 20,

@@ -21,6 +21,7 @@ from tglassmlp.tracking import (
     normalize_tracking_uri,
     retry,
 )
+from tglassmlp.training.logger import MlflowRunLogger
 
 
 def fresh_store(request, directory: Path) -> str:
@@ -110,7 +111,7 @@ def test_run_lifecycle_and_lightning_logger(request, tmp_path):
     exp = tracking.prepare()
     run_id = tracking.start_run({"seed": 0, "sweep_id": "s", "skipped": None}, run_name="seed0")
     tracking.log_params({"model.n_bottleneck": 2, "long": "x" * 10000})
-    logger = tracking.lightning_logger()
+    logger = MlflowRunLogger(tracking)
     logger.log_metrics({"val/T0.600_c0.50/pearson": 0.5, "epoch": 3}, step=3)
     (tmp_path / "a.txt").write_text("hello")
     tracking.log_artifact(tmp_path / "a.txt", "misc")

@@ -16,15 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from test_datamodule import make_synthetic_dataset
 from test_tracking import fresh_store
+from conftest import compose_config
 from tglassmlp.model.module import state_point_metrics
 from tglassmlp.paths import PROJECT_ROOT, config_dir
-from tglassmlp.train import build, build_trainer, rewrite_range_overrides, train
+from tglassmlp.training.job import build, build_trainer, rewrite_range_overrides, train
 
 PYTHON = sys.executable
 
@@ -41,8 +41,7 @@ def synthetic_root(tmp_path_factory):
 
 
 def compose_train(overrides=()):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
+    return compose_config("train", overrides)
 
 
 def local_overrides(root, tmp_path, request=None):
@@ -175,7 +174,7 @@ def test_seed_zero_is_honoured_and_reproducible(request, synthetic_root, tmp_pat
 
 def test_set_up_errors_come_before_any_compute(synthetic_root, tmp_path, monkeypatch):
     """A missing dataset or an unreachable store fails before the data are read or a network is built."""
-    import tglassmlp.train as train_module
+    import tglassmlp.training.job as train_module
     from tglassmlp.data.datamodule import DatasetNotFoundError
     from tglassmlp.tracking import TrackingStoreError
 

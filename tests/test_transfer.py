@@ -9,16 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
+from conftest import compose_config
 from test_datamodule import make_synthetic_dataset
 from test_tracking import fresh_store
 from tglassmlp.data.datamodule import MDLabels, PropensityDataModule, StructureRecord
 from tglassmlp.ensemble import NoSelfConsistentNetworkError, load_run_network, rank_and_select, select_sweep
 from tglassmlp.observables import labels_at_levels
-from tglassmlp.paths import config_dir
 from tglassmlp.transfer import (
     CompositeLabels,
     NoSelfConsistentTransferError,
@@ -31,8 +30,7 @@ PAPER_LEVELS = [0.99, 0.94, 0.9, 0.85, 0.8, 0.75, 0.65, 0.5]
 
 
 def compose_transfer(overrides=()):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="transfer", overrides=list(overrides))
+    return compose_config("transfer", overrides)
 
 
 # --------------------------------------------------------------------------------------------- Table I
@@ -252,7 +250,7 @@ def test_end_to_end_with_interruptions(request, tiny, monkeypatch):
     selected networks' predictions; runs form a tree in MLflow."""
     import mlflow
 
-    import tglassmlp.train as train_module
+    import tglassmlp.training.job as train_module
 
     torch.set_num_threads(1)
     tmp, root = tiny

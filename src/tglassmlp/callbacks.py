@@ -1,5 +1,6 @@
-"""The Hydra callbacks of train.py's multiruns (``hydra.callbacks`` in ``conf/train.yaml``):
-:class:`PrepareTrackingStore` before the jobs start, :class:`SelectSelfConsistent` after they end."""
+"""The Hydra callbacks of the multiruns (``hydra.callbacks`` in the primary configs): for train.py
+:class:`PrepareTrackingStore` before the jobs start and :class:`SelectSelfConsistent` after they end; for
+simulate.py :class:`ExpectSweepShards` before the jobs start."""
 
 from __future__ import annotations
 
@@ -74,3 +75,24 @@ class SelectSelfConsistent(_HydraCallback):
             log.exception("ensemble selection failed for sweep %s", sweep_dir)
             return
         print(format_summary(result, sweep_dir / MANIFEST_NAME))
+
+
+class ExpectSweepShards(_HydraCallback):
+    """Hydra callback (conf/simulate.yaml): before the jobs of ``simulate.py -m`` start, record every shard
+    of the sweep as expected in the dataset manifest, so that ``verify=true`` lists the shards whose jobs
+    never ran (a cancelled SLURM array, a crashed launcher) as missing."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        if config.get("verify"):
+            return
+        try:
+            from tglassmlp.data.manifest import expect_shards
+            from tglassmlp.simulation.job import dataset_root, sweep_shards
+
+            shards = sweep_shards(config, config.hydra.overrides.task)
+            if shards:
+                n = expect_shards(dataset_root(config), shards, dataset=str(config.dataset.name))
+                log.info("manifest: %d expected shard(s) recorded in %s", n, dataset_root(config))
+        except Exception as exc:  # noqa: BLE001 - bookkeeping only; each job records itself anyway
+            log.warning("could not record the sweep's expected shards (%s: %s); jobs still record their own",
+                        type(exc).__name__, exc)

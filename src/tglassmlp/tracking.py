@@ -13,7 +13,7 @@
   job), ``dataset_hash``, ``git_commit`` (+ ``git_dirty``), and MLflow's own ``mlflow.source.git.commit``.
   Params are a curated set (model sizes, schedule, data state points, seed), not the flattened config.
 
-Lightning sees the run through :class:`MlflowRunLogger`, which logs metrics only (params and tags are set
+Lightning sees the run through :class:`tglassmlp.training.logger.MlflowRunLogger`, which logs metrics only (params and tags are set
 here, once).
 """
 
@@ -29,9 +29,6 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
-
-from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
-from pytorch_lightning.utilities import rank_zero_only
 
 log = logging.getLogger(__name__)
 
@@ -326,41 +323,6 @@ class MlflowTracking:
         """Mark the current run FINISHED / FAILED / KILLED (:meth:`end_run`)."""
         self.end_run(None, status)
 
-    def lightning_logger(self) -> MlflowRunLogger:
-        if self.run_id is None:
-            raise RuntimeError("MlflowTracking.lightning_logger: call start_run first")
-        return MlflowRunLogger(self)
-
     def ui_link(self, port: int = 5000) -> str:
         """Link to the experiment's training-runs table (MLflow 3 opens experiments in a GenAI overview)."""
         return f"http://127.0.0.1:{port}/#/experiments/{self.experiment_id}/runs"
-
-
-class MlflowRunLogger(Logger):
-    """Lightning logger writing the metrics Lightning logs into an existing MLflow run (metrics only)."""
-
-    def __init__(self, tracking: MlflowTracking):
-        super().__init__()
-        self._tracking = tracking
-
-    @property
-    def name(self) -> str:
-        return self._tracking.experiment_name
-
-    @property
-    def version(self) -> str:
-        return self._tracking.run_id
-
-    @property
-    @rank_zero_experiment
-    def experiment(self) -> MlflowTracking:
-        return self._tracking
-
-    @rank_zero_only
-    def log_hyperparams(self, params, *args, **kwargs) -> None:
-        """No-op: the curated params are logged once by the training function."""
-
-    @rank_zero_only
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        # 'epoch' is Lightning's own bookkeeping metric; the step axis already carries it
-        self._tracking.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)

@@ -380,7 +380,7 @@ def _json_default(o):
 
 # ------------------------------------------------------------------------------------------------ CLI
 def data_settings_from_run(run_id: str, tracking_uri: str) -> dict[str, Any]:
-    """The data module's split settings recorded in a run's params (tglassmlp.train.curated_params)."""
+    """The data module's split settings recorded in a run's params (tglassmlp.training.curated_params)."""
     from tglassmlp.tracking import check_tracking_uri, make_client
 
     params = make_client(check_tracking_uri(tracking_uri)).get_run(run_id).data.params

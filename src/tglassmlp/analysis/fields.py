@@ -1,6 +1,6 @@
 """Propensity fields to analyse, from MD shards, from trained networks, or from any prediction arrays.
 
-The analysis (``tglassmlp.analyze``) works on :class:`PropensityField` objects: the per-particle propensities
+The analysis (``tglassmlp.analysis.job``) works on :class:`PropensityField` objects: the per-particle propensities
 of S structures at one temperature on a common axis of K times (equivalently K <C_B> levels). Three sources:
 
 * MD: :func:`md_fields` reads the shards (``propensity`` (T_n, N) at the MD ``times``);
@@ -446,7 +446,7 @@ class SavedNetwork:
         config: the run's ``artifacts/config/train.yaml`` as a dict ({} when absent).
         path: the model directory.
         run_id: the MLflow run that trained it (``artifacts/run.json``), '' when unknown.
-        digest: sha256 prefix of the weights and scaler (``tglassmlp.predict.load_model_dir``): the identity
+        digest: sha256 prefix of the weights and scaler (``tglassmlp.model.artifact.load_model_dir``): the identity
             prediction files record for each network.
     """
 
@@ -464,7 +464,7 @@ class SavedNetwork:
 
 
 def _saved_network(model_dir: Path) -> SavedNetwork:
-    """One run's network, read by :func:`tglassmlp.predict.load_model_dir` (the one reader of the layout), with
+    """One run's network, read by :func:`tglassmlp.model.artifact.load_model_dir` (the one reader of the layout), with
     the run's config beside it."""
     from omegaconf import OmegaConf
 

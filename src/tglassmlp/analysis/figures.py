@@ -1,4 +1,4 @@
-"""The paper's figures from the analysis results of ``tglassmlp.analyze`` (matplotlib, Agg, PNG).
+"""The paper's figures from the analysis results of ``tglassmlp.analysis.job`` (matplotlib, Agg, PNG).
 
 Every function takes plain results (dicts of arrays keyed by temperature), writes one PNG atomically and
 returns its path. Conventions: one colour per temperature (the same in every figure), MD as points with

@@ -179,7 +179,7 @@ _ATTR_LIST = (
     AttrSpec("source", "str", "-", "where the structure comes from: 'swap_mc', 'md', 'glassbench:<file>', ..."),
     AttrSpec("structure_index", "int", "-", "index k of the structure at this temperature (file s<k>.h5)",
              required=False, frozen=True),
-    # Stage-specific provenance (written by tglassmlp.simulate); add a row here for any new one.
+    # Stage-specific provenance (written by tglassmlp.simulation); add a row here for any new one.
     AttrSpec("inherent_max_force", "float", "epsilon/sigma",
              "largest force component max over i, alpha of abs(F_i,alpha) left on the inherent structure", required=False),
     AttrSpec("md_seed", "int", "-", "seed of the isoconfigurational MD runs (velocity draws)", required=False),

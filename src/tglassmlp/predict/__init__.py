@@ -15,7 +15,7 @@ Pipeline (:func:`predict_structures`, one structure at a time, so memory does no
 2. **Structures** (:func:`find_structures`, :func:`load_structure`): our shards (``.h5``), GlassBench files
    (``N<N>T<T>_<k>_tc<code>.npz``) or folders of them, any N. A missing inherent structure is computed
    (:func:`~tglassmlp.physics.inherent_structure`), missing descriptors too
-   (:func:`~tglassmlp.data.datamodule.shard_descriptors`, cached on disk). :func:`check_structure` refuses a
+   (:func:`~tglassmlp.data.structures.structure_descriptors`, cached on disk). :func:`check_structure` refuses a
    structure that is not the model's system (a type missing, density or composition off, descriptor columns
    unlike the scaler's).
 3. **State points**: the structure's temperature T (shard attribute or GlassBench file name; ``temperature``

@@ -275,12 +275,12 @@ class TwoStepTransfer:
                        extra_tags: Mapping[str, Any] | None = None) -> dict[int, str]:
         """Train the seeds of one ensemble that are not finished yet; returns {seed: run id}.
 
-        Every network is one :func:`tglassmlp.train.train` call; its run gets the transfer tags and the
+        Every network is one :func:`tglassmlp.training.train` call; its run gets the transfer tags and the
         ensemble's run as parent. State is saved after each network, so an interruption loses at most one.
         """
         from tqdm.auto import tqdm
 
-        from tglassmlp.train import train
+        from tglassmlp.training.job import train
 
         ens = self.state.ensemble(name)
         fp = fingerprint(cfg)

@@ -405,30 +405,6 @@ def sweep_shards(cfg: DictConfig, task_overrides) -> list[tuple[float, int, list
     return out
 
 
-try:
-    from hydra.experimental.callback import Callback as _HydraCallback
-except ImportError:  # pragma: no cover - hydra-core < 1.1
-    _HydraCallback = object
-
-
-class ExpectSweepShards(_HydraCallback):
-    """Hydra callback (conf/simulate.yaml): before the jobs of ``simulate.py -m`` start, record every shard
-    of the sweep as expected in the dataset manifest, so that ``verify=true`` lists the shards whose jobs
-    never ran (a cancelled SLURM array, a crashed launcher) as missing."""
-
-    def on_multirun_start(self, config, **kwargs) -> None:
-        if config.get("verify"):
-            return
-        try:
-            shards = sweep_shards(config, config.hydra.overrides.task)
-            if shards:
-                n = expect_shards(dataset_root(config), shards, dataset=str(config.dataset.name))
-                log.info("manifest: %d expected shard(s) recorded in %s", n, dataset_root(config))
-        except Exception as exc:  # noqa: BLE001 - bookkeeping only; each job records itself anyway
-            log.warning("could not record the sweep's expected shards (%s: %s); jobs still record their own",
-                        type(exc).__name__, exc)
-
-
 def print_summary(summary: dict, cfg: DictConfig) -> None:
     """Human-readable report of a shard, with the ballistic limit and GlassBench's own runs as checks."""
     T = summary["temperature"]
