@@ -96,3 +96,17 @@ def test_train_config_sets_descriptor_settings_from_the_command_line(train_confi
     dm = instantiate(cfg.data)
     assert dm.descriptors.cutoff == 15.0
     assert dm.descriptors.l_grid == tuple(float(x) for x in cfg.descriptors.l_grid)
+
+
+def test_transfer_fingerprint_sees_changed_descriptor_settings_only(transfer_config_factory):
+    from omegaconf import OmegaConf
+
+    from tglassmlp.transfer import fingerprint
+
+    cfg = transfer_config_factory()
+    base = fingerprint(cfg)
+    # without the descriptors node (configs from before it was added) the default settings fingerprint the same
+    old = OmegaConf.to_container(cfg, resolve=True)
+    del old["data"]["descriptors"]
+    assert fingerprint(OmegaConf.create(old)) == base
+    assert fingerprint(transfer_config_factory(["descriptors.cutoff=15"])) != base

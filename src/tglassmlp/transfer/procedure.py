@@ -51,6 +51,7 @@ from omegaconf import DictConfig, OmegaConf
 from tglassmlp.atomic import write_json_atomic, write_text_atomic
 from tglassmlp.data.datamodule import MDLabels, PropensityDataModule, StructureRecord
 from tglassmlp.ensemble.manifest import write_manifest
+from tglassmlp.observables.descriptors import load_descriptor_settings
 from tglassmlp.ensemble.sources import load_run_members
 from tglassmlp.statepoints import format_level, state_point_name
 from tglassmlp.transfer.labels import TransferredLabels, file_sha256
@@ -127,6 +128,12 @@ def fingerprint(cfg: DictConfig) -> str:
     for group, keys in _COSMETIC.items():
         if isinstance(keep.get(group), dict):
             keep[group] = {k: v for k, v in keep[group].items() if k not in keys}
+    # the descriptor settings count only where they differ from the defaults: an ensemble started before the
+    # data config carried them keeps its fingerprint
+    if isinstance(keep.get("data"), dict) and keep["data"].get("descriptors") is not None:
+        descriptors = keep["data"].pop("descriptors")
+        if load_descriptor_settings(descriptors) != load_descriptor_settings():
+            keep["descriptors"] = descriptors
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
