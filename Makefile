@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 # The main job: a 4-seed ensemble on the shipped demo data, the self-consistency selection (printed), predict.py
 # with that ensemble on every demo structure (the 4 best-ranked networks when none passes the 1e-4 test: the demo

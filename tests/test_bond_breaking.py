@@ -95,3 +95,22 @@ def test_glassbench_short_time_propensity_is_one_and_neighbour_count(glassbench_
     propensity = cb.mean(axis=0)  # t = 0.1: no bond can break yet
     assert cb.shape == (20, 1290)
     assert abs(propensity[types == 0].mean() - 1.0) < 1e-3
+
+
+def _pair(distance):
+    return np.array([[2.0, 5.0], [2.0 + distance, 5.0]])
+
+
+def test_mixed_type_bond_radii_are_the_pair_sigma_by_hand():
+    """A 0-1 pair (sigma_01 = 0.8, facts sheet section 4): bonded below 1.4 x 0.8 = 1.12, surviving below
+    1.8 x 0.8 = 1.44. A radius taken from either particle's own sigma (1.0 or 0.88) gives other answers."""
+    types = np.array([0, 1])
+    box = 10.0
+    frames = np.stack([_pair(1.10), _pair(1.43), _pair(1.45)])
+    c_b = bond_breaking(_pair(1.10), frames, types, box)
+    np.testing.assert_array_equal(c_b, [[1.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+    for order in ([0, 1], [1, 0]):
+        far = initial_bonds(_pair(1.15), np.array(order), box)
+        assert far.i.size == 0 and list(far.n_initial) == [0, 0]
+        near = initial_bonds(_pair(1.10), np.array(order), box)
+        np.testing.assert_allclose(near.survival_distance, [1.8 * 0.8])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import random_configuration
-from tglassmlp.data import shard_path, write_shard
+from tglassmlp.data import read_shard, shard_path, write_shard
 from tglassmlp.data.datamodule import (
     DatasetNotFoundError,
     PropensityDataModule,
@@ -293,3 +293,22 @@ def test_fused_kernel_trains_like_the_torch_step(dm, tmp_path):
         torch.testing.assert_close(q, p, rtol=0, atol=1e-5, msg=name)
     with pytest.raises(FusedUnsupportedError, match="module.fused=true: .*ELU"):
         fit(True, activation="tanh")
+
+
+def test_reference_type_selection_against_the_raw_shards(dm):
+    """Labels, positions and counts rebuilt from the shards on disk, selecting type 0 here (not through the
+    datamodule's records): a datamodule that selected another type, or all particles, disagrees."""
+    t, level = 0.6, 0.8
+    raws = [read_shard(r.path) for r in dm.structures if r.temperature == t]
+    refs = [np.asarray(raw["types"]) == 0 for raw in raws]
+    curve = np.mean([np.asarray(raw["propensity"], np.float64)[:, ref].mean(axis=1)
+                     for raw, ref in zip(raws, refs)], axis=0)
+    sample = next(s for s in dm.train_samples + dm.test_samples if s.temperature == t and s.level == level)
+    rec = dm.structures[sample.structure]
+    raw = read_shard(rec.path)
+    ref = np.asarray(raw["types"]) == 0
+    assert 0 < ref.sum() < len(ref)
+    _, expected = labels_at_levels(np.asarray(raw["times"], np.float64),
+                                   np.asarray(raw["propensity"], np.float64)[:, ref], curve, [level])
+    np.testing.assert_allclose(sample.labels, expected[0], rtol=1e-6)
+    np.testing.assert_array_equal(rec.positions, np.asarray(raw["positions"], np.float64)[ref])

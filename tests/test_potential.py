@@ -47,6 +47,26 @@ def test_config_numbers_are_the_2d_model():
     assert s.number_density == pytest.approx(1.1921, abs=1e-4)
 
 
+# The paper's table (PRB 109, 064205, Sec. II; reference/glassmlp-facts.md section 1), paper types 1, 2, 3 =
+# our 0, 1, 2, written here independently of conf/system/ka2d_ternary.yaml.
+PAPER_EPSILON = {(0, 0): 1.0, (1, 1): 0.5, (2, 2): 0.75, (0, 1): 1.5, (0, 2): 0.75, (1, 2): 1.5}
+PAPER_SIGMA = {(0, 0): 1.0, (1, 1): 0.88, (2, 2): 0.94, (0, 1): 0.8, (0, 2): 0.9, (1, 2): 0.8}
+
+
+def test_full_epsilon_sigma_tables_and_smoothing_constants_are_the_papers():
+    s = load_system()
+    for (a, b), eps in PAPER_EPSILON.items():
+        assert s.epsilon[a, b] == eps and s.epsilon[b, a] == eps, (a, b)
+        assert s.sigma[a, b] == PAPER_SIGMA[a, b] and s.sigma[b, a] == PAPER_SIGMA[a, b], (a, b)
+    assert (s.cutoff, s.c0, s.c2, s.c4) == (2.5, 0.04049023795, -0.00970155098, 0.00062012616)
+    # the pair energy itself at the LJ minimum r = 2^(1/6) sigma_ab: 4 eps (-1/4 + c0 + c2 x + c4 x^2)
+    x = 2 ** (1 / 3)
+    for (a, b), eps in PAPER_EPSILON.items():
+        r = 2 ** (1 / 6) * PAPER_SIGMA[a, b]
+        expected = 4 * eps * (-0.25 + 0.04049023795 - 0.00970155098 * x + 0.00062012616 * x**2)
+        assert s.pair_energy(r, a, b) == pytest.approx(expected, rel=1e-12), (a, b)
+
+
 @pytest.mark.parametrize("a,b", [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)])
 def test_potential_and_two_derivatives_vanish_at_cutoff(a, b):
     s = load_system()

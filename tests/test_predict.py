@@ -498,3 +498,44 @@ def test_predict_config_composes_and_names_a_missing_ensemble(tmp_path):
     with pytest.raises(PredictionInputError, match="set ensemble_source.manifest="):
         predict(cfg)
     assert not (tmp_path / "predictions").exists()  # nothing written before the ensemble is known
+
+
+def test_configured_constraint_pools_a_temperature_and_keeps_per_structure_means(glassbench_models, tmp_path):
+    """predict.py's configured constraint (conf/predict.yaml, instantiated as predict.py does) fixes the mean
+    over all structures of a temperature, not each structure's: two different T = 0.23 structures keep
+    different means (chi_4 survives) while the constraint acts on every network's pooled mean."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from tglassmlp.paths import config_dir
+
+    root, gb, _ = glassbench_models
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name="predict", overrides=["ensemble_source=manifest", "track=false"])
+    constraint = instantiate(cfg.constraint)
+    assert constraint.scope == "temperature" and MeanConstraint().scope == "temperature"
+    # a second structure at the same T: 40 type-1 <-> type-2 (GlassBench numbering) swaps keep the composition
+    raw = dict(np.load(gb.path))
+    types = raw["types"].copy()
+    ones, twos = np.flatnonzero(types == 1)[:40], np.flatnonzero(types == 2)[:40]
+    types[ones], types[twos] = 2, 1
+    other = tmp_path / "N1290T0.23_999_tc05.npz"
+    np.savez(other, **{**raw, "types": types})
+    ensemble = DirectoryEnsemble(root).load()
+    target = 0.8
+    result = predict_structures(ensemble, [gb.path, other], tmp_path / "out", levels=[target], cache_dir=None,
+                                constraint=constraint)
+    preds = [read_prediction(f) for f in result["files"]]
+    per_net = []  # (structure, network) mean over that structure's reference particles
+    for d in preds:
+        ref = d["types"] == 0
+        per_net.append(d["propensity_networks"][:, 0][:, ref].mean(axis=1, dtype=np.float64))  # (networks, levels, N)
+    per_net = np.array(per_net)
+    n_ref = np.array([(d["types"] == 0).sum() for d in preds])
+    pooled = (per_net * n_ref[:, None]).sum(axis=0) / n_ref.sum()
+    # random-weight networks do not reach the target inside the bounds; what the constraint acted on is
+    # stored: one input per network for both structures, and the pooled mean (not each structure's own)
+    for d in preds:
+        np.testing.assert_allclose(d["constraint"]["input_level"], preds[0]["constraint"]["input_level"])
+        np.testing.assert_allclose(np.ravel(d["constraint"]["mean_prediction"]), pooled, atol=1e-5)
+    assert np.all(np.abs(per_net[0] - per_net[1]) > 1e-3), per_net
