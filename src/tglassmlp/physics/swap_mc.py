@@ -18,22 +18,24 @@ V_ab(r_ij) = V_ba(r_ij): the pair's type set {a, b} does not change.
 
 Moves that would bring a pair closer than ``overlap_distance * sigma_ab`` (V >~ 8e3 epsilon) are rejected
 without evaluating the Boltzmann factor; for the temperatures used here (T <= 2) that factor underflows to
-zero in float64 anyway, so the chain is unchanged, and the cell occupancy stays bounded.
+zero in float64 anyway, so the chain is unchanged.
 
-Kernel: numba (``cache=True``), cell lists with cell side >= the largest cutoff (2.5 sigma_00) /
-``cells_per_cutoff``, so a move's energy change needs the (2 cells_per_cutoff + 1)^2 surrounding cells only
-(O(1) per move). A particle that crosses a cell boundary is moved between cells in O(1) (swap-with-last
-removal). Boxes with fewer than 2 cells_per_cutoff + 1 cells per side (tiny test systems) use a single cell,
-i.e. an all-pairs minimum-image sum; boxes shorter than two cutoffs are refused (minimum image would miss
-interactions). The pair energy is ``system.pair_terms`` compiled by numba: one implementation of the pair
-physics in the package. Memory layout (what sets the speed at large N): next to ``members[c, s]`` the kernel
-keeps copies of each listed particle's coordinates and type in the same slot (``cell_xy``, ``cell_t``), in rows
-only two slots wider than the fullest cell, and computes the neighbouring cells instead of reading tables, so
-a move reads a few short contiguous rows instead of ~50 particles at random addresses. The copies are derived
-state: rebuilt from the positions by ``reset`` and ``load_state_dict``, updated with every accepted move;
-``pos`` and ``types`` stay authoritative, and the summation order is the one of the plain cell-list loop, so
-the chain is bit for bit that of the earlier kernel without the copies (checked in
-``benchmarks/swap_mc.py --ab``).
+Kernel: numba (``cache=True``), Verlet lists. Each particle lists the particles within the largest cutoff
+(2.5 sigma_00, whatever the types: swaps change them) + ``verlet_skin`` of where the lists were built (``ref``);
+the lists are complete while every particle, and a proposed position, lies within skin / 2 of its ``ref``, and
+are rebuilt (O(N), cell list of side >= the list radius; all pairs in tiny boxes) when a proposal would leave
+that range. A move then sums over ~40 candidates instead of 25 cells (~50 particles). Memory layout (what sets
+the speed at large N): the kernel keeps its own copy of the positions and int8 types in Z-curve order of ~1
+sigma cells (``order``: kernel index -> particle index, fixed at ``reset``), so a particle's neighbours sit
+near it in memory; the random numbers still pick particles by their own index (mapped through the inverse
+order), so the moves are those of the cell-list kernel. The energy loops may reassociate their sums
+(``fastmath`` reassoc / contract / arcp, not nnan / ninf), which lets LLVM vectorise them over the list: dE then
+differs from a sequential sum at the level of rounding, and a sum's rounding depends on the list layout, so a
+checkpoint stores the lists' reference positions and skin, and a resumed chain rebuilds the very same lists.
+Pairs use the minimum image (branch-free), also right in boxes > 2 cutoffs too small for cells; smaller boxes
+are refused. The pair energy is ``system.pair_terms`` compiled by numba: one implementation of the pair physics
+in the package. Measured against the cell-list kernel (``benchmarks/swap_kernel_ab.py``): the same chain
+(positions bit for bit after 1e5 sweeps at N = 1290 in that run), see docs/swap-mc.md for the speed.
 
 Random numbers: a ``numpy.random.Generator`` passed into the compiled kernel (numba supports it), so a seed
 fixes the whole chain, and consecutive calls continue one stream.
@@ -299,7 +301,7 @@ def _energy_two_types(x, y, ta, tb, skip, cand, n_cand, xs, ts, box, eps, sig2, 
     eb = 0.0
     ova = False
     ovb = False
-    two = tb != ta
+    # both types always (no branch in the loop, so that it vectorises); ta == tb (total energy) pays twice
     for k in range(n_cand):
         j = cand[k]
         dx = xs[j, 0] - x
@@ -315,13 +317,9 @@ def _energy_two_types(x, y, ta, tb, skip, cand, n_cand, xs, ts, box, eps, sig2, 
         v, _ = _pair(r2, eps[ta, tj], sig2[ta, tj], c0, c2, c4)
         ea += v if (r2 < rc2[ta, tj]) & keep else 0.0
         ova |= (r2 < ov2[ta, tj]) & keep
-        if two:
-            v, _ = _pair(r2, eps[tb, tj], sig2[tb, tj], c0, c2, c4)
-            eb += v if (r2 < rc2[tb, tj]) & keep else 0.0
-            ovb |= (r2 < ov2[tb, tj]) & keep
-    if not two:
-        eb = ea
-        ovb = ova
+        v, _ = _pair(r2, eps[tb, tj], sig2[tb, tj], c0, c2, c4)
+        eb += v if (r2 < rc2[tb, tj]) & keep else 0.0
+        ovb |= (r2 < ov2[tb, tj]) & keep
     return ea, eb, ova, ovb
 
 
