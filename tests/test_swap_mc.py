@@ -9,6 +9,7 @@ Detailed balance is tested two ways on tiny systems:
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -207,6 +208,37 @@ def test_chain_does_not_depend_on_the_skin():
     np.testing.assert_array_equal(a.counters, b.counters)
     for mc in chains:
         assert mc.energy == pytest.approx(potential_energy(mc.positions, mc.types, box), rel=1e-10)
+
+
+@pytest.mark.filterwarnings("ignore:equilibrium_structure")
+def test_checkpoint_of_the_cell_list_kernel_loads(tmp_path):
+    """A checkpoint written before the Verlet kernel (its key names cells_per_cutoff, its state holds cell lists
+    and no kernel order) is accepted by equilibrium_structure and returns the stored structure."""
+    path = tmp_path / "chain.npz"
+    pos, types, _, rep = equilibrium_structure(0.5, max_sweeps=200, checkpoint=path, **CKPT)
+    with np.load(path) as z:
+        data = {k: z[k] for k in z.files}
+    meta = json.loads(str(data["meta"]))
+    meta["key"]["settings"].pop("verlet_skin", None)
+    meta["key"]["settings"]["cells_per_cutoff"] = 2
+    data["meta"] = np.array(json.dumps(meta))
+    for key in ("state_order", "state_verlet_ref", "state_verlet_skin"):
+        data.pop(key)
+    n = len(types)
+    data.update(state_m=np.int64(1), state_inv_cs=np.float64(0.1), state_reach=np.int64(0),
+                state_count=np.array([n]), state_members=np.arange(n)[None, :], state_cell_of=np.zeros(n, np.int64),
+                state_slot_of=np.arange(n))
+    np.savez(path, **data)
+    pos2, types2, _, rep2 = equilibrium_structure(0.5, max_sweeps=200, checkpoint=path, **CKPT)
+    np.testing.assert_array_equal(pos2, pos)
+    np.testing.assert_array_equal(types2, types)
+    assert rep2.sweeps_total == rep.sweeps_total
+    # extended to 400 sweeps: the chain an uninterrupted run takes (up to the rounding of dE: lists built anew)
+    pos3, types3, _, rep3 = equilibrium_structure(0.5, max_sweeps=400, checkpoint=path, **CKPT)
+    pos4, types4, _, rep4 = equilibrium_structure(0.5, max_sweeps=400, checkpoint=tmp_path / "fresh.npz", **CKPT)
+    assert rep3.sweeps_total == rep4.sweeps_total > rep.sweeps_total
+    np.testing.assert_array_equal(types3, types4)
+    np.testing.assert_allclose(pos3, pos4, rtol=0, atol=1e-10)
 
 
 def sampler_under_test(warm_1290, n, box, spread_seed):
