@@ -895,10 +895,10 @@ class SwapMonteCarlo:
     def state_dict(self) -> dict:
         """Everything the chain's future depends on, as numpy arrays (for ``np.savez``).
 
-        Includes the cell and by-type index lists as they are (not rebuilt from the positions): the order of
-        their members decides which particle a random number picks and the summation order of dE, so
-        restoring them makes a resumed chain identical to an uninterrupted one. The random generator's
-        state is stored as JSON text.
+        Includes the by-type index lists as they are (their order decides which particle a random number picks),
+        the kernel's memory order and the Verlet lists' reference positions and skin (they decide the rounding of
+        dE), so a resumed chain is identical to an uninterrupted one. The random generator's state is stored as
+        JSON text.
         """
         s = self._require_state()
         out = {f"state_{k}": np.asarray(v) for k, v in s.items()}
