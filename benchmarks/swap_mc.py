@@ -6,11 +6,14 @@ Writes benchmarks/results/swap_mc.md and .json. Run one at a time (the machine's
     .venv/bin/python benchmarks/swap_mc.py                  # + a full equilibrium_structure(0.15) run (<= 30 min)
     .venv/bin/python benchmarks/swap_mc.py --throughput-only   # ~1 min: only the throughput table is redone
 
-Kernel A/B (writes benchmarks/results/swap_kernel_ab.md and .json; ~3 min): the current kernel against an
-earlier version of the module, on the same configurations, interleaved repeats, chains compared bit for bit:
+Kernel A/B against commit 56ade39 (the cell-list kernel), moves/s per core at N = 1290, 25800, 82560 with and
+without swaps (interleaved repeats, medians) and the same-chain check (1e5 sweeps at N = 1290): see
+benchmarks/swap_kernel_ab.py (writes benchmarks/results/swap_kernel_ab.md and .json; ~8 min):
 
-    git show <commit>:src/tglassmlp/physics/swap_mc.py > /tmp/swap_mc_old.py
-    nice -n 10 .venv/bin/python benchmarks/swap_mc.py --ab /tmp/swap_mc_old.py
+    git worktree add /tmp/swap_old 56ade39
+    nice -n 10 .venv/bin/python benchmarks/swap_kernel_ab.py --old-tree /tmp/swap_old --old-commit 56ade39
+
+(``--ab OLD_SWAP_MC_PY`` below imports a copy of an older module file in-process; kept for older comparisons.)
 
 Times are in sweeps (N attempted moves). A decorrelation time that did not fall below 1/e within the run is
 reported as a lower bound ("> X"), never as a number; extrapolations are labelled as such.

@@ -9,6 +9,7 @@ Detailed balance is tested two ways on tiny systems:
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -83,65 +84,69 @@ def test_kernel_energy_and_cells_match_reference(warm_1290):
     e_ref = potential_energy(mc.positions, mc.types, mc.box)
     assert mc.total_energy() == pytest.approx(e_ref, rel=1e-12)
     assert mc.energy == pytest.approx(e_ref, rel=1e-9)  # tracked incrementally over 60 sweeps of accepted moves
-    # every particle sits in the cell of its position, the cell lists hold each particle once, and the
-    # kernel's per-cell copies equal the positions and types
-    assert_cell_copies_match(mc)
+    # the kernel's copies equal the positions and types, and its Verlet lists are complete
+    assert_kernel_state_valid(mc)
     assert np.all((mc.positions >= 0) & (mc.positions < mc.box))
 
 
-def assert_cell_copies_match(mc):
-    """The kernel's per-cell copies equal pos / types slot for slot, and the cell lists are consistent."""
-    from tglassmlp.physics.swap_mc import _cell_index
+def assert_kernel_state_valid(mc):
+    """The kernel-order copies equal pos / types exactly, every particle lies within skin / 2 of where its
+    Verlet list was built, and every list holds exactly the particles within the list radius of the reference
+    positions (checked by brute force, minimum image)."""
+    s, k = mc._state, mc._kernel
+    order, box = s["order"], s["box"]
+    np.testing.assert_array_equal(np.sort(order), np.arange(len(order)))
+    np.testing.assert_array_equal(k["kernel_index"][order], np.arange(len(order)))
+    np.testing.assert_array_equal(k["xs"], s["pos"][order])  # exact copies, not approximations
+    np.testing.assert_array_equal(k["ts"], s["types"][order])
+    drift = k["xs"] - k["ref"]
+    drift -= box * np.round(drift / box)
+    assert np.all(np.einsum("ij,ij->i", drift, drift) <= 0.25 * k["skin"] ** 2)
+    d = k["ref"][:, None, :] - k["ref"][None, :, :]
+    d -= box * np.round(d / box)
+    close = np.einsum("ijk,ijk->ij", d, d) < k["rlist"] ** 2
+    np.fill_diagonal(close, False)
+    for i in range(len(order)):
+        listed = k["nbr"][i, : k["nn"][i]]
+        np.testing.assert_array_equal(np.sort(listed), np.flatnonzero(close[i]))
 
-    s = mc._state
-    cell_xy, cell_t = mc._cell_copies
-    pos, types = s["pos"], s["types"]
-    listed = []
-    for c in range(s["m"] ** 2):
-        k = s["count"][c]
-        members = s["members"][c, :k]
-        np.testing.assert_array_equal(cell_xy[c, :k], pos[members])  # exact copies, not approximations
-        np.testing.assert_array_equal(cell_t[c, :k], types[members])
-        np.testing.assert_array_equal(s["cell_of"][members], c)
-        np.testing.assert_array_equal(s["slot_of"][members], np.arange(k))
-        listed.append(members)
-    np.testing.assert_array_equal(np.sort(np.concatenate(listed)), np.arange(len(types)))
-    cells = np.array([_cell_index(x, y, s["m"], s["inv_cs"]) for x, y in pos])
-    np.testing.assert_array_equal(cells, s["cell_of"])
 
-
-def test_cell_copies_follow_accepted_moves():
-    """400 particles in the N = 1290 box (26 x 26 cells, a dilute gas at T = 1, large steps, half swaps): most
-    particles change cell, thousands of swaps are accepted, and the cell rows (narrowed to the fullest cell
-    by hand) must widen; the copies stay exact and the kernel energies (tracked, total, dE of displacements
-    and swaps) match the numpy reference. A restored state_dict rebuilds the same copies and continues the
-    same chain move for move."""
-    from tglassmlp.physics.swap_mc import _cell_copies
-
+def test_verlet_lists_follow_accepted_moves():
+    """400 particles in the N = 1290 box (a dilute gas at T = 1, large steps, half swaps): most particles travel further
+    than the skin, the lists are rebuilt many times (small skin), thousands of swaps are accepted; the lists stay
+    complete and the kernel energies (tracked, total, dE of displacements and swaps, also just inside and
+    beyond skin / 2 of a list's reference position) match the numpy reference. A restored state_dict rebuilds
+    the same lists and continues the same chain move for move; so does a checkpoint of the cell-list kernel."""
     n, box = 400, SYSTEM.box_for(1290)
     pos, types = _random_start(n, box, (134, 133, 133), np.random.default_rng(5))
-    mc = SwapMonteCarlo(1.0, seed=6, swap_fraction=0.5, max_displacement=0.5).reset(pos, types, box)
-    s = mc._state
-    assert s["m"] >= 5  # the cell-list path, not the single cell
-    cap0 = int(s["count"].max())  # rows with no spare slot: the first particle entering a full cell widens them
-    s["members"], *copies = _cell_copies(s["pos"], s["types"], s["count"], s["members"], cap0)
-    mc._cell_copies = tuple(copies)
-    cell0 = s["cell_of"].copy()
+    settings = load_swap_settings(verlet_skin=0.3)
+    mc = SwapMonteCarlo(1.0, seed=6, swap_fraction=0.5, max_displacement=0.1, settings=settings)
+    mc.reset(pos, types, box)
+    assert mc._kernel["nbr"].shape[1] < n - 1  # cell-built lists, not all pairs
+    unwrapped0 = mc.unwrapped_positions
     mc.run(100)
     c = mc.counters
     assert c[1] > 5000 and c[3] > 5000, c  # many accepted displacements and swaps
-    assert np.mean(mc._state["cell_of"] != cell0) > 0.5  # most particles sit in another cell than at the start
-    assert mc._cell_copies[0].shape[1] > cap0  # rows were widened during the run
-    assert_cell_copies_match(mc)
+    assert mc.list_rebuilds > 20
+    assert np.median(np.linalg.norm(mc.unwrapped_positions - unwrapped0, axis=1)) > 0.3  # > the skin
+    assert_kernel_state_valid(mc)
     e_ref = potential_energy(mc.positions, mc.types, box)
     assert mc.total_energy() == pytest.approx(e_ref, rel=1e-12)
     assert mc.energy == pytest.approx(e_ref, rel=1e-9)
     rng = np.random.default_rng(7)
     p, t = mc.positions, mc.types
+    k = mc._kernel
     checked = 0
-    for _ in range(12):
+    for trial in range(24):
         i, j = rng.choice(n, 2, replace=False)
-        new = p[i] + rng.uniform(-1.5, 1.5, 2)  # across cell boundaries and the box edge
+        ki = k["kernel_index"][i]
+        # alternately: near the skin (0.49 or 0.51 skin from the list's reference position, inside / outside
+        # the list's guarantee), and large steps across the box edge
+        if trial % 2:
+            phi = rng.uniform(0, 2 * np.pi)
+            new = k["ref"][ki] + (0.49 if trial % 4 == 1 else 0.51) * k["skin"] * np.array([np.cos(phi), np.sin(phi)])
+        else:
+            new = p[i] + rng.uniform(-1.5, 1.5, 2)
         de = mc.energy_change_displacement(i, new)
         moved = p.copy()
         moved[i] = new
@@ -156,29 +161,84 @@ def test_cell_copies_follow_accepted_moves():
             ref = potential_energy(p, swapped, box) - e_ref
             assert abs(de - ref) <= DELTA_RTOL * max(abs(ref), 1.0), (i, j, de, ref)
             checked += 1
-    assert checked >= 12
-    # restore into a fresh sampler (rows rebuilt from the positions): same copies, then the same chain
-    other = SwapMonteCarlo(1.0, seed=99, swap_fraction=0.5, max_displacement=0.5)
+    assert checked >= 24
+    # restore into a fresh sampler: same lists, then the same chain
+    other = SwapMonteCarlo(1.0, seed=99, swap_fraction=0.5, max_displacement=0.1, settings=settings)
     other.load_state_dict(mc.state_dict())
-    assert_cell_copies_match(other)
+    assert_kernel_state_valid(other)
+    np.testing.assert_array_equal(other._kernel["nbr"], mc._kernel["nbr"])
     mc.run(5)
     other.run(5)
     np.testing.assert_array_equal(other.positions, mc.positions)
     np.testing.assert_array_equal(other.types, mc.types)
     np.testing.assert_array_equal(other.energy_trace, mc.energy_trace)
-    assert_cell_copies_match(other)
-    # a checkpoint of the earlier format (stencil stored as neighbour tables nbr, shift instead of reach) loads
-    # with the same stencil and continues the same chain
-    old_format = mc.state_dict()
-    reach = int(old_format.pop("state_reach"))
-    n_cells = int(old_format["state_count"].size)
-    old_format["state_nbr"] = np.zeros((n_cells, (2 * reach + 1) ** 2), dtype=np.int64)
-    old_format["state_shift"] = np.zeros((n_cells, (2 * reach + 1) ** 2, 2))
-    legacy = SwapMonteCarlo(1.0, seed=99, swap_fraction=0.5, max_displacement=0.5).load_state_dict(old_format)
+    assert_kernel_state_valid(other)
+    # a checkpoint of the cell-list kernel (cell lists, no kernel order, no Verlet reference) still loads; the
+    # lists are built anew, so the chain is the same up to rounding of dE
+    legacy_format = {key: v for key, v in mc.state_dict().items()
+                     if key not in ("state_order", "state_verlet_ref", "state_verlet_skin")}
+    legacy_format.update(state_m=np.int64(5), state_inv_cs=np.float64(0.1), state_reach=np.int64(2),
+                         state_count=np.zeros(25, dtype=np.int64), state_members=np.zeros((25, 4), dtype=np.int64),
+                         state_cell_of=np.zeros(n, dtype=np.int64), state_slot_of=np.zeros(n, dtype=np.int64))
+    legacy = SwapMonteCarlo(1.0, seed=99, swap_fraction=0.5, max_displacement=0.1,
+                            settings=settings).load_state_dict(legacy_format)
+    assert_kernel_state_valid(legacy)
     mc.run(3)
     legacy.run(3)
-    np.testing.assert_array_equal(legacy.positions, mc.positions)
-    np.testing.assert_array_equal(legacy.energy_trace, mc.energy_trace)
+    np.testing.assert_allclose(legacy.positions, mc.positions, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(legacy.energy_trace, mc.energy_trace, rtol=1e-12)
+
+
+def test_chain_does_not_depend_on_the_skin():
+    """The Verlet skin is a performance setting: chains with skins 0.3 (many rebuilds) and 2.0 (all pairs within
+    the list radius kept for long) take the same moves; positions equal to rounding after 300 sweeps (N = 301), and the
+    tracked energy equals the direct sum."""
+    n = 301
+    box = SYSTEM.box_for(n)
+    pos, types = _random_start(n, box, SYSTEM.composition_for(n), np.random.default_rng(3))
+    chains = []
+    for skin in (0.3, 2.0):
+        mc = SwapMonteCarlo(0.8, seed=4, max_displacement=0.1, settings=load_swap_settings(verlet_skin=skin))
+        mc.reset(pos, types, box).run(300)
+        chains.append(mc)
+    a, b = chains
+    assert a.list_rebuilds > 10 * max(b.list_rebuilds, 1)
+    np.testing.assert_array_equal(a.types, b.types)
+    np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(a.counters, b.counters)
+    for mc in chains:
+        assert mc.energy == pytest.approx(potential_energy(mc.positions, mc.types, box), rel=1e-10)
+
+
+@pytest.mark.filterwarnings("ignore:equilibrium_structure")
+def test_checkpoint_of_the_cell_list_kernel_loads(tmp_path):
+    """A checkpoint written before the Verlet kernel (its key names cells_per_cutoff, its state holds cell lists
+    and no kernel order) is accepted by equilibrium_structure and returns the stored structure."""
+    path = tmp_path / "chain.npz"
+    pos, types, _, rep = equilibrium_structure(0.5, max_sweeps=200, checkpoint=path, **CKPT)
+    with np.load(path) as z:
+        data = {k: z[k] for k in z.files}
+    meta = json.loads(str(data["meta"]))
+    meta["key"]["settings"].pop("verlet_skin", None)
+    meta["key"]["settings"]["cells_per_cutoff"] = 2
+    data["meta"] = np.array(json.dumps(meta))
+    for key in ("state_order", "state_verlet_ref", "state_verlet_skin"):
+        data.pop(key)
+    n = len(types)
+    data.update(state_m=np.int64(1), state_inv_cs=np.float64(0.1), state_reach=np.int64(0),
+                state_count=np.array([n]), state_members=np.arange(n)[None, :], state_cell_of=np.zeros(n, np.int64),
+                state_slot_of=np.arange(n))
+    np.savez(path, **data)
+    pos2, types2, _, rep2 = equilibrium_structure(0.5, max_sweeps=200, checkpoint=path, **CKPT)
+    np.testing.assert_array_equal(pos2, pos)
+    np.testing.assert_array_equal(types2, types)
+    assert rep2.sweeps_total == rep.sweeps_total
+    # extended to 400 sweeps: the chain an uninterrupted run takes (up to the rounding of dE: lists built anew)
+    pos3, types3, _, rep3 = equilibrium_structure(0.5, max_sweeps=400, checkpoint=path, **CKPT)
+    pos4, types4, _, rep4 = equilibrium_structure(0.5, max_sweeps=400, checkpoint=tmp_path / "fresh.npz", **CKPT)
+    assert rep3.sweeps_total == rep4.sweeps_total > rep.sweeps_total
+    np.testing.assert_array_equal(types3, types4)
+    np.testing.assert_allclose(pos3, pos4, rtol=0, atol=1e-10)
 
 
 def sampler_under_test(warm_1290, n, box, spread_seed):

@@ -18,22 +18,24 @@ V_ab(r_ij) = V_ba(r_ij): the pair's type set {a, b} does not change.
 
 Moves that would bring a pair closer than ``overlap_distance * sigma_ab`` (V >~ 8e3 epsilon) are rejected
 without evaluating the Boltzmann factor; for the temperatures used here (T <= 2) that factor underflows to
-zero in float64 anyway, so the chain is unchanged, and the cell occupancy stays bounded.
+zero in float64 anyway, so the chain is unchanged.
 
-Kernel: numba (``cache=True``), cell lists with cell side >= the largest cutoff (2.5 sigma_00) /
-``cells_per_cutoff``, so a move's energy change needs the (2 cells_per_cutoff + 1)^2 surrounding cells only
-(O(1) per move). A particle that crosses a cell boundary is moved between cells in O(1) (swap-with-last
-removal). Boxes with fewer than 2 cells_per_cutoff + 1 cells per side (tiny test systems) use a single cell,
-i.e. an all-pairs minimum-image sum; boxes shorter than two cutoffs are refused (minimum image would miss
-interactions). The pair energy is ``system.pair_terms`` compiled by numba: one implementation of the pair
-physics in the package. Memory layout (what sets the speed at large N): next to ``members[c, s]`` the kernel
-keeps copies of each listed particle's coordinates and type in the same slot (``cell_xy``, ``cell_t``), in rows
-only two slots wider than the fullest cell, and computes the neighbouring cells instead of reading tables, so
-a move reads a few short contiguous rows instead of ~50 particles at random addresses. The copies are derived
-state: rebuilt from the positions by ``reset`` and ``load_state_dict``, updated with every accepted move;
-``pos`` and ``types`` stay authoritative, and the summation order is the one of the plain cell-list loop, so
-the chain is bit for bit that of the earlier kernel without the copies (checked in
-``benchmarks/swap_mc.py --ab``).
+Kernel: numba (``cache=True``), Verlet lists. Each particle lists the particles within the largest cutoff
+(2.5 sigma_00, whatever the types: swaps change them) + ``verlet_skin`` of where the lists were built (``ref``);
+the lists are complete while every particle, and a proposed position, lies within skin / 2 of its ``ref``, and
+are rebuilt (O(N), cell list of side >= the list radius; all pairs in tiny boxes) when a proposal would leave
+that range. A move then sums over ~40 candidates instead of 25 cells (~50 particles). Memory layout (what sets
+the speed at large N): the kernel keeps its own copy of the positions and int8 types in Z-curve order of ~1
+sigma cells (``order``: kernel index -> particle index, fixed at ``reset``), so a particle's neighbours sit
+near it in memory; the random numbers still pick particles by their own index (mapped through the inverse
+order), so the moves are those of the cell-list kernel. The energy loops may reassociate their sums
+(``fastmath`` reassoc / contract / arcp, not nnan / ninf), which lets LLVM vectorise them over the list: dE then
+differs from a sequential sum at the level of rounding, and a sum's rounding depends on the list layout, so a
+checkpoint stores the lists' reference positions and skin, and a resumed chain rebuilds the very same lists.
+Pairs use the minimum image (branch-free), also right in boxes > 2 cutoffs too small for cells; smaller boxes
+are refused. The pair energy is ``system.pair_terms`` compiled by numba: one implementation of the pair physics
+in the package. Measured against the cell-list kernel (``benchmarks/swap_kernel_ab.py``): the same chain
+(positions bit for bit after 1e5 sweeps at N = 1290 in that run), see docs/swap-mc.md for the speed.
 
 Random numbers: a ``numpy.random.Generator`` passed into the compiled kernel (numba supports it), so a seed
 fixes the whole chain, and consecutive calls continue one stream.
@@ -74,16 +76,19 @@ DECAY_LEVEL = math.exp(-1.0)
 OVERLAP_FRAMES = ("cage", "absolute")
 # Sokal's automatic window for the integrated autocorrelation time: smallest W with W >= C * tau(W)
 SOKAL_WINDOW_C = 5.0
-# largest cell occupancy allowed at reset = CELL_CAPACITY_FACTOR * (cell side / closest allowed distance + 1)^2
-# (square-packing count doubled: above the hexagonal close-packing count; more means overlaps)
-CELL_CAPACITY_FACTOR = 2.0
-# the kernel's cell rows are this many slots wider than the fullest cell (and widen by as many when a cell
-# fills up): ~1.9 particles per cell on average, so narrow rows keep the data of a move in few cache lines
-CELL_CAPACITY_SLACK = 2
+# the Verlet skin is at least this times the displacement half-width d: 2 sqrt(2) d (a step's largest length,
+# twice) with a margin, so that a proposal from a freshly built list's reference position lies within skin / 2
+VERLET_SKIN_PER_STEP = 2.83
+# side of the cells whose Z-curve order is the kernel's memory order [sigma] (~1 particle per cell)
+SORT_CELL_SIDE = 1.0
 
 # error_model="numpy": float division by zero gives inf instead of a Python exception check per division
 # (measured ~2x faster inner loop); r2 = 0 cannot reach the pair function (overlaps are caught first)
 _JIT = dict(cache=True, error_model="numpy")
+# the energy loops may reassociate their sums (so that LLVM vectorises them over the Verlet list: ~2x), contract
+# to FMA and use reciprocals: dE changes at the level of rounding only. Not nnan / ninf: an overlapping proposal
+# makes inf / nan pair energies that a select discards
+_JITF = dict(cache=True, error_model="numpy", fastmath={"reassoc", "contract", "arcp", "nsz"})
 _pair = numba.njit(**_JIT)(pair_terms)
 
 
@@ -120,7 +125,7 @@ class SwapSettings:
     max_snapshots: int
     max_origins: int
     energy_drift_tolerance: float
-    cells_per_cutoff: int
+    verlet_skin: float
     checkpoint_every_s: float
 
     def __post_init__(self):
@@ -133,7 +138,7 @@ class SwapSettings:
         if not 0.0 < self.target_acceptance < 1.0:
             raise ValueError(f"target_acceptance must lie in (0, 1), got {self.target_acceptance}")
         for name in ("adapt_every", "record_every", "snapshot_every", "first_block_sweeps", "max_sweeps",
-                     "max_origins", "anneal_steps", "cells_per_cutoff"):
+                     "max_origins", "anneal_steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.max_snapshots < 8 or self.max_snapshots % 2:
@@ -149,6 +154,8 @@ class SwapSettings:
             raise ValueError(f"overlap_frame must be one of {OVERLAP_FRAMES}, got {self.overlap_frame!r}")
         if not self.cage_radius > 0:
             raise ValueError(f"cage_radius must be positive, got {self.cage_radius}")
+        if not (self.verlet_skin > 0 and math.isfinite(self.verlet_skin)):
+            raise ValueError(f"verlet_skin must be positive and finite, got {self.verlet_skin}")
 
 
 def _check_swap_pairs(pairs) -> tuple:
@@ -180,247 +187,226 @@ def load_swap_settings(name: str = "default", **overrides) -> SwapSettings:
 
 # ====================================================================================== compiled kernel
 @numba.njit(**_JIT)
-def _cell_index(x, y, m, inv_cs):
-    cx = int(x * inv_cs)
-    cy = int(y * inv_cs)
-    # x < box always, but x * inv_cs can round up to m
-    if cx >= m:
-        cx = m - 1
-    if cy >= m:
-        cy = m - 1
-    return cx * m + cy
-
-
-@numba.njit(**_JIT)
-def _build_cells(pos, m, inv_cs, cap):
-    """Cell lists: counts (m*m,), members (m*m, cap), cell_of (N,), slot_of (N,). Returns ok flag."""
-    n = pos.shape[0]
-    count = np.zeros(m * m, dtype=np.int64)
-    members = np.full((m * m, cap), -1, dtype=np.int64)
-    cell_of = np.empty(n, dtype=np.int64)
-    slot_of = np.empty(n, dtype=np.int64)
+def _fill_verlet(xs, box, rlist2, m, cell_start, cell_members, nbr, nn):
+    """Writes the neighbours of every particle into the rows of ``nbr`` (cell visiting order) and their numbers
+    into ``nn``; returns False (rows incomplete) if a row is too narrow. m >= 3: cell list of side >= the list
+    radius (cell_start (m*m + 1,), cell_members (N,): particles by cell); m = 0: all pairs (tiny boxes)."""
+    n = xs.shape[0]
+    width = nbr.shape[1]
+    inv_box = 1.0 / box
     ok = True
     for i in range(n):
-        c = _cell_index(pos[i, 0], pos[i, 1], m, inv_cs)
-        if count[c] >= cap:
+        x = xs[i, 0]
+        y = xs[i, 1]
+        k = 0
+        if m == 0:
+            for j in range(n):
+                dx = xs[j, 0] - x
+                dy = xs[j, 1] - y
+                dx -= box * np.rint(dx * inv_box)
+                dy -= box * np.rint(dy * inv_box)
+                if j != i and dx * dx + dy * dy < rlist2:
+                    if k < width:
+                        nbr[i, k] = j
+                    k += 1
+        else:
+            cx = min(int(x * m * inv_box), m - 1)
+            cy = min(int(y * m * inv_box), m - 1)
+            for ox in range(-1, 2):
+                nx = cx + ox
+                sx = 0.0
+                if nx < 0:
+                    nx += m
+                    sx = -box
+                elif nx >= m:
+                    nx -= m
+                    sx = box
+                for oy in range(-1, 2):
+                    ny = cy + oy
+                    sy = 0.0
+                    if ny < 0:
+                        ny += m
+                        sy = -box
+                    elif ny >= m:
+                        ny -= m
+                        sy = box
+                    c = nx * m + ny
+                    for q in range(cell_start[c], cell_start[c + 1]):
+                        j = cell_members[q]
+                        dx = xs[j, 0] + sx - x
+                        dy = xs[j, 1] + sy - y
+                        if j != i and dx * dx + dy * dy < rlist2:
+                            if k < width:
+                                nbr[i, k] = j
+                            k += 1
+        nn[i] = k
+        if k > width:
             ok = False
-            break
-        members[c, count[c]] = i
-        cell_of[i] = c
-        slot_of[i] = count[c]
-        count[c] += 1
-    return ok, count, members, cell_of, slot_of
+    return ok
 
 
 @numba.njit(**_JIT)
-def _wrap_cell(n, m, box):
-    """Cell coordinate n (one of x, y; may lie one stencil reach outside [0, m)) wrapped into [0, m), and the
-    periodic shift [sigma] of the cells there: a neighbour past the right edge wraps to the left, so its image
-    near the centre cell is at +box.
+def _build_verlet(xs, box, rlist):
+    """Verlet lists of radius ``rlist`` around the positions ``xs`` (N, 2) (kernel order).
 
-    The stencil loops compute neighbour cells and shifts with this instead of looking them up in tables: such
-    tables take 600 bytes per cell (26 MB at N = 82560), and reading them evicted the particle data from the
-    cache.
+    Returns nbr (N, K) int32 (row i: the neighbours of i, -1 after), nn (N,) int32 (their number), ref (N, 2)
+    (a copy of xs: where the lists were built). A pure function of (xs, box, rlist): a checkpoint that stores
+    ref and the skin rebuilds the very same lists.
     """
-    if n >= m:
-        return n - m, box
-    if n < 0:
-        return n + m, -box
-    return n, 0.0
+    n = xs.shape[0]
+    m = int(box // rlist)
+    if m < 3:  # the 3 x 3 stencil would visit cells twice: all pairs
+        m = 0
+    cell_start = np.zeros(m * m + 1, dtype=np.int64)
+    cell_members = np.empty(n, dtype=np.int64)
+    if m > 0:
+        cell = np.empty(n, dtype=np.int64)
+        inv = m / box
+        for i in range(n):
+            cx = min(int(xs[i, 0] * inv), m - 1)
+            cy = min(int(xs[i, 1] * inv), m - 1)
+            cell[i] = cx * m + cy
+            cell_start[cell[i] + 1] += 1
+        for c in range(m * m):
+            cell_start[c + 1] += cell_start[c]
+        fill = cell_start[:-1].copy()
+        for i in range(n):
+            cell_members[fill[cell[i]]] = i
+            fill[cell[i]] += 1
+    rlist2 = rlist * rlist
+    nn = np.zeros(n, dtype=np.int32)
+    # twice the mean number of particles within rlist, + 16: rows rarely overflow (then: once more, wider)
+    width = min(int(2.0 * n / (box * box) * math.pi * rlist2) + 16, max(n - 1, 1))
+    nbr = np.full((n, width), -1, dtype=np.int32)
+    if not _fill_verlet(xs, box, rlist2, m, cell_start, cell_members, nbr, nn):
+        nbr = np.full((n, int(nn.max())), -1, dtype=np.int32)
+        _fill_verlet(xs, box, rlist2, m, cell_start, cell_members, nbr, nn)
+    elif n > 0 and nn.max() < width:  # rows as narrow as the longest list: less memory to stream
+        nbr = nbr[:, : max(int(nn.max()), 1)].copy()
+    return nbr, nn, xs.copy()
 
 
-@numba.njit(**_JIT)
-def _cell_copies(pos, types, count, members, cap):
-    """Cell lists ``cap`` slots wide, with per-cell copies of the coordinates and types, slot for slot.
+@numba.njit(**_JITF)
+def _energy_two_types(x, y, ta, tb, skip, cand, n_cand, xs, ts, box, eps, sig2, rc2, ov2, c0, c2, c4):
+    """Energies of a particle placed at (x, y) if it had type ta and if it had type tb [epsilon], summed over
+    the candidates ``cand[:n_cand]`` (ascending indices) except ``skip`` (-1: none).
 
-    Returns members (m*m, cap) int64 (the first count[c] slots of each row as in ``members``, -1 after),
-    cell_xy (m*m, cap, 2) float64 [sigma] and cell_t (m*m, cap) int8: the particle in slot s of cell c
-    (``members[c, s]``) sits at ``cell_xy[c, s]`` and has type ``cell_t[c, s]``. The copies are derived state,
-    rebuilt from ``pos``, ``types`` and the cell lists (not checkpointed). Why: the inner loops read a cell's
-    particles from one short contiguous row instead of ``pos[members[c, s]]``, ``types[...]`` at random
-    addresses, which at large N are cache misses; rows only as wide as the fullest cell needs (not the
-    worst-case bound of CELL_CAPACITY_FACTOR) keep the data a move touches to ~1 cache line per cell.
+    Returns (ea, eb, overlap_a, overlap_b): overlap_* flags a pair closer than the overlap distance.
+    The minimum image is taken per pair (branch-free; also right for tiny boxes > 2 cutoffs).
     """
-    n_cells = members.shape[0]
-    out = np.full((n_cells, cap), -1, dtype=np.int64)
-    cell_xy = np.zeros((n_cells, cap, 2))
-    cell_t = np.zeros((n_cells, cap), dtype=np.int8)
-    for c in range(n_cells):
-        for s in range(count[c]):
-            j = members[c, s]
-            out[c, s] = j
-            cell_xy[c, s, 0] = pos[j, 0]
-            cell_xy[c, s, 1] = pos[j, 1]
-            cell_t[c, s] = types[j]
-    return out, cell_xy, cell_t
-
-
-@numba.njit(**_JIT)
-def _energy_two_types(x, y, ta, tb, self_c, self_s, skip_c, skip_s, box, m, inv_cs, reach, count, cell_xy, cell_t,
-                      eps, sig2, rc2, ov2, c0, c2, c4):
-    """Energies of a particle placed at (x, y) if it had type ta and if it had type tb [epsilon].
-
-    Sums over the particles of the cell lists except the one in slot ``self_s`` of cell ``self_c`` (the
-    particle itself, wherever it is listed) and the one in slot ``skip_s`` of cell ``skip_c`` (-1, -1: none).
-    Returns (ea, eb, overlap_a, overlap_b), where overlap_* flags a pair closer than the overlap distance for
-    that type.
-    """
-    single_cell = m == 1
     inv_box = 1.0 / box
-    c = _cell_index(x, y, m, inv_cs)
     ea = 0.0
     eb = 0.0
     ova = False
     ovb = False
-    two = tb != ta
-    cx = c // m
-    cy = c - cx * m
-    # stencil order (x offset outer, y inner), as in the earlier table-driven kernel: it fixes the summation order
-    for ox in range(-reach, reach + 1):
-        nx, bx = _wrap_cell(cx + ox, m, box)
-        sx = bx - x
-        for oy in range(-reach, reach + 1):
-            ny, by = _wrap_cell(cy + oy, m, box)
-            cc = nx * m + ny
-            sy = by - y
-            # slots left out in this cell (-1: none); the stencil visits each cell once (m >= 2 reach + 1)
-            s1 = self_s if cc == self_c else -1
-            s2 = skip_s if cc == skip_c else -1
-            for s in range(count[cc]):
-                if s == s1 or s == s2:
-                    continue
-                dx = cell_xy[cc, s, 0] + sx
-                dy = cell_xy[cc, s, 1] + sy
-                if single_cell:  # tiny boxes only: explicit minimum image
-                    dx -= box * np.rint(dx * inv_box)
-                    dy -= box * np.rint(dy * inv_box)
-                r2 = dx * dx + dy * dy
-                tj = cell_t[cc, s]
-                # branch-free cutoff (a select, not a jump): the cutoff test is true for ~40% of the visited
-                # pairs in no predictable order, and a mispredicted jump costs more than the pair arithmetic
-                v, _ = _pair(r2, eps[ta, tj], sig2[ta, tj], c0, c2, c4)
-                ea += v if r2 < rc2[ta, tj] else 0.0
-                if r2 < ov2[ta, tj]:
-                    ova = True
-                if two:
-                    v, _ = _pair(r2, eps[tb, tj], sig2[tb, tj], c0, c2, c4)
-                    eb += v if r2 < rc2[tb, tj] else 0.0
-                    if r2 < ov2[tb, tj]:
-                        ovb = True
-    if not two:
-        eb = ea
-        ovb = ova
+    # both types always (no branch in the loop, so that it vectorises); ta == tb (total energy) pays twice
+    for k in range(n_cand):
+        j = cand[k]
+        dx = xs[j, 0] - x
+        dy = xs[j, 1] - y
+        dx -= box * np.rint(dx * inv_box)
+        dy -= box * np.rint(dy * inv_box)
+        r2 = dx * dx + dy * dy
+        tj = ts[j]
+        # excluded particles and pairs beyond the cutoff add exactly 0.0 (a select, not a jump: the cutoff test
+        # is true for ~70 % of the list in no predictable order, and a mispredicted jump costs more than the
+        # pair arithmetic)
+        keep = j != skip
+        v, _ = _pair(r2, eps[ta, tj], sig2[ta, tj], c0, c2, c4)
+        ea += v if (r2 < rc2[ta, tj]) & keep else 0.0
+        ova |= (r2 < ov2[ta, tj]) & keep
+        v, _ = _pair(r2, eps[tb, tj], sig2[tb, tj], c0, c2, c4)
+        eb += v if (r2 < rc2[tb, tj]) & keep else 0.0
+        ovb |= (r2 < ov2[tb, tj]) & keep
     return ea, eb, ova, ovb
 
 
+@numba.njit(**_JITF)
+def _displacement_delta(i, x, y, cand, n_cand, xs, ts, box, eps, sig2, rc2, ov2, c0, c2, c4):
+    """Energy change of moving particle i (kernel index) to the wrapped position (x, y), summed over the
+    candidates ``cand[:n_cand]`` (ascending; must hold every particle within the cutoff of both positions, i
+    itself excluded); overlap flag of the new position. Old and new pair energies in one pass."""
+    inv_box = 1.0 / box
+    t = ts[i]
+    xo = xs[i, 0]
+    yo = xs[i, 1]
+    de = 0.0
+    ov = False
+    for k in range(n_cand):
+        j = cand[k]
+        xj = xs[j, 0]
+        yj = xs[j, 1]
+        tj = ts[j]
+        rc = rc2[t, tj]
+        e_ = eps[t, tj]
+        s_ = sig2[t, tj]
+        dx = xj - xo
+        dy = yj - yo
+        dx -= box * np.rint(dx * inv_box)
+        dy -= box * np.rint(dy * inv_box)
+        r2o = dx * dx + dy * dy
+        dx = xj - x
+        dy = yj - y
+        dx -= box * np.rint(dx * inv_box)
+        dy -= box * np.rint(dy * inv_box)
+        r2n = dx * dx + dy * dy
+        # branch-free cutoffs (see _energy_two_types); an overlapping new position may give inf/nan here, but
+        # then ov is set and the move is rejected before dE is used
+        vo, _ = _pair(r2o, e_, s_, c0, c2, c4)
+        vn, _ = _pair(r2n, e_, s_, c0, c2, c4)
+        de += (vn if r2n < rc else 0.0) - (vo if r2o < rc else 0.0)
+        ov |= r2n < ov2[t, tj]
+    return de, ov
+
+
 @numba.njit(**_JIT)
-def _total_energy(pos, types, cell_of, slot_of, box, m, inv_cs, reach, count, cell_xy, cell_t, eps, sig2,
-                  rc2, ov2, c0, c2, c4):
-    """Total potential energy from the cell lists [epsilon] (each pair once; summed in particle order)."""
-    n = pos.shape[0]
+def _swap_delta(i, j, nbr, nn, xs, ts, box, eps, sig2, rc2, ov2, c0, c2, c4):
+    """Energy change of exchanging the types of particles i and j (kernel indices); overlap flag."""
+    a = ts[i]
+    b = ts[j]
+    ia, ib, _, ovi = _energy_two_types(xs[i, 0], xs[i, 1], a, b, j, nbr[i], nn[i], xs, ts, box, eps, sig2, rc2,
+                                       ov2, c0, c2, c4)
+    jb, ja, _, ovj = _energy_two_types(xs[j, 0], xs[j, 1], b, a, i, nbr[j], nn[j], xs, ts, box, eps, sig2, rc2,
+                                       ov2, c0, c2, c4)
+    # the (i, j) pair itself: V_ab = V_ba, unchanged; its overlap threshold is symmetric too
+    return (ib - ia) + (ja - jb), ovi or ovj
+
+
+@numba.njit(**_JIT)
+def _total_energy(nbr, nn, xs, ts, box, eps, sig2, rc2, ov2, c0, c2, c4):
+    """Total potential energy [epsilon] (each pair counted from both ends, halved; kernel order)."""
     e = 0.0
-    for i in range(n):
-        ei, _, _, _ = _energy_two_types(pos[i, 0], pos[i, 1], types[i], types[i], cell_of[i], slot_of[i], -1, -1,
-                                        box, m, inv_cs, reach, count, cell_xy, cell_t, eps, sig2, rc2, ov2,
-                                        c0, c2, c4)
+    for i in range(xs.shape[0]):
+        ei, _, _, _ = _energy_two_types(xs[i, 0], xs[i, 1], ts[i], ts[i], -1, nbr[i], nn[i], xs, ts, box, eps,
+                                        sig2, rc2, ov2, c0, c2, c4)
         e += ei
     return 0.5 * e
 
 
 @numba.njit(**_JIT)
-def _displacement_delta(i, x, y, pos, types, cell_of, slot_of, box, m, inv_cs, reach, count, cell_xy, cell_t,
-                        eps, sig2, rc2, ov2, c0, c2, c4):
-    """Energy change of moving particle i to the wrapped position (x, y); overlap flag of the new position.
-
-    When the new position stays in i's cell (most moves), old and new energies come from one pass over
-    the same neighbour cells (half the loop overhead); otherwise two passes.
-    """
-    t = types[i]
-    xo = pos[i, 0]
-    yo = pos[i, 1]
-    c = cell_of[i]
-    si = slot_of[i]
-    if m == 1 or _cell_index(x, y, m, inv_cs) != c:
-        e_old, _, _, _ = _energy_two_types(xo, yo, t, t, c, si, -1, -1, box, m, inv_cs, reach, count,
-                                           cell_xy, cell_t, eps, sig2, rc2, ov2, c0, c2, c4)
-        e_new, _, ov, _ = _energy_two_types(x, y, t, t, c, si, -1, -1, box, m, inv_cs, reach, count,
-                                            cell_xy, cell_t, eps, sig2, rc2, ov2, c0, c2, c4)
-        return e_new - e_old, ov
-    de = 0.0
-    ov = False
-    cx = c // m
-    cy = c - cx * m
-    for ox in range(-reach, reach + 1):
-        nx, sx = _wrap_cell(cx + ox, m, box)
-        for oy in range(-reach, reach + 1):
-            ny, sy = _wrap_cell(cy + oy, m, box)
-            cc = nx * m + ny
-            s1 = si if cc == c else -1  # i's own slot
-            for s in range(count[cc]):
-                if s == s1:
-                    continue
-                xj = cell_xy[cc, s, 0] + sx
-                yj = cell_xy[cc, s, 1] + sy
-                tj = cell_t[cc, s]
-                rc = rc2[t, tj]
-                dx = xj - xo
-                dy = yj - yo
-                r2 = dx * dx + dy * dy
-                e_ = eps[t, tj]
-                s_ = sig2[t, tj]
-                # branch-free cutoff: see _energy_two_types; an overlapping new position may give inf/nan
-                # here, but then ov is set and the move is rejected before dE is used
-                v, _ = _pair(r2, e_, s_, c0, c2, c4)
-                de -= v if r2 < rc else 0.0
-                dx = xj - x
-                dy = yj - y
-                r2 = dx * dx + dy * dy
-                if r2 < ov2[t, tj]:
-                    ov = True
-                v, _ = _pair(r2, e_, s_, c0, c2, c4)
-                de += v if r2 < rc else 0.0
-    return de, ov
-
-
-@numba.njit(**_JIT)
-def _swap_delta(i, j, pos, types, cell_of, slot_of, box, m, inv_cs, reach, count, cell_xy, cell_t, eps, sig2,
-                rc2, ov2, c0, c2, c4):
-    """Energy change of exchanging the types of particles i and j; overlap flag of the swapped state."""
-    a = types[i]
-    b = types[j]
-    ci = cell_of[i]
-    si = slot_of[i]
-    cj = cell_of[j]
-    sj = slot_of[j]
-    ia, ib, _, ovi = _energy_two_types(pos[i, 0], pos[i, 1], a, b, ci, si, cj, sj, box, m, inv_cs, reach,
-                                       count, cell_xy, cell_t, eps, sig2, rc2, ov2, c0, c2, c4)
-    jb, ja, _, ovj = _energy_two_types(pos[j, 0], pos[j, 1], b, a, cj, sj, ci, si, box, m, inv_cs, reach,
-                                       count, cell_xy, cell_t, eps, sig2, rc2, ov2, c0, c2, c4)
-    # the (i, j) pair itself: V_ab = V_ba, unchanged; but its overlap threshold is symmetric too
-    return (ib - ia) + (ja - jb), ovi or ovj
-
-
-@numba.njit(**_JIT)
-def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_type, slot_in_type, box, m,
-                inv_cs, reach, count, members, cell_of, slot_of, cell_xy, cell_t, eps, sig2, rc2, ov2, c0, c2, c4,
-                d, beta, swap_fraction, pairs, rng, energy, energy_trace, type_trace, counters):
+def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_type, slot_in_type, box, order,
+                kernel_index, xs, ts, nbr, nn, ref, rlist, skin, eps, sig2, rc2, ov2, c0, c2, c4, d, beta,
+                swap_fraction, pairs, rng, energy, energy_trace, type_trace, counters, rebuilds):
     """Run ``n_sweeps`` sweeps of N attempted moves, updating the state arrays in place.
 
-    The per-cell copies ``cell_xy``, ``cell_t`` (see ``_cell_copies``) are kept equal to ``pos``, ``types`` slot
-    for slot: updated with every accepted displacement (moved with the particle between cells) and swap.
-    energy: total energy at entry [epsilon]; tracked by adding the accepted dE. Every ``record_every``
-    sweeps the energy goes to ``energy_trace`` (and the types to ``type_trace`` if it has rows).
-    counters (int64, 4 + 2 P): attempted / accepted displacements, attempted / accepted swaps, then attempted /
-    accepted swaps of each of the P pairs (accumulated).
-    A particle entering a full cell widens all rows by CELL_CAPACITY_SLACK slots (new arrays; slots kept, so
-    the chain does not depend on the width). Returns (energy, members, cell_xy, cell_t): the cell arrays in
-    use at the end (the ones passed in unless widened).
+    Particles are drawn by their external index (``pos``, ``types``, ``by_type``: the chain's random numbers
+    pick the same particles whatever the kernel's memory order) and mapped to the kernel's index
+    ``kernel_index[i]``; ``xs``, ``ts`` are the positions and types in kernel order (``order``: kernel index ->
+    external index), where spatial neighbours sit close in memory. Both copies are updated with every accepted
+    move. Verlet lists (nbr, nn, built at ``ref`` with radius ``rlist`` = largest cutoff + skin) stay complete
+    while every particle, and the proposed position, lies within skin / 2 of its ``ref``; a proposal beyond that
+    triggers a rebuild at the current positions first (requires skin > 2 sqrt(2) d, checked by the caller).
+    energy: total energy at entry [epsilon]; tracked by adding the accepted dE. Every ``record_every`` sweeps
+    the energy goes to ``energy_trace`` (and the types to ``type_trace`` if it has rows). counters (int64,
+    4 + 2 P): attempted / accepted displacements, attempted / accepted swaps, then attempted / accepted swaps of
+    each of the P pairs (accumulated); rebuilds[0] counts the list rebuilds. Returns (energy, nbr, nn, ref).
     """
     n = pos.shape[0]
     n_pairs = pairs.shape[0]
-    cap = members.shape[1]
     rec = 0
     record_types = type_trace.shape[0] > 0
+    half_skin2 = 0.25 * skin * skin
+    inv_box = 1.0 / box
     for sweep in range(n_sweeps):
         for _ in range(n):
             if rng.random() < swap_fraction:
@@ -431,15 +417,16 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
                 j = by_type[b, int(rng.random() * n_of_type[b])]
                 counters[2] += 1
                 counters[4 + 2 * k] += 1
-                de, ov = _swap_delta(i, j, pos, types, cell_of, slot_of, box, m, inv_cs, reach, count, cell_xy,
-                                     cell_t, eps, sig2, rc2, ov2, c0, c2, c4)
+                ki = kernel_index[i]
+                kj = kernel_index[j]
+                de, ov = _swap_delta(ki, kj, nbr, nn, xs, ts, box, eps, sig2, rc2, ov2, c0, c2, c4)
                 if ov:
                     continue
                 if de <= 0.0 or rng.random() < math.exp(-beta * de):
                     types[i] = b
                     types[j] = a
-                    cell_t[cell_of[i], slot_of[i]] = b
-                    cell_t[cell_of[j], slot_of[j]] = a
+                    ts[ki] = b
+                    ts[kj] = a
                     si = slot_in_type[i]
                     sj = slot_in_type[j]
                     by_type[a, si] = j
@@ -469,39 +456,24 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
                 elif y >= box:
                     y -= box
                 counters[0] += 1
-                de, ov = _displacement_delta(i, x, y, pos, types, cell_of, slot_of, box, m, inv_cs, reach,
-                                             count, cell_xy, cell_t, eps, sig2, rc2, ov2, c0, c2, c4)
+                ki = kernel_index[i]
+                ex = x - ref[ki, 0]
+                ey = y - ref[ki, 1]
+                ex -= box * np.rint(ex * inv_box)
+                ey -= box * np.rint(ey * inv_box)
+                if ex * ex + ey * ey > half_skin2:
+                    # the list of ki may miss partners of the proposed position: rebuild at the current state
+                    nbr, nn, ref = _build_verlet(xs, box, rlist)
+                    rebuilds[0] += 1
+                de, ov = _displacement_delta(ki, x, y, nbr[ki], nn[ki], xs, ts, box, eps, sig2, rc2, ov2,
+                                             c0, c2, c4)
                 if ov:
                     continue
                 if de <= 0.0 or rng.random() < math.exp(-beta * de):
-                    c_old = cell_of[i]
-                    c_new = _cell_index(x, y, m, inv_cs)
-                    if c_new != c_old:
-                        if count[c_new] >= cap:
-                            # i has not moved yet: the copies still equal pos, types and are rebuilt wider
-                            cap += CELL_CAPACITY_SLACK
-                            members, cell_xy, cell_t = _cell_copies(pos, types, count, members, cap)
-                        # remove i from its cell: the last member (and its copies) takes its slot
-                        s = slot_of[i]
-                        last_s = count[c_old] - 1
-                        last = members[c_old, last_s]
-                        members[c_old, s] = last
-                        cell_xy[c_old, s, 0] = cell_xy[c_old, last_s, 0]
-                        cell_xy[c_old, s, 1] = cell_xy[c_old, last_s, 1]
-                        cell_t[c_old, s] = cell_t[c_old, last_s]
-                        slot_of[last] = s
-                        count[c_old] -= 1
-                        s = count[c_new]
-                        members[c_new, s] = i
-                        cell_t[c_new, s] = types[i]
-                        slot_of[i] = s
-                        count[c_new] += 1
-                        cell_of[i] = c_new
-                    s = slot_of[i]
-                    cell_xy[c_new, s, 0] = x
-                    cell_xy[c_new, s, 1] = y
                     pos[i, 0] = x
                     pos[i, 1] = y
+                    xs[ki, 0] = x
+                    xs[ki, 1] = y
                     unwrapped[i, 0] += dx
                     unwrapped[i, 1] += dy
                     energy += de
@@ -512,7 +484,23 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
                 for p in range(n):
                     type_trace[rec, p] = types[p]
             rec += 1
-    return energy, members, cell_xy, cell_t
+    return energy, nbr, nn, ref
+
+
+def _spatial_order(pos, box, cell_side):
+    """Kernel memory order: particles sorted along a Z (Morton) curve through cells of side ~``cell_side``
+    (ties by index), so that a particle's neighbours sit near it in memory. Returns (order, kernel_index):
+    kernel index -> external index, and its inverse."""
+    g = max(int(box // cell_side), 1)
+    c = np.minimum((np.asarray(pos) * (g / box)).astype(np.int64), g - 1)
+    key = np.zeros(len(c), dtype=np.int64)
+    for bit in range(max(g - 1, 1).bit_length()):
+        key |= ((c[:, 0] >> bit) & 1) << (2 * bit + 1)
+        key |= ((c[:, 1] >> bit) & 1) << (2 * bit)
+    order = np.argsort(key, kind="stable").astype(np.int64)
+    kernel_index = np.empty_like(order)
+    kernel_index[order] = np.arange(order.size)
+    return order, kernel_index
 
 
 # ====================================================================================== analysis helpers
@@ -649,8 +637,9 @@ class SwapMonteCarlo:
         self.max_displacement = float(self.settings.max_displacement)
         self.rng = rng if rng is not None else np.random.default_rng(seed)
         self._state = None
-        # per-cell copies of positions and types (see _cell_copies): derived from _state, not checkpointed
-        self._cell_copies = None
+        # kernel order copies and Verlet lists (see _build_kernel_state): derived from _state, not checkpointed
+        self._kernel = None
+        self._rebuilds = np.zeros(1, dtype=np.int64)
         self._trace: list[np.ndarray] = []
         self.sweeps_done = 0
         eps, sig2, rc2, ov2 = self.system.parameter_arrays()
@@ -684,17 +673,6 @@ class SwapMonteCarlo:
         wrapped = np.mod(positions, box)
         wrapped[wrapped >= box] = 0.0
         n = wrapped.shape[0]
-        reach = int(self.settings.cells_per_cutoff)
-        m = int(box // (rmax / reach))  # cell side >= rmax / reach, so `reach` cells cover the cutoff
-        if m < 2 * reach + 1:  # the stencil would visit cells twice: one cell, all pairs
-            m = 1
-        cs = box / m
-        d_min = self.system.overlap_distance * float(self.system.sigma.min())
-        cap = int(CELL_CAPACITY_FACTOR * (cs / d_min + 1.0) ** 2)
-        cap = min(cap, n)
-        ok, count, members, cell_of, slot_of = _build_cells(wrapped, m, 1.0 / cs, cap)
-        if not ok:
-            raise ConfigurationError("SwapMonteCarlo.reset: a cell holds more particles than allowed (overlaps)")
         n_of_type = np.bincount(types, minlength=N_TYPES).astype(np.int64)
         for a, b in self.settings.swap_pairs:
             if n_of_type[a] == 0 or n_of_type[b] == 0:
@@ -705,12 +683,11 @@ class SwapMonteCarlo:
             idx = np.flatnonzero(types == t)
             by_type[t, : idx.size] = idx
             slot_in_type[idx] = np.arange(idx.size)
-        # stencil reach in cells; a single cell (tiny boxes) is visited once, with explicit minimum images
-        self._state = dict(pos=wrapped, unwrapped=positions.copy(), types=types.copy(), box=box, m=m,
-                           inv_cs=1.0 / cs, reach=0 if m == 1 else reach, count=count, members=members,
-                           cell_of=cell_of, slot_of=slot_of, by_type=by_type, n_of_type=n_of_type,
-                           slot_in_type=slot_in_type)
-        self._rebuild_cell_copies()
+        # the kernel's memory order (fixed for the chain: it sets the summation order of every dE)
+        order, _ = _spatial_order(wrapped, box, SORT_CELL_SIDE)
+        self._state = dict(pos=wrapped, unwrapped=positions.copy(), types=types.copy(), box=box, by_type=by_type,
+                           n_of_type=n_of_type, slot_in_type=slot_in_type, order=order)
+        self._build_kernel_state()
         # refuses overlaps with the reference neighbour search (also checks the box)
         from tglassmlp.physics.potential import interacting_pairs
 
@@ -726,18 +703,30 @@ class SwapMonteCarlo:
             raise RuntimeError("SwapMonteCarlo: call reset(positions, types, box) first")
         return self._state
 
-    def _rebuild_cell_copies(self):
-        """Narrow the cell rows to the fullest cell + CELL_CAPACITY_SLACK and rebuild the per-cell copies."""
-        s = self._state
-        cap = int(s["count"].max()) + CELL_CAPACITY_SLACK
-        s["members"], cell_xy, cell_t = _cell_copies(s["pos"], s["types"], s["count"], s["members"], cap)
-        self._cell_copies = (cell_xy, cell_t)
+    def _skin(self) -> float:
+        """Verlet skin [sigma]: the setting, widened to exceed 2 sqrt(2) d so that a proposed displacement from
+        a freshly built list's reference position stays within skin / 2 (the list covers it)."""
+        return max(float(self.settings.verlet_skin), VERLET_SKIN_PER_STEP * float(self.max_displacement))
 
-    def _geometry(self):
-        s = self._require_state()
-        cell_xy, cell_t = self._cell_copies
-        return (s["pos"], s["types"], s["cell_of"], s["slot_of"], s["box"], s["m"], s["inv_cs"], s["reach"],
-                s["count"], cell_xy, cell_t)
+    def _build_kernel_state(self, ref=None, skin=None):
+        """Derived kernel arrays: positions and int8 types in the kernel's memory order, the inverse order,
+        and Verlet lists built at the current positions (or at ``ref`` with ``skin``, from a checkpoint)."""
+        s = self._state
+        order = s["order"]
+        kernel_index = np.empty_like(order)
+        kernel_index[order] = np.arange(order.size)
+        xs = np.ascontiguousarray(s["pos"][order])
+        ts = s["types"][order].astype(np.int8)
+        skin = self._skin() if skin is None else float(skin)
+        rlist = self.system.max_cutoff + skin
+        nbr, nn, ref = _build_verlet(xs if ref is None else np.ascontiguousarray(ref, dtype=float), s["box"], rlist)
+        self._kernel = dict(kernel_index=kernel_index, xs=xs, ts=ts, nbr=nbr, nn=nn, ref=ref, skin=skin,
+                            rlist=rlist)
+
+    def _kernel_arrays(self):
+        self._require_state()
+        k = self._kernel
+        return k["nbr"], k["nn"], k["xs"], k["ts"], self._state["box"]
 
     # ------------------------------------------------------------------ running
     def run(self, n_sweeps: int, *, record_every: int | None = None, record_types: bool = False,
@@ -761,13 +750,15 @@ class SwapMonteCarlo:
         trace = np.empty(n_rec)
         n = s["pos"].shape[0]
         type_trace = np.empty((n_rec if record_types else 0, n), dtype=np.int8)
-        energy, s["members"], *copies = _run_sweeps(
-            n_sweeps, rec, s["pos"], s["unwrapped"], s["types"], s["by_type"], s["n_of_type"],
-            s["slot_in_type"], s["box"], s["m"], s["inv_cs"], s["reach"], s["count"], s["members"],
-            s["cell_of"], s["slot_of"], *self._cell_copies, *self._params, float(self.max_displacement),
-            1.0 / self.temperature, float(self.settings.swap_fraction if swaps else 0.0), self._pairs,
-            self.rng, float(self._energy), trace, type_trace, self._counters)
-        self._cell_copies = tuple(copies)
+        if self._skin() != self._kernel["skin"]:  # d grew past the skin's bound: lists for the new skin
+            self._build_kernel_state()
+        k = self._kernel
+        energy, k["nbr"], k["nn"], k["ref"] = _run_sweeps(
+            n_sweeps, rec, s["pos"], s["unwrapped"], s["types"], s["by_type"], s["n_of_type"], s["slot_in_type"],
+            s["box"], s["order"], k["kernel_index"], k["xs"], k["ts"], k["nbr"], k["nn"], k["ref"], k["rlist"],
+            k["skin"], *self._params, float(self.max_displacement), 1.0 / self.temperature,
+            float(self.settings.swap_fraction if swaps else 0.0), self._pairs, self.rng, float(self._energy),
+            trace, type_trace, self._counters, self._rebuilds)
         self._energy = energy
         self._trace.append(trace / n)
         self.sweeps_done += n_sweeps
@@ -807,19 +798,38 @@ class SwapMonteCarlo:
     # ------------------------------------------------------------------ energies (compiled kernel)
     def total_energy(self) -> float:
         """Total potential energy of the current state from the kernel [epsilon]."""
-        return float(_total_energy(*self._geometry(), *self._params))
+        return float(_total_energy(*self._kernel_arrays(), *self._params))
 
     def energy_change_displacement(self, i: int, new_position) -> float:
-        """dE [epsilon] of moving particle i to ``new_position`` (any image); inf if it creates an overlap."""
+        """dE [epsilon] of moving particle i to ``new_position`` (any image); inf if it creates an overlap.
+
+        The same compiled sum as the chain's moves; over i's Verlet list when it covers the new position, else
+        over all particles (the sums are equal bit for bit: particles beyond the cutoff add exactly 0.0)."""
         s = self._require_state()
+        k = self._kernel
         x, y = np.mod(np.asarray(new_position, dtype=float), s["box"])
-        de, ov = _displacement_delta(int(i), float(x), float(y), *self._geometry(), *self._params)
+        ki = int(k["kernel_index"][int(i)])
+        e = np.array([x, y]) - k["ref"][ki]
+        e -= s["box"] * np.rint(e / s["box"])
+        if e @ e <= 0.25 * k["skin"] ** 2:
+            cand, n_cand = k["nbr"][ki], int(k["nn"][ki])
+        else:
+            cand = np.delete(np.arange(len(k["xs"]), dtype=np.int32), ki)
+            n_cand = len(cand)
+        de, ov = _displacement_delta(ki, float(x), float(y), cand, n_cand, k["xs"], k["ts"], s["box"],
+                                     *self._params)
         return math.inf if ov else float(de)
 
     def energy_change_swap(self, i: int, j: int) -> float:
         """dE [epsilon] of exchanging the types of particles i and j; inf if it creates an overlap."""
-        de, ov = _swap_delta(int(i), int(j), *self._geometry(), *self._params)
+        ki, kj = (int(self._kernel["kernel_index"][int(q)]) for q in (i, j))
+        de, ov = _swap_delta(ki, kj, *self._kernel_arrays(), *self._params)
         return math.inf if ov else float(de)
+
+    @property
+    def list_rebuilds(self) -> int:
+        """Verlet list rebuilds during the runs since the sampler was made (a performance diagnostic)."""
+        return int(self._rebuilds[0])
 
     # ------------------------------------------------------------------ results
     @property
@@ -883,13 +893,16 @@ class SwapMonteCarlo:
     def state_dict(self) -> dict:
         """Everything the chain's future depends on, as numpy arrays (for ``np.savez``).
 
-        Includes the cell and by-type index lists as they are (not rebuilt from the positions): the order of
-        their members decides which particle a random number picks and the summation order of dE, so
-        restoring them makes a resumed chain identical to an uninterrupted one. The random generator's
-        state is stored as JSON text.
+        Includes the by-type index lists as they are (their order decides which particle a random number picks),
+        the kernel's memory order and the Verlet lists' reference positions and skin (they decide the rounding of
+        dE), so a resumed chain is identical to an uninterrupted one. The random generator's state is stored as
+        JSON text.
         """
         s = self._require_state()
         out = {f"state_{k}": np.asarray(v) for k, v in s.items()}
+        # where the Verlet lists were built and their skin: the vectorised sums' rounding depends on a list's
+        # layout, so a resumed chain rebuilds the very same lists
+        out.update(state_verlet_ref=self._kernel["ref"].copy(), state_verlet_skin=np.float64(self._kernel["skin"]))
         out.update(energy=np.float64(self._energy), counters=self._counters.copy(), trace=self.energy_trace,
                    temperature=np.float64(self.temperature), max_displacement=np.float64(self.max_displacement),
                    sweeps_done=np.int64(self.sweeps_done),
@@ -904,14 +917,17 @@ class SwapMonteCarlo:
                 v = np.asarray(d[k])
                 state[k[6:]] = v.item() if v.ndim == 0 else v.copy()
         state["box"] = float(state["box"])
-        state["m"] = int(state["m"])
-        state["inv_cs"] = float(state["inv_cs"])
-        if "reach" not in state:  # checkpoints before session 4 stored the stencil as tables nbr (cells, k), shift
-            state["reach"] = (math.isqrt(state.pop("nbr").shape[1]) - 1) // 2
-            state.pop("shift")
-        state["reach"] = int(state["reach"])
+        # checkpoints of the cell-list kernel (before issue 14) also stored its cell lists (and before session 4
+        # its stencil tables nbr, shift); the Verlet kernel derives everything from the positions
+        for legacy in ("m", "inv_cs", "reach", "count", "members", "cell_of", "slot_of", "nbr", "shift"):
+            state.pop(legacy, None)
+        if "order" not in state:
+            state["order"], _ = _spatial_order(state["pos"], state["box"], SORT_CELL_SIDE)
+        ref = state.pop("verlet_ref", None)
+        skin = state.pop("verlet_skin", None)
         self._state = state
-        self._rebuild_cell_copies()
+        self.max_displacement = float(d["max_displacement"])
+        self._build_kernel_state(ref, skin)
         self._energy = float(d["energy"])
         self._counters[:] = np.asarray(d["counters"])
         self._trace = [np.asarray(d["trace"], dtype=float).copy()]
@@ -1019,8 +1035,13 @@ def _evaluate(mc: SwapMonteCarlo, trace, snaps, snap_spacing, total, settings):
 CRITERION_SETTINGS = ("n_decorrelation", "stationarity_z", "overlap_a", "overlap_frame", "cage_radius", "max_origins")
 
 
+# kernel settings (performance only, the chain does not depend on them; cells_per_cutoff: the cell-list kernel's,
+# still in the keys of its checkpoints) are left out of the checkpoint key too
+KERNEL_SETTINGS = ("verlet_skin", "cells_per_cutoff")
+
+
 def _chain_settings(settings: dict) -> dict:
-    return {k: v for k, v in settings.items() if k not in CRITERION_SETTINGS}
+    return {k: v for k, v in settings.items() if k not in CRITERION_SETTINGS + KERNEL_SETTINGS}
 
 
 def _checkpoint_key(temperature, n_particles, seed, settings, initial) -> dict:
