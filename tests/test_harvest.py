@@ -228,3 +228,16 @@ def test_simulate_cooling_cascade_starts_from_the_rung_above(tmp_path):
     shard = read_shard(out["shard"])
     np.testing.assert_array_equal(shard["positions"], ref[0][0])
     assert rep.equilibration["anneal_temperatures"] == []  # started from the structure, not melted
+
+
+def test_cascade_preset_composes_to_the_documented_ladder():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from tglassmlp.paths import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name="simulate", overrides=["experiment=simulate_cascade", "temperature=0.15"])
+    settings = load_swap_settings(**OmegaConf.to_container(cfg.swap, resolve=True))
+    assert settings.cascade == (0.25, 0.23, 0.21, 0.18, 0.15) and settings.structures_per_chain > 1
+    assert cfg.structure is None and cfg.dataset.n_particles == 1290
