@@ -241,3 +241,38 @@ def test_cascade_preset_composes_to_the_documented_ladder():
     settings = load_swap_settings(**OmegaConf.to_container(cfg.swap, resolve=True))
     assert settings.cascade == (0.25, 0.23, 0.21, 0.18, 0.15) and settings.structures_per_chain > 1
     assert cfg.structure is None and cfg.dataset.n_particles == 1290
+
+
+def test_sigkilled_harvest_process_resumes_to_the_same_structures(tmp_path, harvest):
+    """A real SIGKILL of a harvesting process (at whatever point it has reached) leaves a checkpoint from which
+    a rerun returns the uninterrupted run's structures."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    structures, report = harvest
+    path = tmp_path / "chain.npz"
+    script = (f"import warnings; warnings.simplefilter('ignore')\n"
+              f"from tglassmlp.physics import equilibrium_structures\n"
+              f"equilibrium_structures({T}, 40, checkpoint={str(path)!r}, checkpoint_every_s=0, "
+              f"**{json.dumps(FAST)})\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not path.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(1.5)  # well inside the run (40 structures take far longer)
+        assert proc.poll() is None, "the harvesting process ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL and path.exists()
+    resumed, rep = equilibrium_structures(T, 4, checkpoint=path, checkpoint_every_s=0, **FAST)
+    for (p0, t0, _), (p1, t1, _) in zip(structures, resumed):
+        np.testing.assert_array_equal(p0, p1)
+        np.testing.assert_array_equal(t0, t1)
+    assert rep.structures == report.structures
