@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -141,8 +141,6 @@ def equilibrium_structures(temperature, n_structures: int, n_particles: int = 12
     advance = _advance_function(backend)
     settings = settings or load_swap_settings()
     if harvest_spacing is not None:
-        from dataclasses import replace
-
         settings = replace(settings, harvest_spacing=harvest_spacing)  # validated by SwapSettings
     spacing = float(settings.harvest_spacing)
     chain = EquilibrationChain(temperature, n_particles, seed, system=system, initial=initial, settings=settings,
