@@ -34,7 +34,6 @@ import numpy as np
 
 from tglassmlp.physics.swap_mc import (
     EquilibrationChain,
-    EquilibrationReport,
     NotEquilibratedError,
     SwapSettings,
     load_swap_settings,
