@@ -3,7 +3,7 @@
 Public API (reduced units; types are ints 0, 1, 2; positions (N, 2); box = square side):
     particle_energies, forces, potential_energy, inherent_structure   (numpy reference)
     build_system, isoconfigurational_runs, isoconfigurational_runs_many (OpenMM)
-    equilibrium_structure                                              (swap Monte Carlo)
+    equilibrium_structure, equilibrium_structures                      (swap Monte Carlo; harvesting)
 Submodules are imported on first use so that numpy-only users do not pay for OpenMM or numba.
 """
 
@@ -21,6 +21,7 @@ _LAZY = {
     "isoconfigurational_runs_many": "tglassmlp.physics.md",
     "maxwell_boltzmann_velocities": "tglassmlp.physics.md",
     "equilibrium_structure": "tglassmlp.physics.swap_mc",
+    "equilibrium_structures": "tglassmlp.physics.harvest",
 }
 
 

@@ -125,6 +125,11 @@ class SwapSettings:
     max_snapshots: int
     max_origins: int
     energy_drift_tolerance: float
+    # harvesting (tglassmlp.physics.harvest): never change how an equilibration chain moves
+    harvest_spacing: float
+    harvest_max_overlap: float
+    structures_per_chain: int
+    cascade: tuple
     verlet_skin: float
     checkpoint_every_s: float
 
@@ -156,6 +161,21 @@ class SwapSettings:
             raise ValueError(f"cage_radius must be positive, got {self.cage_radius}")
         if not (self.verlet_skin > 0 and math.isfinite(self.verlet_skin)):
             raise ValueError(f"verlet_skin must be positive and finite, got {self.verlet_skin}")
+        if not (isinstance(self.harvest_spacing, (int, float)) and math.isfinite(self.harvest_spacing)
+                and self.harvest_spacing > 0):
+            raise ValueError(f"harvest_spacing must be a positive number of tau_Q, got {self.harvest_spacing!r}")
+        if not 0.0 < self.harvest_max_overlap <= 1.0:
+            raise ValueError(f"harvest_max_overlap must lie in (0, 1], got {self.harvest_max_overlap!r}")
+        if (isinstance(self.structures_per_chain, bool) or not isinstance(self.structures_per_chain, (int, np.integer))
+                or self.structures_per_chain < 1):
+            raise ValueError(f"structures_per_chain must be an integer >= 1, got {self.structures_per_chain!r}")
+        try:
+            ladder = tuple(float(t) for t in (self.cascade or ()))
+        except (TypeError, ValueError):
+            raise ValueError(f"cascade must be a list of temperatures, got {self.cascade!r}") from None
+        if any(not (math.isfinite(t) and t > 0) for t in ladder) or any(b >= a for a, b in zip(ladder, ladder[1:])):
+            raise ValueError(f"cascade must list positive temperatures from high to low, got {list(ladder)}")
+        object.__setattr__(self, "cascade", ladder)
 
 
 def _check_swap_pairs(pairs) -> tuple:
@@ -1046,10 +1066,13 @@ def _chain_settings(settings: dict) -> dict:
 
 def _checkpoint_key(temperature, n_particles, seed, settings, initial) -> dict:
     """What a checkpoint must match to be resumed (max_sweeps is left out: a rerun may extend a chain; the
-    criterion settings too: a rerun re-judges the stored chain)."""
+    criterion settings too: a rerun re-judges the stored chain; the harvest settings too: they never change an
+    equilibration chain, and a harvesting run adds its own entry to the key)."""
     s = _chain_settings(asdict(settings))
     s.pop("max_sweeps")
     s.pop("checkpoint_every_s")  # how often state is saved does not change the chain
+    for name in HARVEST_SETTINGS:
+        s.pop(name, None)
     key = dict(temperature=float(temperature), n_particles=int(n_particles), seed=int(seed), settings=s,
                initial=None)
     if initial is not None:
@@ -1060,23 +1083,33 @@ def _checkpoint_key(temperature, n_particles, seed, settings, initial) -> dict:
     return json.loads(json.dumps(key))  # tuples -> lists, as they come back from the file
 
 
-def _save_checkpoint(path: Path, mc: "SwapMonteCarlo", key: dict, run: dict, snaps: list):
+# settings that say how many structures a chain yields and from where it starts (tglassmlp.physics.harvest),
+# never how an equilibration chain moves
+HARVEST_SETTINGS = ("harvest_spacing", "harvest_max_overlap", "structures_per_chain", "cascade")
+# arrays a caller keeps with the chain in its checkpoint (e.g. harvested structures) are stored under this prefix
+EXTRA_PREFIX = "extra_"
+
+
+def _save_checkpoint(path: Path, mc: "SwapMonteCarlo", key: dict, run: dict, snaps: list, extra=None):
     """Write the chain's state atomically (temp file in the same directory, fsync, rename)."""
     meta = dict(key=key, run=run, format=1)
     n = mc.types.size
     stacked = np.stack(snaps) if snaps else np.zeros((0, n, 2), dtype=np.float32)
-    save_npz_atomic(path, dict(meta=np.array(json.dumps(meta)), snapshots=stacked, **mc.state_dict()))
+    arrays = {EXTRA_PREFIX + k: np.asarray(v) for k, v in (extra or {}).items()}
+    save_npz_atomic(path, dict(meta=np.array(json.dumps(meta)), snapshots=stacked, **mc.state_dict(), **arrays))
 
 
-def _load_checkpoint(path: Path, key: dict, mc: "SwapMonteCarlo"):
-    """Restore ``mc`` from ``path``; returns (run, snapshots). Raises ValueError if it belongs to another run."""
+def _load_checkpoint(path: Path, key: dict, mc: "SwapMonteCarlo", where: str = "equilibrium_structure"):
+    """Restore ``mc`` from ``path``; returns (run, snapshots, extra arrays). Raises ValueError if it belongs to
+    another run."""
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            data = {k: z[k] for k in z.files if k not in ("meta", "snapshots")}
+            data = {k: z[k] for k in z.files if k not in ("meta", "snapshots") and not k.startswith(EXTRA_PREFIX)}
+            extra = {k[len(EXTRA_PREFIX):]: z[k] for k in z.files if k.startswith(EXTRA_PREFIX)}
             snaps = list(z["snapshots"])
     except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"equilibrium_structure: checkpoint {path} is unreadable ({exc}); delete it to start "
+        raise ValueError(f"{where}: checkpoint {path} is unreadable ({exc}); delete it to start "
                          "afresh") from exc
     stored = meta.get("key", {})
     if isinstance(stored.get("settings"), dict):  # older checkpoints also stored the criterion settings
@@ -1086,10 +1119,205 @@ def _load_checkpoint(path: Path, key: dict, mc: "SwapMonteCarlo"):
         if "settings" in differ:
             a, b = stored.get("settings", {}), key["settings"]
             differ += [f"settings.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        raise ValueError(f"equilibrium_structure: checkpoint {path} belongs to another run (differs in "
+        raise ValueError(f"{where}: checkpoint {path} belongs to another run (differs in "
                          f"{', '.join(differ)}); use another path or delete it")
     mc.load_state_dict(data)
-    return meta["run"], snaps
+    return meta["run"], snaps, extra
+
+
+def run_samplers(samplers, n_sweeps: int) -> None:
+    """Advance each sampler by ``n_sweeps`` (the one place a chain's production sweeps are run: a batched
+    sampler advancing many chains in one kernel call would replace this loop)."""
+    for mc in samplers:
+        mc.run(n_sweeps)
+
+
+class EquilibrationChain:
+    """One swap-MC chain taken through the protocol of :func:`equilibrium_structure`, resumable from a checkpoint.
+
+    ``equilibrate()`` runs the preparation and the production in doubling blocks until the criterion holds or
+    ``settings.max_sweeps``; ``produce(n)`` continues the production by n sweeps (d frozen, snapshots on the same
+    grid, the criterion's window still the last half of the whole production), e.g. to harvest more structures
+    (:mod:`tglassmlp.physics.harvest`). The checkpoint holds the sampler, the protocol's stage (``run``), the
+    snapshots and the arrays in ``extra`` (a caller's own data, e.g. harvested structures); ``key_extra`` is
+    added to what a checkpoint must match. Arguments as in :func:`equilibrium_structure`.
+    """
+
+    def __init__(self, temperature, n_particles: int = 1290, seed: int = 0, *, system=None, initial=None,
+                 settings: SwapSettings | None = None, max_sweeps: int | None = None, progress: bool = False,
+                 checkpoint=None, key_extra: dict | None = None, advance=run_samplers,
+                 where: str = "equilibrium_structure", **overrides):
+        self.t0 = time.perf_counter()
+        temperature = float(temperature)
+        if not (np.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"{where}: temperature must be positive and finite, got {temperature}")
+        settings = settings or load_swap_settings()
+        if overrides:
+            settings = replace(settings, **overrides)
+        if max_sweeps is not None:
+            settings = replace(settings, max_sweeps=int(max_sweeps))
+        system = resolve_system(system)
+        rng = np.random.default_rng(seed)
+        self.temperature, self.seed, self.settings, self.progress = temperature, int(seed), settings, progress
+        self.where, self.advance = where, advance
+        self.mc = mc = SwapMonteCarlo(temperature, system, rng=rng, settings=settings)
+        if initial is None:
+            if (isinstance(n_particles, bool) or not isinstance(n_particles, (int, np.integer))
+                    or n_particles < 2):
+                raise ValueError(f"{where}: n_particles must be an integer >= 2, got {n_particles!r}")
+            n_particles = int(n_particles)
+            composition = system.composition_for(n_particles)  # raises for incompatible N
+            box = system.box_for(n_particles)
+        else:
+            initial = validate_configuration(*initial, where=f"{where}(initial=...)")
+            n_particles = initial[0].shape[0]
+        self.n_particles = n_particles
+        t_hi = settings.melt_temperature if initial is None else temperature
+        self.ladder = []
+        if t_hi > temperature:
+            k = np.arange(1, settings.anneal_steps)
+            self.ladder = list(t_hi * (temperature / t_hi) ** (k / settings.anneal_steps))
+        # preparation: (temperature, sweeps) stages, all with d adapting
+        stages = ([(settings.melt_temperature, settings.melt_sweeps)] if initial is None else [])
+        self.stages = stages + [(t, settings.anneal_sweeps) for t in self.ladder] + [
+            (temperature, settings.adapt_sweeps_at_target)]
+
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.key = _checkpoint_key(temperature, n_particles, seed, settings, initial)
+        if key_extra:
+            self.key.update(json.loads(json.dumps(key_extra)))
+        self.extra: dict = {}
+        if self.checkpoint is not None and self.checkpoint.is_file():
+            self.run, self.snaps, self.extra = _load_checkpoint(self.checkpoint, self.key, mc, where)
+            self.resumed = True
+            if progress:
+                print(f"[swap_mc] resumed {self.checkpoint}: stage {self.run['stage']}/{len(self.stages)}, "
+                      f"production sweeps {self.run['total']} + {self.run['done']}", flush=True)
+        else:
+            self.resumed = False
+            if initial is None:
+                pos, types = _random_start(n_particles, box, composition, rng)
+                mc.reset(pos, types, box)
+            else:
+                mc.reset(*initial)
+            self.run = dict(stage=0, stage_done=0, sweeps_before=0, total=0, done=0,
+                            block=settings.first_block_sweeps, snap_spacing=settings.snapshot_every, drift=0.0,
+                            finished=False, wall_s=0.0)
+            self.snaps = []
+        self.last_save = time.perf_counter()
+        self.wall_before = float(self.run["wall_s"])
+
+    @property
+    def wall_time_s(self) -> float:
+        """Wall time of the whole chain so far, over all resumed runs [s]."""
+        return self.wall_before + time.perf_counter() - self.t0
+
+    def save(self, force: bool = False):
+        """Checkpoint the chain (if a path was given) when forced or ``checkpoint_every_s`` has passed."""
+        now = time.perf_counter()
+        if self.checkpoint is None or not (force or now - self.last_save >= self.settings.checkpoint_every_s):
+            return
+        self.run["wall_s"] = self.wall_time_s
+        _save_checkpoint(self.checkpoint, self.mc, self.key, self.run, self.snaps, self.extra)
+        self.last_save = time.perf_counter()
+
+    def prepare(self):
+        """Melt, anneal and adapt d (resumable between adaptation blocks: same blocks as one mc.adapt per stage)."""
+        run, mc, settings = self.run, self.mc, self.settings
+        while run["stage"] < len(self.stages):
+            t_stage, n_stage = self.stages[run["stage"]]
+            mc.temperature = t_stage
+            while run["stage_done"] < n_stage:
+                b = min(settings.adapt_every, n_stage - run["stage_done"])
+                mc.adapt(b)
+                run["stage_done"] += b
+                self.save()
+            run["stage"] += 1
+            run["stage_done"] = 0
+            if run["stage"] == len(self.stages):
+                mc.temperature = self.temperature
+                mc.check_energy()
+                run["sweeps_before"] = mc.sweeps_done
+                # ---- production starts: frozen d, doubling blocks, snapshots of unwrapped positions
+                mc.reset_counters()
+                self.snaps = [mc.unwrapped_positions.astype(np.float32)]
+                self.save(force=True)
+        mc.temperature = self.temperature
+
+    def produce(self, n_sweeps: int):
+        """Production sweeps until ``run['done']`` reaches ``n_sweeps`` (resumable at any snapshot); then they
+        are added to ``run['total']`` and the tracked energy is checked against a recomputation."""
+        run, settings = self.run, self.settings
+        while run["done"] < n_sweeps:
+            spacing = run["snap_spacing"]
+            chunk = min(spacing - (run["total"] + run["done"]) % spacing, n_sweeps - run["done"])
+            self.advance([self.mc], chunk)
+            run["done"] += chunk
+            if (run["total"] + run["done"]) % spacing == 0:
+                self.snaps.append(self.mc.unwrapped_positions.astype(np.float32))
+                if len(self.snaps) > settings.max_snapshots:
+                    # thin: keep every other snapshot (times 0, 2s, 4s, ...) and double the spacing; from
+                    # now on snapshots are taken at multiples of the new spacing, and the last kept one is
+                    # at an even multiple of the old spacing, i.e. on the new grid
+                    self.snaps = self.snaps[::2]
+                    run["snap_spacing"] = 2 * spacing
+            self.save()
+        run["total"] += n_sweeps
+        run["done"] = 0
+        run["drift"] = max(run["drift"], self.mc.check_energy())
+
+    def evaluate(self) -> dict:
+        """The criterion on the last half of the production so far (see ``_evaluate``)."""
+        return _evaluate(self.mc, self.mc.energy_trace, self.snaps, self.run["snap_spacing"], self.run["total"],
+                         self.settings)
+
+    def equilibrate(self) -> dict:
+        """Preparation, then production in doubling blocks until the criterion holds or ``max_sweeps``.
+
+        Returns the criterion's numbers (``_evaluate``) at the end; ``run['finished']`` is then True.
+        """
+        run, settings, mc = self.run, self.settings, self.mc
+        self.prepare()
+        ev = None
+        if run["finished"]:
+            # a finished chain is judged again with the current criterion settings (they may have changed)
+            ev = self.evaluate()
+            run["reasons"] = ev["reasons"]
+            if run["total"] < settings.max_sweeps and run["reasons"]:
+                # a rerun with a larger cap extends an unmet run by another block
+                run.update(finished=False, done=0, block=min(run["total"], settings.max_sweeps - run["total"]))
+                ev = None
+        while not run["finished"]:
+            self.produce(run["block"])
+            ev = self.evaluate()
+            run["reasons"] = ev["reasons"]
+            if self.progress:
+                print(f"[swap_mc] T={self.temperature:g} N={self.n_particles} sweeps={run['total']} "
+                      f"E/N={ev['energy_mean']:.5f} tau_Q={ev['tau_q']} tau_E={ev['tau_e']:.3g} z={ev['z']:.2f} "
+                      f"acc={mc.acceptance_displacement:.3f}/{mc.acceptance_swap:.3f} "
+                      f"t={time.perf_counter() - self.t0:.1f}s", flush=True)
+            if not ev["reasons"] or run["total"] >= settings.max_sweeps:
+                run["finished"] = True
+            else:
+                run["block"] = min(run["total"], settings.max_sweeps - run["total"])
+        if ev is None:  # resumed a finished run: the report is recomputed from the stored trace and snapshots
+            ev = self.evaluate()
+        self.save(force=True)
+        return ev
+
+    def report(self, ev: dict) -> "EquilibrationReport":
+        """The chain's EquilibrationReport from the criterion's numbers ``ev``."""
+        mc, run = self.mc, self.run
+        return EquilibrationReport(
+            temperature=self.temperature, n_particles=self.n_particles, seed=self.seed,
+            criterion_met=not ev["reasons"], reasons=ev["reasons"], sweeps_total=run["sweeps_before"] + run["total"],
+            sweeps_production=run["total"], window_sweeps=ev["window_sweeps"], max_displacement=mc.max_displacement,
+            acceptance_displacement=mc.acceptance_displacement, acceptance_swap=mc.acceptance_swap,
+            acceptance_swap_by_pair=mc.acceptance_swap_by_pair, tau_overlap=ev["tau_q"], tau_energy=ev["tau_e"],
+            energy_mean=ev["energy_mean"], energy_halves=ev["means"], stationarity_z=ev["z"],
+            energy_final=mc.energy / self.n_particles, energy_drift=run["drift"],
+            anneal_temperatures=[float(t) for t in self.ladder], wall_time_s=self.wall_time_s,
+            settings=asdict(self.settings), energy_trace=mc.energy_trace, overlap_lags=ev["lags"], overlap=ev["q"])
 
 
 def equilibrium_structure(temperature, n_particles: int = 1290, seed: int = 0, *, system=None,
@@ -1100,6 +1328,7 @@ def equilibrium_structure(temperature, n_particles: int = 1290, seed: int = 0, *
     Protocol (numbers from ``conf/swap/default.yaml``): random start (grid sites, shuffled types) or
     ``initial``; melt at ``melt_temperature``; geometric anneal to T; adapt d at T; then a frozen-d run at
     T growing in doubling blocks until the criterion holds (see the config file) or ``max_sweeps``.
+    Many structures from one chain: :func:`tglassmlp.physics.harvest.equilibrium_structures`.
 
     Args:
         temperature: target k_B T [epsilon].
@@ -1127,144 +1356,14 @@ def equilibrium_structure(temperature, n_particles: int = 1290, seed: int = 0, *
         positions (N, 2) float64 wrapped into [0, box) [sigma], types (N,) int64 (0, 1, 2), box [sigma],
         report: EquilibrationReport (``criterion_met`` says whether the structure may be used).
     """
-    t0 = time.perf_counter()
-    temperature = float(temperature)
-    if not (np.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be positive and finite, got {temperature}")
-    settings = settings or load_swap_settings()
-    if overrides:
-        settings = replace(settings, **overrides)
-    if max_sweeps is not None:
-        settings = replace(settings, max_sweeps=int(max_sweeps))
-    system = resolve_system(system)
-    rng = np.random.default_rng(seed)
-    mc = SwapMonteCarlo(temperature, system, rng=rng, settings=settings)
-    if initial is None:
-        if (isinstance(n_particles, bool) or not isinstance(n_particles, (int, np.integer))
-                or n_particles < 2):
-            raise ValueError(f"equilibrium_structure: n_particles must be an integer >= 2, got {n_particles!r}")
-        n_particles = int(n_particles)
-        composition = system.composition_for(n_particles)  # raises for incompatible N
-        box = system.box_for(n_particles)
-    else:
-        initial = validate_configuration(*initial, where="equilibrium_structure(initial=...)")
-        n_particles = initial[0].shape[0]
-    t_hi = settings.melt_temperature if initial is None else temperature
-    ladder = []
-    if t_hi > temperature:
-        k = np.arange(1, settings.anneal_steps)
-        ladder = list(t_hi * (temperature / t_hi) ** (k / settings.anneal_steps))
-    # preparation: (temperature, sweeps) stages, all with d adapting
-    stages = ([(settings.melt_temperature, settings.melt_sweeps)] if initial is None else [])
-    stages += [(t, settings.anneal_sweeps) for t in ladder] + [(temperature, settings.adapt_sweeps_at_target)]
-
-    checkpoint = Path(checkpoint) if checkpoint is not None else None
-    key = _checkpoint_key(temperature, n_particles, seed, settings, initial)
-    if checkpoint is not None and checkpoint.is_file():
-        run, snaps = _load_checkpoint(checkpoint, key, mc)
-        if progress:
-            print(f"[swap_mc] resumed {checkpoint}: stage {run['stage']}/{len(stages)}, production sweeps "
-                  f"{run['total']} + {run['done']}", flush=True)
-    else:
-        if initial is None:
-            pos, types = _random_start(n_particles, box, composition, rng)
-            mc.reset(pos, types, box)
-        else:
-            mc.reset(*initial)
-        run = dict(stage=0, stage_done=0, sweeps_before=0, total=0, done=0, block=settings.first_block_sweeps,
-                   snap_spacing=settings.snapshot_every, drift=0.0, finished=False, wall_s=0.0)
-        snaps = []
-    last_save = time.perf_counter()
-
-    def save(force=False):
-        nonlocal last_save
-        now = time.perf_counter()
-        if checkpoint is None or not (force or now - last_save >= settings.checkpoint_every_s):
-            return
-        run["wall_s"] = wall_before + (now - t0)
-        _save_checkpoint(checkpoint, mc, key, run, snaps)
-        last_save = time.perf_counter()
-
-    wall_before = float(run["wall_s"])
-    # ---- preparation (resumable between adaptation blocks: same blocks as one mc.adapt per stage)
-    while run["stage"] < len(stages):
-        t_stage, n_stage = stages[run["stage"]]
-        mc.temperature = t_stage
-        while run["stage_done"] < n_stage:
-            b = min(settings.adapt_every, n_stage - run["stage_done"])
-            mc.adapt(b)
-            run["stage_done"] += b
-            save()
-        run["stage"] += 1
-        run["stage_done"] = 0
-        if run["stage"] == len(stages):
-            mc.temperature = temperature
-            mc.check_energy()
-            run["sweeps_before"] = mc.sweeps_done
-            # ---- production starts: frozen d, doubling blocks, snapshots of unwrapped positions
-            mc.reset_counters()
-            snaps = [mc.unwrapped_positions.astype(np.float32)]
-            save(force=True)
-    mc.temperature = temperature
-
-    ev = None
-    if run["finished"]:
-        # a finished chain is judged again with the current criterion settings (they may have changed)
-        ev = _evaluate(mc, mc.energy_trace, snaps, run["snap_spacing"], run["total"], settings)
-        run["reasons"] = ev["reasons"]
-        if run["total"] < settings.max_sweeps and run["reasons"]:
-            # a rerun with a larger cap extends an unmet run by another block
-            run.update(finished=False, done=0, block=min(run["total"], settings.max_sweeps - run["total"]))
-            ev = None
-    while not run["finished"]:
-        while run["done"] < run["block"]:
-            spacing = run["snap_spacing"]
-            chunk = min(spacing - (run["total"] + run["done"]) % spacing, run["block"] - run["done"])
-            mc.run(chunk)
-            run["done"] += chunk
-            if (run["total"] + run["done"]) % spacing == 0:
-                snaps.append(mc.unwrapped_positions.astype(np.float32))
-                if len(snaps) > settings.max_snapshots:
-                    # thin: keep every other snapshot (times 0, 2s, 4s, ...) and double the spacing; from
-                    # now on snapshots are taken at multiples of the new spacing, and the last kept one is
-                    # at an even multiple of the old spacing, i.e. on the new grid
-                    snaps = snaps[::2]
-                    run["snap_spacing"] = 2 * spacing
-            save()
-        run["total"] += run["block"]
-        run["done"] = 0
-        run["drift"] = max(run["drift"], mc.check_energy())
-        ev = _evaluate(mc, mc.energy_trace, snaps, run["snap_spacing"], run["total"], settings)
-        run["reasons"] = ev["reasons"]
-        if progress:
-            print(f"[swap_mc] T={temperature:g} N={n_particles} sweeps={run['total']} E/N={ev['energy_mean']:.5f} "
-                  f"tau_Q={ev['tau_q']} tau_E={ev['tau_e']:.3g} z={ev['z']:.2f} "
-                  f"acc={mc.acceptance_displacement:.3f}/{mc.acceptance_swap:.3f} "
-                  f"t={time.perf_counter() - t0:.1f}s", flush=True)
-        if not ev["reasons"] or run["total"] >= settings.max_sweeps:
-            run["finished"] = True
-        else:
-            run["block"] = min(run["total"], settings.max_sweeps - run["total"])
-    if ev is None:  # resumed a finished run: the report is recomputed from the stored trace and snapshots
-        ev = _evaluate(mc, mc.energy_trace, snaps, run["snap_spacing"], run["total"], settings)
-    save(force=True)
-
-    total = run["total"]
-    met = not ev["reasons"]
-    report = EquilibrationReport(
-        temperature=temperature, n_particles=n_particles, seed=int(seed), criterion_met=met,
-        reasons=ev["reasons"], sweeps_total=run["sweeps_before"] + total, sweeps_production=total,
-        window_sweeps=ev["window_sweeps"], max_displacement=mc.max_displacement,
-        acceptance_displacement=mc.acceptance_displacement, acceptance_swap=mc.acceptance_swap,
-        acceptance_swap_by_pair=mc.acceptance_swap_by_pair, tau_overlap=ev["tau_q"], tau_energy=ev["tau_e"], energy_mean=ev["energy_mean"],
-        energy_halves=ev["means"], stationarity_z=ev["z"], energy_final=mc.energy / n_particles,
-        energy_drift=run["drift"], anneal_temperatures=[float(t) for t in ladder],
-        wall_time_s=wall_before + time.perf_counter() - t0, settings=asdict(settings),
-        energy_trace=mc.energy_trace, overlap_lags=ev["lags"], overlap=ev["q"])
-    if not met:
-        msg = (f"equilibrium_structure(T={temperature:g}, N={n_particles}, seed={seed}): criterion NOT met "
-               f"after {total} sweeps: {'; '.join(ev['reasons'])}")
+    chain = EquilibrationChain(temperature, n_particles, seed, system=system, initial=initial, settings=settings,
+                               max_sweeps=max_sweeps, progress=progress, checkpoint=checkpoint, **overrides)
+    report = chain.report(chain.equilibrate())
+    if not report.criterion_met:
+        msg = (f"equilibrium_structure(T={chain.temperature:g}, N={chain.n_particles}, seed={seed}): criterion NOT "
+               f"met after {report.sweeps_production} sweeps: {'; '.join(report.reasons)}")
         if strict:
             raise NotEquilibratedError(msg)
         warnings.warn(msg + " (flagged: report.criterion_met is False)", RuntimeWarning, stacklevel=2)
+    mc = chain.mc
     return mc.positions, mc.types, mc.box, report

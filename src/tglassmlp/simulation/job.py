@@ -267,19 +267,35 @@ def _run_stages(cfg, system, structure, temperature, index, swap_seed, md_seed, 
 
             settings = load_swap_settings(**OmegaConf.to_container(cfg.swap, resolve=True))
             t0 = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # the flag below says it, in the shard
-                # a killed job resumes its chain from here (saved every swap.checkpoint_every_s)
-                positions, types, box, report = equilibrium_structure(
-                    temperature, int(cfg.dataset.n_particles), swap_seed, system=system, settings=settings,
-                    max_sweeps=cfg.dataset.max_sweeps, progress=False, checkpoint=swap_checkpoint(path))
-            equilibrated = int(report.criterion_met)
-            attrs.update(source="swap_mc", equilibrated=equilibrated,
-                         equilibration_report=json.loads(json.dumps(report.to_dict(), default=float)))
-            fields["equilibration_energy"] = np.asarray(report.energy_trace, dtype=np.float32)
-            log.info("swap MC at T = %g: %d sweeps, criterion %s (%.0f s)%s", temperature, report.sweeps_total,
+            if settings.structures_per_chain > 1 or settings.cascade:
+                # shard i = harvest i % per_chain of chain i // per_chain (tglassmlp.physics.harvest); the
+                # chain's checkpoint is shared by its shards (locked) and outlives them
+                from tglassmlp.physics.harvest import shard_structure
+
+                root = path.parent.parent
+                positions, types, box, report, record = shard_structure(
+                    temperature, index, directory_of=lambda t: shard_path(root, t, 0).parent,
+                    seed_of=lambda t, i: shard_seeds(cfg.seed, t, i)[0], n_particles=int(cfg.dataset.n_particles),
+                    system=system, settings=settings, max_sweeps=cfg.dataset.max_sweeps)
+                equilibrated = int(record["criterion_holds"])
+                attrs.update(source="swap_mc_harvest", equilibrated=equilibrated, equilibration_report=json.loads(
+                    json.dumps(dict(report.to_dict(), structure=record), default=float)))
+                sweeps, reasons = record["sweep_total"], record["reasons"]
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # the flag below says it, in the shard
+                    # a killed job resumes its chain from here (saved every swap.checkpoint_every_s)
+                    positions, types, box, report = equilibrium_structure(
+                        temperature, int(cfg.dataset.n_particles), swap_seed, system=system, settings=settings,
+                        max_sweeps=cfg.dataset.max_sweeps, progress=False, checkpoint=swap_checkpoint(path))
+                equilibrated = int(report.criterion_met)
+                attrs.update(source="swap_mc", equilibrated=equilibrated,
+                             equilibration_report=json.loads(json.dumps(report.to_dict(), default=float)))
+                fields["equilibration_energy"] = np.asarray(report.energy_trace, dtype=np.float32)
+                sweeps, reasons = report.sweeps_total, report.reasons
+            log.info("swap MC at T = %g: %d sweeps, criterion %s (%.0f s)%s", temperature, sweeps,
                      "met" if equilibrated else "NOT met", time.perf_counter() - t0,
-                     "" if equilibrated else f": {report.reasons}")
+                     "" if equilibrated else f": {reasons}")
         attrs["box"] = float(box)
         fields.update(positions=positions, types=types)
         write_shard(path, fields, attrs)

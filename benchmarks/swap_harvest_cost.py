@@ -1,0 +1,140 @@
+"""Core-hours per independent equilibrated N = 1290 structure: fresh chain vs harvesting (issue 14, cost table).
+
+Inputs (nothing is simulated here; rerun with a new ``--ms-per-sweep`` when the kernel gets faster):
+
+* tau_Q(T) [sweeps, cage frame]: measured on equilibrium chains from the GlassBench structure at T = 0.4, 0.3,
+  0.25, 0.23 (``benchmarks/results/swap_glassbench_anchor_T<T>.json``); extrapolated to 0.21, 0.18, 0.15 by
+  Arrhenius through the two lowest T (lower estimate: the growth is super-Arrhenius) and by a VFT fit
+  through all four (``swap_glassbench_anchor.extrapolate``).
+* THROUGHPUT: CPU milliseconds per sweep of one core at N = 1290 (``--ms-per-sweep``). Default: 1.40 ms, the
+  CPU time per sweep measured by process time in this session's N = 1290 chains (1.38 ms in
+  swap_harvest_spacing at T = 0.4 and 0.3; 1.44 ms in swap_eis_cascades at 0.4, on a loaded 2-core machine;
+  1.25 ms on an idle core in session 4). CPU time, not wall time: the machine was shared.
+* A fresh chain (started from an equilibrated structure one rung up, a cooling cascade) needs the criterion's
+  production: window = last half >= n_decorrelation tau_Q, i.e. >= 2 n_decorrelation tau_Q = 20 tau_Q
+  (minimum; the doubling blocks overshoot by up to 2x: the anchors needed 29 tau_Q at 0.3 and 21 at 0.25).
+* Harvesting K structures from one chain: the same equilibration once, then (K - 1) x harvest_spacing x tau_Q;
+  per structure (20 + (K - 1) s) tau_Q / K, -> s tau_Q for many structures per chain (s = 3: successive
+  cage-frame overlap ~0.13 measured at T = 0.4 and 0.3, swap_harvest_spacing.md; assumed to hold in units of
+  tau_Q at lower T).
+
+    python benchmarks/swap_harvest_cost.py [--ms-per-sweep 1.40] [--spacing 3]
+
+Results: ``benchmarks/results/swap_harvest_cost.{md,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_info  # noqa: E402
+from swap_glassbench_anchor import extrapolate  # noqa: E402
+
+from tglassmlp.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from tglassmlp.physics.swap_mc import load_swap_settings  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MEASURED_T = (0.4, 0.3, 0.25, 0.23)
+EXTRAPOLATED_T = (0.21, 0.18, 0.15)
+# ---- THROUGHPUT PARAMETER: CPU ms per sweep at N = 1290 (one core). Regenerate the table with the faster
+# kernel's number: python benchmarks/swap_harvest_cost.py --ms-per-sweep <new>
+MS_PER_SWEEP = 1.40
+TARGET_CORE_HOURS = 5.0
+PER_CHAIN = (1, 10, 100)
+
+
+def measured_tau() -> dict:
+    out = {}
+    for t in MEASURED_T:
+        d = json.loads((RESULTS / f"swap_glassbench_anchor_T{t:g}.json").read_text())
+        out[t] = float(d["report"]["tau_overlap"])
+    return out
+
+
+def cost_rows(taus: dict, ms_per_sweep: float, spacing: float, n_eq: float):
+    fits = {}
+    for t in EXTRAPOLATED_T:
+        e = extrapolate(taus, t)
+        fits[t] = (e["arrhenius"], e.get("vft"))
+    rows = []
+    for t in MEASURED_T[1:] + EXTRAPOLATED_T:
+        cases = [("measured", taus[t])] if t in taus else [("Arrhenius", fits[t][0]), ("VFT", fits[t][1])]
+        for how, tau in cases:
+            hours = ms_per_sweep / 3.6e6
+            fresh = n_eq * tau
+            per = {k: (n_eq + (k - 1) * spacing) * tau / k for k in PER_CHAIN}
+            rows.append(dict(temperature=t, tau_source=how, tau_q=tau, fresh_sweeps=fresh,
+                             fresh_core_hours=fresh * hours,
+                             harvest_core_hours={str(k): v * hours for k, v in per.items()},
+                             harvest_limit_core_hours=spacing * tau * hours))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ms-per-sweep", type=float, default=MS_PER_SWEEP)
+    ap.add_argument("--spacing", type=float, default=None, help="harvest spacing [tau_Q] (default: conf)")
+    args = ap.parse_args()
+    settings = load_swap_settings()
+    spacing = settings.harvest_spacing if args.spacing is None else args.spacing
+    n_eq = 2.0 * settings.n_decorrelation
+    taus = measured_tau()
+    rows = cost_rows(taus, args.ms_per_sweep, spacing, n_eq)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    head = " | ".join(f"harvest, {k} per chain" for k in PER_CHAIN[1:])
+    lines = ["# Core-hours per independent equilibrated N = 1290 structure (benchmarks/swap_harvest_cost.py)", "",
+             f"Throughput: **{args.ms_per_sweep:.2f} ms CPU per sweep** (one core, N = 1290; the parameter "
+             "`--ms-per-sweep` regenerates the table for a faster kernel). Fresh chain: the criterion's minimum "
+             f"production {n_eq:g} tau_Q from an equilibrated structure one rung up (doubling blocks can add up "
+             f"to 2x). Harvesting: that once, then one structure every {spacing:g} tau_Q; 'many per chain' = "
+             f"{spacing:g} tau_Q per structure. tau_Q measured at 0.3, 0.25, 0.23 (swap_glassbench_anchor), "
+             "extrapolated below (Arrhenius through 0.25 and 0.23: lower estimate; VFT through 0.4-0.23).", "",
+             f"| T | tau_Q [sweeps] | fresh chain [core-h] | {head} | harvest, many per chain [core-h] |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['temperature']:g} | {r['tau_q']:.2g} ({r['tau_source']}) | {r['fresh_core_hours']:.3g} | "
+                     + " | ".join(f"{r['harvest_core_hours'][str(k)]:.3g}" for k in PER_CHAIN[1:])
+                     + f" | {r['harvest_limit_core_hours']:.3g} |")
+    low = [r for r in rows if r["temperature"] == 0.15]
+    lo, hi = min(r["harvest_limit_core_hours"] for r in low), max(r["harvest_limit_core_hours"] for r in low)
+    need = hi / TARGET_CORE_HOURS
+    lines += ["", f"Target <= {TARGET_CORE_HOURS:g} core-hours per structure at T = 0.15: harvesting gives "
+              f"{lo:.3g}-{hi:.3g} core-hours (many per chain, {spacing:g} tau_Q apart) at this throughput: "
+              + ("**met**." if hi <= TARGET_CORE_HOURS else
+                 f"**not met**; it needs a {lo / TARGET_CORE_HOURS:.2g}-{need:.2g}x faster kernel at this spacing "
+                 f"(or a spacing of {spacing * TARGET_CORE_HOURS / hi:.2g}-{spacing * TARGET_CORE_HOURS / lo:.2g} "
+                 "tau_Q, where successive structures are far from independent: overlap > 0.3)."),
+              f"Fresh chains at 0.15: {min(r['fresh_core_hours'] for r in low):.3g}-"
+              f"{max(r['fresh_core_hours'] for r in low):.3g} core-hours each. Whatever the harvest, the FIRST "
+              f"structure of a chain at 0.15 still needs {n_eq:g} tau_Q: "
+              f"{min(n_eq * r['tau_q'] for r in low) * args.ms_per_sweep / 3.6e6:.3g}-"
+              f"{max(n_eq * r['tau_q'] for r in low) * args.ms_per_sweep / 3.6e6:.3g} h of one core (latency).", "",
+              "Scenarios at T = 0.15 (many structures per chain; core-hours per structure, Arrhenius-VFT):", "",
+              "| kernel speed-up vs this throughput | spacing 2 tau_Q (overlap ~0.2) | spacing 3 tau_Q (~0.13) | "
+              "spacing 4 tau_Q (~0.09) |", "|---|---|---|---|"]
+    for speed in (1, 2, 4):
+        cells = [f"{lo_ * sp / spacing / speed:.3g}-{hi / spacing * sp / speed:.3g}"
+                 for sp in (2, 3, 4) for lo_ in [lo]]
+        lines.append(f"| {speed}x | " + " | ".join(cells) + " |")
+    lines += ["",
+              f"`python {' '.join(sys.argv)}`, commit {commit}, "
+              f"{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}"]
+    write_text_atomic(RESULTS / "swap_harvest_cost.md", "\n".join(lines) + "\n")
+    write_json_atomic(RESULTS / "swap_harvest_cost.json", dict(
+        ms_per_sweep=args.ms_per_sweep, spacing=spacing, n_eq_tau=n_eq, rows=rows, measured_tau=taus,
+        command="python " + " ".join(sys.argv), commit=commit, load_average=list(os.getloadavg()),
+        machine=machine_info()))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
