@@ -197,7 +197,7 @@ def test_simulate_takes_shards_from_shared_chains_in_any_order(tmp_path):
     """structures_per_chain = 2: shard i is harvest i % 2 of chain i // 2 (seed of the chain's first shard),
     whatever order the jobs run in; the shard names are unchanged."""
     from tglassmlp.data import read_shard
-    from tglassmlp.simulate import shard_seeds, simulate_shard
+    from tglassmlp.simulation.job import shard_seeds, simulate_shard
 
     shards = {}
     for i in (1, 0, 2):
@@ -218,7 +218,7 @@ def test_simulate_takes_shards_from_shared_chains_in_any_order(tmp_path):
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_simulate_cooling_cascade_starts_from_the_rung_above(tmp_path):
     from tglassmlp.data import read_shard
-    from tglassmlp.simulate import shard_seeds, simulate_shard
+    from tglassmlp.simulation.job import shard_seeds, simulate_shard
 
     lower = 1.5
     out = simulate_shard(_simulate_cfg(tmp_path, temperature=lower, structure_index=0,
