@@ -204,3 +204,94 @@ def test_checkpoint_names_of_shards(tmp_path):
     block.write_bytes(b"")
     assert checkpoint_for_shard(folder / "s0007.h5") == block
     assert checkpoint_for_shard(folder / "s0004.h5") is None and checkpoint_for_shard(folder / "s0010.h5") is None
+
+
+# ----------------------------------------------------------------------------------------- simulate.py
+def simulate_args(out, structure_file, *extra):
+    return [f"structure={structure_file}", f"paths.output_dir={out}", "dataset.name=ckpt", "temperature=0.5",
+            "dataset.isoconfigurational.n_runs=2", "dataset.isoconfigurational.t_min=0.1",
+            "dataset.default_t_max=50", "dataset.isoconfigurational.n_times=4", "dataset.store_trajectories=true",
+            "dataset.store_descriptors=false", "md.platform=CPU", "num_threads=1", "md.checkpoint_every_s=0",
+            "md.checkpoint_stride=200", *extra]
+
+
+def compose_simulate(args):
+    from hydra import compose, initialize_config_dir
+
+    from tglassmlp.paths import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="simulate", overrides=args)
+
+
+@pytest.fixture(scope="module")
+def structure_shard(tmp_path_factory, structure):
+    from tglassmlp.data import write_shard
+
+    _, (pos, types, box) = structure
+    path = tmp_path_factory.mktemp("start") / "start.h5"
+    write_shard(path, {"positions": pos, "types": types}, {"temperature": 0.5, "box": box, "seed": 21,
+                                                            "config": "{}", "source": "test:lattice"})
+    return path
+
+
+def test_simulate_md_stage_sigkilled_then_resumed(tmp_path, structure_shard):
+    """simulate.py's MD stage killed after its first checkpoint: verify names the shard 'resumable at t = ...',
+    the rerun resumes the MD and the shard equals an uninterrupted run's, checksum for checksum (CPU platform,
+    one thread per Context: bit-identical); the checkpoint is gone once the shard holds its MD."""
+    from tglassmlp.data.manifest import physics_checksums, verify_dataset
+    from tglassmlp.paths import PROJECT_ROOT
+    from tglassmlp.simulate import simulate_shard
+
+    simulate_shard(compose_simulate(simulate_args(tmp_path / "ref", structure_shard, "md.checkpoint_every_s=null")))
+    reference = physics_checksums(tmp_path / "ref" / "datasets" / "ckpt")
+
+    root = tmp_path / "run" / "datasets" / "ckpt"
+    checkpoint = root / "T0.500" / ".s0000.md_checkpoint.npz"
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "simulate.py", *simulate_args(tmp_path / "run", structure_shard)],
+                            cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    kill_after_first_checkpoint(proc, checkpoint)
+    report = verify_dataset(root)
+    (key, why), = report.partial
+    assert key == "T0.500/s0000.h5" and "MD resumable at t = " in why and "of 50" in why, report.format()
+    assert "resumable at t = " in report.format()
+
+    summary = simulate_shard(compose_simulate(simulate_args(tmp_path / "run", structure_shard)))
+    assert summary["ran"] == ["isoconfigurational"]
+    assert physics_checksums(root) == reference
+    assert not checkpoint.exists() and verify_dataset(root).ok
+
+
+SWAP_QUICK = ["structure=null", "dataset.n_particles=43", "dataset.max_sweeps=200", "swap.melt_sweeps=20",
+              "swap.anneal_steps=1", "swap.anneal_sweeps=20", "swap.adapt_sweeps_at_target=20",
+              "dataset.default_t_max=0.5", "md.platform=Reference"]
+
+
+def test_simulate_k_structures_per_job_equal_one_per_job(tmp_path, structure_shard):
+    """md.structures_per_context = 2: one job writes shards s0000 and s0001 (their MD in one Context), with the
+    same values as two one-structure jobs (Reference platform: stacking is bit-identical), both recorded in the
+    manifest; a rerun skips them; an index that is not a multiple of K is refused before any work."""
+    from tglassmlp.data.manifest import physics_checksums, verify_dataset
+    from tglassmlp.simulate import simulate_shard, sweep_shards
+
+    for k in (0, 1):
+        simulate_shard(compose_simulate(simulate_args(tmp_path / "one", structure_shard, *SWAP_QUICK,
+                                                      f"structure_index={k}")))
+    block = simulate_args(tmp_path / "block", structure_shard, *SWAP_QUICK, "md.structures_per_context=2")
+    summaries = simulate_shard(compose_simulate([*block, "structure_index=0"]))
+    assert [s["ran"][-1] for s in summaries] == ["isoconfigurational"] * 2
+    root = tmp_path / "block" / "datasets" / "ckpt"
+    assert physics_checksums(root) == physics_checksums(tmp_path / "one" / "datasets" / "ckpt")
+    assert sorted(physics_checksums(root)) == ["T0.500/s0000.h5", "T0.500/s0001.h5"]
+    assert verify_dataset(root).ok and not list(root.rglob("*.md_checkpoint.npz"))
+    again = simulate_shard(compose_simulate([*block, "structure_index=0"]))
+    assert [s["ran"] for s in again] == [[], []]
+    with pytest.raises(ValueError, match="multiple of 2"):
+        simulate_shard(compose_simulate([*block, "structure_index=1"]))
+    with pytest.raises(ValueError, match="cannot take them from one file"):
+        simulate_shard(compose_simulate([*simulate_args(tmp_path / "x", structure_shard), "md.structures_per_context=2"]))
+    # the sweep records every shard of every job: 2 jobs x 2 structures
+    shards = sweep_shards(compose_simulate(block), ["structure_index=range(0,4,2)"])
+    assert [k for _, k, _ in shards] == [0, 1, 2, 3]

@@ -399,8 +399,12 @@ def _md_stage(cfg, system, temperature, jobs: list[dict], paths: list[Path], thr
         every_s = cfg.md.get("checkpoint_every_s")
         checkpoint = md_checkpoint_path(paths) if every_s is not None else None
         box = jobs[0]["_md_input"][3]
-        # num_threads (parallel launchers set 1): that many one-thread Contexts, the CPU layout measured best
-        layout = {} if threads is None else {"workers": int(threads), "threads": 1}
+        from tglassmlp.physics.openmm_system import resolve_platform
+
+        # num_threads (parallel launchers set 1): that many one-thread Contexts, the CPU layout measured best;
+        # on a GPU one Context holds the whole block
+        on_cpu = resolve_platform(cfg.md.platform, cfg.md.precision).getName() == "CPU"
+        layout = {"workers": int(threads), "threads": 1} if threads is not None and on_cpu else {}
         runs_all = isoconfigurational_runs_many(
             [(j["_md_input"][1], j["_md_input"][2]) for j in jobs], box, temperature, times,
             int(cfg.dataset.isoconfigurational.n_runs), [j["_md_input"][4] for j in jobs], system=system,
@@ -482,7 +486,8 @@ def sweep_shards(cfg: DictConfig, task_overrides) -> list[tuple[float, int, list
         for k in indices:
             job = OmegaConf.merge(cfg, {"temperature": t, "structure_index": k})
             temperature = _resolve_temperature(job, structure)
-            out.append((temperature, _resolve_index(job, structure), required_fields(job, temperature)))
+            for index in structures_of_job(job, structure, _resolve_index(job, structure), temperature):
+                out.append((temperature, index, required_fields(job, temperature)))
     return out
 
 
