@@ -69,10 +69,12 @@ SWAP_MARGIN_S = 20.0  # kept back from the swap check's share for writing the re
 REPLICAS = (1, 20, 100)
 STRUCTURES = (1, 5, 20)
 REPLICAS_WITH_STRUCTURES = 20
-# CUDA/OpenCL (mixed precision) vs numpy and vs Reference: single-precision forces; test_opencl.py's bounds and
-# reasons (measured on OpenCL: forces 5e-6 of max |F|, runs 9e-7 sigma at t = 1 for N = 43; the issue measured
-# 3e-5 sigma at t = 1 on this N = 1290 structure)
-FORCE_RTOL = 1e-4
+# CUDA/OpenCL (mixed precision) vs numpy and vs Reference on this N = 1290 structure (box 33 sigma): float32
+# coordinates carry ~2e-6 sigma of rounding; times the stiffest pair's curvature (~3e3 epsilon/sigma^2) that is
+# ~6e-3 on the largest force (50 epsilon/sigma). Measured: OpenCL (PoCL) 1.25e-4 of max |F|, the CPU platform
+# 4.6e-5; energy 2e-7 relative; 2 runs 5e-6 sigma at t = 0.1 and 3e-5 at t = 1 (chaos amplifies the rounding).
+# A wrong force, a layer feeling another or a wrong velocity shifts positions by >= 1e-2 sigma at t = 0.1.
+FORCE_RTOL = 3e-4
 ENERGY_RTOL = 1e-5
 RUN_ATOL = 1e-4
 RUN_TIMES = [0.1, 1.0]

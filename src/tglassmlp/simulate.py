@@ -14,7 +14,8 @@ Scale-out (docs/scale-out.md): ``simulate.py -m temperature=... structure_index=
 jobs never write one shard; it records the shard's expectation in the dataset manifest when it starts and the
 shard's checksums when it finishes (:mod:`tglassmlp.data.manifest`). A killed job leaves only finished stages
 (atomic writes), so its rerun resumes at the first missing stage with the same seeds and produces the same
-values. ``simulate.py verify=true`` checks the dataset and lists missing, partial and corrupt shards.
+values; the MD stage itself resumes from its checkpoint (``md.checkpoint_every_s``, beside the shard).
+``simulate.py verify=true`` checks the dataset and lists missing, partial and corrupt shards.
 """
 
 from __future__ import annotations
@@ -173,11 +174,14 @@ def _check_md_config(cfg: DictConfig) -> None:
     resolve_platform(md.platform, md.precision)  # ValueError naming the platform / md.precision
     if md.layout not in LAYOUTS:
         raise ValueError(f"config md.layout: must be one of {LAYOUTS}, got {md.layout!r}")
-    for key in ("replicas_per_context", "structures_per_context", "check_every"):
+    for key in ("replicas_per_context", "structures_per_context", "check_every", "checkpoint_stride"):
         _positive_int(md[key], f"config md.{key}")
     for key in ("workers", "threads"):
         if md.get(key) is not None:
             _positive_int(md[key], f"config md.{key}")
+    every = md.get("checkpoint_every_s")
+    if every is not None and not (isinstance(every, (int, float)) and not isinstance(every, bool) and every >= 0):
+        raise ValueError(f"config md.checkpoint_every_s: must be a number >= 0 or null, got {every!r}")
     if not (isinstance(md.max_energy_drift, (int, float)) and md.max_energy_drift > 0):
         raise ValueError(f"config md.max_energy_drift: must be > 0, got {md.max_energy_drift!r}")
 
