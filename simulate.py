@@ -48,7 +48,9 @@ def main(cfg: DictConfig) -> None:
         log.exception("shard T = %s, structure %s FAILED; finished stages are kept, a rerun resumes",
                       cfg.temperature, cfg.structure_index)
         raise
-    print_summary(summary, cfg)
+    # md.structures_per_context = K > 1: one job, K shards
+    for one in summary if isinstance(summary, list) else [summary]:
+        print_summary(one, cfg)
 
 
 if __name__ == "__main__":

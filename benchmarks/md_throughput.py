@@ -18,7 +18,10 @@ on a real structure (the GlassBench T = 0.23 configuration), for:
 
 Writes benchmarks/results/md_throughput.{md,json}. Usage::
 
-    .venv/bin/python benchmarks/md_throughput.py [--quick] [--skip-lammps] [--structures K] [--out-dir DIR]
+    .venv/bin/python benchmarks/md_throughput.py [--quick] [--skip-lammps] [--structures K] [--opencl] [--out-dir DIR]
+
+``--opencl`` adds OpenMM's OpenCL platform (the GPU kernels); on a machine whose only OpenCL device is the CPU
+(PoCL) those rows are CPU figures and their note says so.
 
 If LAMMPS cannot be found or run, the OpenMM numbers are still written, with the reason.
 The numbers are wall-clock rates on whatever else the machine is doing: the load average is recorded.
@@ -150,7 +153,18 @@ def time_contexts(contexts, particles, target_s, repeats):
 
 
 # ----------------------------------------------------------------------------------------- OpenMM
-def openmm_benchmarks(positions, types, box, *, quick, log, structures=1):
+def opencl_label() -> str:
+    """'OpenCL (device, platform)', with a warning in it when the device is the CPU (PoCL): CPU figures."""
+    from tglassmlp.physics.openmm_system import opencl_device, opencl_runs_on_cpu
+
+    device = opencl_device("mixed")
+    if device is None:
+        return "OpenCL (no device)"
+    cpu = opencl_runs_on_cpu(*device)
+    return f"OpenCL on {device[1]} ({device[0]}){': a CPU figure, not a GPU one' if cpu else ''}"
+
+
+def openmm_benchmarks(positions, types, box, *, quick, log, structures=1, opencl=False):
     n = len(positions)
     target = 0.6 if quick else 3.0
     repeats = 1 if quick else 3
@@ -169,6 +183,8 @@ def openmm_benchmarks(positions, types, box, *, quick, log, structures=1):
                 for replicas in (1, 4, 20)]
     # several 1-thread Contexts side by side (isoconfigurational_runs' CPU default: one per core)
     configs += [("CPU", "onehot", 1, replicas, 2) for replicas in (1, 10)]
+    if opencl:  # OpenMM's GPU kernels; on a machine without a GPU they run on PoCL's CPU device
+        configs += [("OpenCL", "onehot", None, replicas, 1) for replicas in (1, 4, 20)]
     for plat, layout, threads, replicas, n_contexts in configs:
         contexts = [_context(positions, types, box, layout=layout, replicas=replicas, platform=plat,
                              threads=threads) for _ in range(n_contexts)]
@@ -176,7 +192,8 @@ def openmm_benchmarks(positions, types, box, *, quick, log, structures=1):
                                       target / 4 if plat == "Reference" else target,
                                       1 if plat == "Reference" else repeats)
         record(engine="OpenMM", platform=plat, layout=layout, threads=threads if plat == "CPU" else None,
-               contexts=n_contexts, replicas=replicas, particle_steps_per_s=rate, steps_timed=n_steps)
+               contexts=n_contexts, replicas=replicas, particle_steps_per_s=rate, steps_timed=n_steps,
+               **({"note": opencl_label() + ", precision mixed"} if plat == "OpenCL" else {}))
         del contexts
 
     # end to end: 20 runs of isoconfigurational_runs with the defaults of conf/md (platform auto)
@@ -446,6 +463,8 @@ def main(argv=None):
     parser.add_argument("--structures", type=int, default=1, metavar="K",
                         help="also measure K structures x R replicas per Context (R = 1, 4, 20) on the auto "
                              "platform, and isoconfigurational_runs_many end to end (K > 1; default 1: off)")
+    parser.add_argument("--opencl", action="store_true",
+                        help="also measure OpenMM's OpenCL platform (1, 4, 20 replicas; on PoCL these are CPU figures)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     if args.structures < 1:
@@ -465,7 +484,8 @@ def main(argv=None):
         "dt": md_config().dt, "structure": str(STRUCTURE.name), "structures_per_context_measured": args.structures,
     }
     log(f"MD throughput, N = {len(positions)}, load average {meta['load_average_start']}")
-    rows = openmm_benchmarks(positions, types, box, quick=args.quick, log=log, structures=args.structures)
+    rows = openmm_benchmarks(positions, types, box, quick=args.quick, log=log, structures=args.structures,
+                             opencl=args.opencl)
     check = None
     if args.skip_lammps:
         lammps_note = "skipped (--skip-lammps)"

@@ -76,7 +76,7 @@ def test_killed_after_first_stage_resumes_with_md_only(tmp_path, small_structure
     def explode(*args, **kwargs):
         raise KeyboardInterrupt  # the job is killed during MD
 
-    monkeypatch.setattr(md, "isoconfigurational_runs", explode)
+    monkeypatch.setattr(md, "isoconfigurational_runs_many", explode)
     with pytest.raises(KeyboardInterrupt):
         simulate_shard(cfg)
     monkeypatch.undo()

@@ -411,6 +411,20 @@ def _shard_files(root: Path) -> list[Path]:
     return sorted(p for p in root.glob("T*/s*.h5") if p.is_file())
 
 
+def _md_progress(path: Path) -> str:
+    """'; MD resumable at t = ... of ... (<checkpoint>)' when an MD checkpoint covers the shard, else ''."""
+    from tglassmlp.physics.md_checkpoint import checkpoint_for_shard, checkpoint_progress
+
+    found = checkpoint_for_shard(path)
+    if found is None:
+        return ""
+    try:
+        p = checkpoint_progress(found)
+    except ValueError as exc:
+        return f"; MD checkpoint {found.name} unreadable ({exc}): its MD restarts at t = 0"
+    return f"; MD resumable at t = {p['t_min']:g} of {p['t_max']:g} ({found.name})"
+
+
 def verify_dataset(root: str | os.PathLike, *, deep: bool = True) -> VerifyReport:
     """Check every shard of the dataset at ``root`` against the manifest; see :class:`VerifyReport`.
 
@@ -463,7 +477,7 @@ def verify_dataset(root: str | os.PathLike, *, deep: bool = True) -> VerifyRepor
             continue
         lacking = [f for f in required if f not in fields]
         if lacking:
-            report.partial.append((key, f"lacks {lacking} (has {fields})"))
+            report.partial.append((key, f"lacks {lacking} (has {fields})" + _md_progress(path)))
             continue
         rec = recorded.get(key)
         if rec is None:

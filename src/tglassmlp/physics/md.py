@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -170,7 +171,8 @@ def isoconfigurational_runs(positions, types, box, temperature, times, n_runs, s
                             threads: int | None = None, precision: str | None = None,
                             layout: str | None = None, progress: bool = True,
                             max_energy_drift: float | None = None, check_every: int | None = None,
-                            config=None) -> np.ndarray:
+                            checkpoint=None, checkpoint_every_s: float | None = None,
+                            checkpoint_stride: int | None = None, config=None) -> np.ndarray:
     """NVE runs from one structure with fresh Maxwell-Boltzmann velocities; unwrapped positions at ``times``.
 
     The one-structure case of :func:`isoconfigurational_runs_many` (same code, same numbers).
@@ -184,8 +186,18 @@ def isoconfigurational_runs(positions, types, box, temperature, times, n_runs, s
         n_runs: number of runs (>= 1); run r uses the r-th velocity draw of ``numpy.random.default_rng(seed)``.
         seed: anything ``numpy.random.default_rng`` accepts.
         system: the PairPotential (default ``conf/system/ka2d_ternary.yaml``).
-        dt, platform, replicas_per_context, threads, precision, layout, max_energy_drift, check_every:
+        dt, platform, replicas_per_context, threads, precision, layout, max_energy_drift, check_every,
+            checkpoint_every_s, checkpoint_stride:
             None takes ``conf/md/default.yaml`` (or ``config``, a dict/DictConfig of overrides).
+        checkpoint: optional path of a ``.npz`` file (:mod:`tglassmlp.physics.md_checkpoint`). Every
+            Context's exact state, the frames so far and the progress are written there atomically, at the
+            first multiple of ``checkpoint_stride`` steps after ``checkpoint_every_s`` seconds since that
+            Context's last save, and when a Context finishes. If the file exists, the run resumes from it:
+            the result is bit-identical to an uninterrupted run (module docstring of md_checkpoint). A file
+            written by another run (other structure, T, times, seeds, n_runs, platform, precision, layout,
+            threads, grouping, dt, stride, ...) raises ``CheckpointMismatchError`` naming what differs. The
+            file is left in place when the run ends (complete: a rerun returns at once); delete it once the
+            frames are safe.
         workers: Contexts stepped concurrently (Python threads; OpenMM releases the GIL while stepping).
             None: one per CPU core on the CPU platform (each with threads = cores // workers), else 1.
         progress: show a tqdm bar over the integration steps.
@@ -194,8 +206,9 @@ def isoconfigurational_runs(positions, types, box, temperature, times, n_runs, s
         (n_runs, len(times), N, 2) float64 unwrapped positions [sigma].
 
     Reproducibility: the velocities depend on ``seed`` only; trajectories are bit-identical for the same
-    inputs and the same platform, thread count and grouping of runs into Contexts (floating-point sums
-    differ otherwise, and chaos amplifies any difference). The CPU platform with several threads per
+    inputs and the same platform, thread count, grouping of runs into Contexts and ``checkpoint_stride``
+    (floating-point sums differ otherwise, and chaos amplifies any difference), with or without a checkpoint
+    and resumption in between. The CPU platform with several threads per
     Context is not bit-reproducible.
 
     Raises:
@@ -209,7 +222,8 @@ def isoconfigurational_runs(positions, types, box, temperature, times, n_runs, s
         name_structures=False,
         system=system, dt=dt, platform=platform, replicas_per_context=replicas_per_context,
         structures_per_context=1, workers=workers, threads=threads, precision=precision, layout=layout,
-        progress=progress, max_energy_drift=max_energy_drift, check_every=check_every, config=config,
+        progress=progress, max_energy_drift=max_energy_drift, check_every=check_every, checkpoint=checkpoint,
+        checkpoint_every_s=checkpoint_every_s, checkpoint_stride=checkpoint_stride, config=config,
     )[0]
 
 
@@ -220,7 +234,8 @@ def isoconfigurational_runs_many(structures, box, temperature, times, n_runs, se
                                  threads: int | None = None, precision: str | None = None,
                                  layout: str | None = None, progress: bool = True,
                                  max_energy_drift: float | None = None, check_every: int | None = None,
-                                 config=None) -> list[np.ndarray]:
+                                 checkpoint=None, checkpoint_every_s: float | None = None,
+                                 checkpoint_stride: int | None = None, config=None) -> list[np.ndarray]:
     """Isoconfigurational runs of several structures at once, their replicas sharing OpenMM Contexts.
 
     Every structure gets exactly what :func:`isoconfigurational_runs` would give it with its own seed:
@@ -238,7 +253,8 @@ def isoconfigurational_runs_many(structures, box, temperature, times, n_runs, se
         structures_per_context: at most this many structures per Context (None = ``conf/md``); a Context
             then holds <= structures_per_context x replicas_per_context layers.
         system, dt, platform, replicas_per_context, workers, threads, precision, layout, progress,
-            max_energy_drift, check_every, config: as in :func:`isoconfigurational_runs`. With several
+            max_energy_drift, check_every, checkpoint, checkpoint_every_s, checkpoint_stride, config: as in
+            :func:`isoconfigurational_runs` (one checkpoint file for all K structures). With several
             workers, structure blocks are split further by runs until every worker has a Context.
 
     Returns:
@@ -260,6 +276,7 @@ def isoconfigurational_runs_many(structures, box, temperature, times, n_runs, se
         system=system, dt=dt, platform=platform, replicas_per_context=replicas_per_context,
         structures_per_context=structures_per_context, workers=workers, threads=threads, precision=precision,
         layout=layout, progress=progress, max_energy_drift=max_energy_drift, check_every=check_every,
+        checkpoint=checkpoint, checkpoint_every_s=checkpoint_every_s, checkpoint_stride=checkpoint_stride,
         config=config,
     )
 
@@ -297,7 +314,8 @@ def _check_structures(structures, seeds, box, pot, where, name_structures):
 
 def _isoconfigurational_md(structures, box, temperature, times, n_runs, seeds, *, where, name_structures, system,
                            dt, platform, replicas_per_context, structures_per_context, workers, threads, precision,
-                           layout, progress, max_energy_drift, check_every, config) -> list[np.ndarray]:
+                           layout, progress, max_energy_drift, check_every, checkpoint, checkpoint_every_s,
+                           checkpoint_stride, config) -> list[np.ndarray]:
     """The one implementation behind both public functions (arguments as there).
 
     ``where`` prefixes error messages; ``name_structures`` names structures in them (the many-structure API)
@@ -321,6 +339,9 @@ def _isoconfigurational_md(structures, box, temperature, times, n_runs, seeds, *
     spc = _positive_int(cfg.structures_per_context if structures_per_context is None else structures_per_context,
                         "structures_per_context")
     check_every = _positive_int(cfg.check_every if check_every is None else check_every, "check_every")
+    stride = _positive_int(cfg.checkpoint_stride if checkpoint_stride is None else checkpoint_stride,
+                           "checkpoint_stride")
+    every_s = cfg.checkpoint_every_s if checkpoint_every_s is None else checkpoint_every_s
     max_drift = float(cfg.max_energy_drift if max_energy_drift is None else max_energy_drift)
     if not max_drift > 0:
         raise ValueError(f"max_energy_drift must be > 0, got {max_drift}")
@@ -355,7 +376,25 @@ def _isoconfigurational_md(structures, box, temperature, times, n_runs, seeds, *
              {"CPU": "mixed", "Reference": "double"}.get(plat_name, precision), len(groups),
              max(len(c) for c, _ in groups), max(len(r) for _, r in groups), max_layers, max_layers * n,
              min(workers, len(groups)), threads if threads is not None else "default", layout)
-    out = np.empty((k_total, n_runs, steps.size, n, 2))
+    ckpt = None
+    if checkpoint is not None:
+        from tglassmlp.physics.md_checkpoint import MDCheckpoint, run_key
+
+        used_precision = (precision if plat_name in ("CUDA", "OpenCL") else
+                          {"CPU": "mixed", "Reference": "double"}.get(plat_name, precision))
+        key = run_key(positions=positions, types=types, box=box, temperature=temperature, dt=dt, steps=steps,
+                      velocities=velocities, n_runs=n_runs, pot=pot, platform=plat_name, precision=used_precision,
+                      layout=layout, threads=threads if plat_name == "CPU" else None, groups=groups,
+                      spacing=spacing, check_every=check_every, stride=stride)
+        try:
+            every_s = float(every_s)
+        except (TypeError, ValueError):
+            raise ValueError(f"checkpoint_every_s must be a number >= 0, got {every_s!r}") from None
+        ckpt = MDCheckpoint(checkpoint, key, len(groups), (k_total, n_runs, steps.size, n, 2), every_s)
+        if ckpt.loaded:
+            log.info("isoconfigurational MD: resuming from %s (every Context at t >= %g of %g)", checkpoint,
+                     ckpt.done_steps.min() * dt, steps[-1] * dt)
+    out = ckpt.frames if ckpt is not None else np.empty((k_total, n_runs, steps.size, n, 2))
     bar = _Progress(len(groups) * int(steps[-1]), progress)
     systems: dict[tuple, openmm.System] = {}
     lock = threading.Lock()
@@ -369,14 +408,20 @@ def _isoconfigurational_md(structures, box, temperature, times, n_runs, seeds, *
                                             layout=layout, spacing=spacing)
             return systems[key]
 
-    def run_group(chunk: range, runs: range):
+    def run_group(g: int, chunk: range, runs: range):
         if stop.is_set():
+            return
+        resume = ckpt.group_state(g) if ckpt is not None and ckpt.loaded else None
+        if resume is not None and resume[1] == steps.size:  # finished before: its frames are in the checkpoint
+            bar.update(int(steps[-1]))
             return
         context = make_context(system_for(chunk, len(runs)), plat_name, threads=threads, precision=precision,
                                dt=dt)
         try:
             _integrate_group(context, chunk, runs, positions, velocities, steps, dt, pot.mass, out, bar,
-                             check_every, max_drift, spacing, stop, where, name_structures=name_structures)
+                             check_every, max_drift, spacing, stop, where, name_structures=name_structures,
+                             stride=stride, saver=None if ckpt is None else _Saver(ckpt, g, lock),
+                             resume=resume if resume is not None and resume[3] is not None else None)
         except BaseException:
             stop.set()
             raise
@@ -385,15 +430,33 @@ def _isoconfigurational_md(structures, box, temperature, times, n_runs, seeds, *
 
     try:
         if workers == 1 or len(groups) == 1:
-            for g in groups:
-                run_group(*g)
+            for g, group in enumerate(groups):
+                run_group(g, *group)
         else:
             with ThreadPoolExecutor(max_workers=min(workers, len(groups))) as pool:
-                for fut in [pool.submit(run_group, *g) for g in groups]:
+                for fut in [pool.submit(run_group, g, *group) for g, group in enumerate(groups)]:
                     fut.result()
     finally:
         bar.close()
-    return list(out)
+    return list(np.array(out) if ckpt is not None else out)
+
+
+class _Saver:
+    """One group's access to the shared checkpoint: snapshot it and write the file when due (thread-safe)."""
+
+    def __init__(self, ckpt, g: int, lock: threading.Lock):
+        self.ckpt, self.g, self.lock = ckpt, g, lock
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last >= self.ckpt.every_s
+
+    def save(self, context, done: int, frames_done: int, e0: float) -> None:
+        blob = context.createCheckpoint() if context is not None else None
+        with self.lock:
+            self.ckpt.snapshot(self.g, done, frames_done, e0, blob)
+            self.ckpt.write()
+        self.last = time.monotonic()
 
 
 def _span(word: str, r: range) -> str:
@@ -402,26 +465,30 @@ def _span(word: str, r: range) -> str:
 
 
 def _integrate_group(context, chunk, runs, positions, velocities, steps, dt, mass, out, bar, check_every,
-                     max_drift, spacing, stop, where, *, name_structures):
+                     max_drift, spacing, stop, where, *, name_structures, stride, saver=None, resume=None):
     """Integrate structures ``chunk`` x runs ``runs``, stacked in ``context``, writing their frames into ``out``.
 
     positions (K, N, 2) and velocities (K, n_runs, N, 2) hold all structures; out is (K, n_runs, n_times, N, 2).
     Layer l of the Context is structure chunk[l // len(runs)], run runs[l % len(runs)].
+    Every ``stride`` steps the Context is rebuilt from its own state (see tglassmlp.physics.md_checkpoint) and,
+    when ``saver`` says a save is due, checkpointed. ``resume``: (done steps, frames done, e0, Context bytes)
+    of a checkpoint to continue from, instead of starting at t = 0.
     """
     s, r = len(chunk), len(runs)
     layers = s * r
     n = positions.shape[1]
     integrator = context.getIntegrator()
-    context.setPositions(stacked_positions(np.repeat(positions[chunk.start:chunk.stop], r, axis=0),
-                                           spacing=spacing))
-    f0 = context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(
-        openmm.unit.kilojoule_per_mole / openmm.unit.nanometer) / FORCE_KJ_PER_MOL_NM
-    v = np.zeros((layers * n, 3))
-    v[:, :2] = velocities[chunk.start:chunk.stop, runs.start:runs.stop].reshape(layers * n, 2)
-    # leapfrog half-step offset: makes OpenMM's positions those of velocity Verlet from (x0, v0)
-    v -= 0.5 * dt * f0 / mass
-    v[:, 2] = 0.0  # in-plane motion only (f0_z is exactly 0 anyway)
-    context.setVelocities(v * VELOCITY_NM_PER_PS)
+    if resume is None:
+        context.setPositions(stacked_positions(np.repeat(positions[chunk.start:chunk.stop], r, axis=0),
+                                               spacing=spacing))
+        f0 = context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(
+            openmm.unit.kilojoule_per_mole / openmm.unit.nanometer) / FORCE_KJ_PER_MOL_NM
+        v = np.zeros((layers * n, 3))
+        v[:, :2] = velocities[chunk.start:chunk.stop, runs.start:runs.stop].reshape(layers * n, 2)
+        # leapfrog half-step offset: makes OpenMM's positions those of velocity Verlet from (x0, v0)
+        v -= 0.5 * dt * f0 / mass
+        v[:, 2] = 0.0  # in-plane motion only (f0_z is exactly 0 anyway)
+        context.setVelocities(v * VELOCITY_NM_PER_PS)
 
     label = (f"{_span('structure', chunk)} x {_span('run', runs)}" if name_structures else _span("run", runs))
 
@@ -453,29 +520,44 @@ def _integrate_group(context, chunk, runs, positions, velocities, steps, dt, mas
             "Check the configuration, T and dt."
         )
 
-    e0 = energy()
+    if resume is None:
+        start, k, e0 = 0, 0, energy()
+    else:
+        start, k, e0, blob = resume
+        context.loadCheckpoint(blob)
+        bar.update(start)
     n_total = layers * n
-    done = 0
-    for k, target in enumerate(steps):
-        while done < target:
-            if stop.is_set():  # another group failed: its error is the one raised
-                return
-            chunk_steps = min(check_every, int(target) - done)
-            try:
-                integrator.step(chunk_steps)
-            except openmm.OpenMMException as exc:
-                # OpenMM stops somewhere inside the chunk without saying where
-                raise exploded(f"between t = {done * dt:g} and {(done + chunk_steps) * dt:g}",
-                               f"OpenMM says {exc}") from exc
-            done += chunk_steps
-            bar.update(chunk_steps)
-            e = energy()
-            if not np.isfinite(e) or abs(e - e0) / n_total > max_drift:
-                raise exploded(f"at t = {done * dt:g} (step {done})",
-                               f"total energy per particle went from {e0 / n_total:.6g} to {e / n_total:.6g}"
-                               f" (allowed drift {max_drift:g})")
-        x = unstack(context.getState(getPositions=True, enforcePeriodicBox=False).getPositions(asNumpy=True)
-                    .value_in_unit(openmm.unit.nanometer), layers) / LENGTH_NM
-        if not np.isfinite(x).all():
-            raise exploded(f"at t = {done * dt:g} (step {done})", "non-finite positions")
-        out[chunk.start:chunk.stop, runs.start:runs.stop, k] = x.reshape(s, r, n, 2)
+    done = start
+    while True:
+        while k < steps.size and steps[k] == done:
+            x = unstack(context.getState(getPositions=True, enforcePeriodicBox=False).getPositions(asNumpy=True)
+                        .value_in_unit(openmm.unit.nanometer), layers) / LENGTH_NM
+            if not np.isfinite(x).all():
+                raise exploded(f"at t = {done * dt:g} (step {done})", "non-finite positions")
+            out[chunk.start:chunk.stop, runs.start:runs.stop, k] = x.reshape(s, r, n, 2)
+            k += 1
+        if k == steps.size:
+            break
+        if stop.is_set():  # another group failed: its error is the one raised
+            return
+        if done % stride == 0 and done != start:
+            # the state a resumed run starts from: rebuilt Context internals (neighbour lists, ordering)
+            context.reinitialize(preserveState=True)
+            if saver is not None and saver.due():
+                saver.save(context, done, k, e0)
+        chunk_steps = int(min(check_every, steps[k] - done, stride - done % stride))
+        try:
+            integrator.step(chunk_steps)
+        except openmm.OpenMMException as exc:
+            # OpenMM stops somewhere inside the chunk without saying where
+            raise exploded(f"between t = {done * dt:g} and {(done + chunk_steps) * dt:g}",
+                           f"OpenMM says {exc}") from exc
+        done += chunk_steps
+        bar.update(chunk_steps)
+        e = energy()
+        if not np.isfinite(e) or abs(e - e0) / n_total > max_drift:
+            raise exploded(f"at t = {done * dt:g} (step {done})",
+                           f"total energy per particle went from {e0 / n_total:.6g} to {e / n_total:.6g}"
+                           f" (allowed drift {max_drift:g})")
+    if saver is not None:
+        saver.save(None, done, k, e0)  # finished: frames only, no Context state needed

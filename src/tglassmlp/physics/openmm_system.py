@@ -285,6 +285,32 @@ def platform_problem(name: str, precision: str = "mixed") -> str | None:
     return None
 
 
+@lru_cache(maxsize=4)
+def opencl_device(precision: str = "mixed") -> tuple[str, str] | None:
+    """(OpenCL platform name, device name) that OpenMM's OpenCL platform picks here, or None if it cannot run."""
+    if platform_problem("OpenCL", precision) is not None:
+        return None
+    plat = openmm.Platform.getPlatformByName("OpenCL")
+    system = openmm.System()
+    for _ in range(2):
+        system.addParticle(1.0)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), plat, {"Precision": precision})
+    try:
+        return plat.getPropertyValue(context, "OpenCLPlatformName"), plat.getPropertyValue(context, "DeviceName")
+    finally:
+        del context
+
+
+def opencl_runs_on_cpu(platform_name: str, device_name: str) -> bool:
+    """Whether an OpenCL device is the host CPU: PoCL's CPU devices ("pthread-...", "cpu-...") or a CPU runtime.
+
+    There the OpenCL kernels run slower than OpenMM's own CPU platform (measured with PoCL on 2 cores:
+    ~0.5 against ~1 M particle-steps/s per core; benchmarks/results/md_throughput.md), so ``auto`` passes it over.
+    """
+    dev = device_name.lower()
+    return dev.startswith(("pthread", "cpu")) or " cpu " in f" {platform_name.lower()} "
+
+
 _LOGGED_CHOICES: set[tuple] = set()
 
 
@@ -292,8 +318,10 @@ def resolve_platform(platform: str | None = "auto", precision: str | None = None
     """The OpenMM platform for a name (case-insensitive) or "auto".
 
     "auto" takes the first of CUDA, OpenCL, CPU, Reference on which a Context can actually be made at
-    ``precision`` (None = ``conf/md``; it matters for CUDA and OpenCL only), and logs once per process which
-    one it picked and why the faster ones were passed over. A named platform that is not available raises.
+    ``precision`` (None = ``conf/md``; it matters for CUDA and OpenCL only), passing over an OpenCL device that
+    is the CPU itself (PoCL: slower than the CPU platform, :func:`opencl_runs_on_cpu`), and logs once per
+    process which one it picked and why the faster ones were passed over. A named platform that is not
+    available raises.
     """
     names = available_platforms()
     precision = md_config().precision if precision is None else precision
@@ -309,6 +337,12 @@ def resolve_platform(platform: str | None = "auto", precision: str | None = None
             if problem is not None:
                 passed.append(f"{name}: {problem}")
                 continue
+            if name == "OpenCL":
+                device = opencl_device(precision)
+                if device is not None and opencl_runs_on_cpu(*device):
+                    passed.append(f"OpenCL: its device '{device[1]}' ({device[0]}) is the CPU, where the CPU "
+                                  "platform is faster (md.platform=OpenCL uses it anyway)")
+                    continue
             key = ("auto", name, precision)
             if key not in _LOGGED_CHOICES:
                 _LOGGED_CHOICES.add(key)

@@ -14,7 +14,8 @@ Scale-out (docs/scale-out.md): ``simulate.py -m temperature=... structure_index=
 jobs never write one shard; it records the shard's expectation in the dataset manifest when it starts and the
 shard's checksums when it finishes (:mod:`tglassmlp.data.manifest`). A killed job leaves only finished stages
 (atomic writes), so its rerun resumes at the first missing stage with the same seeds and produces the same
-values. ``simulate.py verify=true`` checks the dataset and lists missing, partial and corrupt shards.
+values; the MD stage itself resumes from its checkpoint (``md.checkpoint_every_s``, beside the shard).
+``simulate.py verify=true`` checks the dataset and lists missing, partial and corrupt shards.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 import logging
 import time
 import warnings
+from contextlib import ExitStack
 from tglassmlp.data.structures import Structure, read_structure
 from pathlib import Path
 
@@ -48,6 +50,7 @@ from tglassmlp.data.manifest import (
 )
 from tglassmlp.observables.bond_breaking import bond_breaking
 from tglassmlp.physics import inherent_structure, particle_energies, validate_configuration
+from tglassmlp.physics.md_checkpoint import md_checkpoint_path
 from tglassmlp.physics.potential import interacting_pairs
 from tglassmlp.physics.system import system_from_config
 from tglassmlp.timegrid import log_spaced_times
@@ -148,11 +151,14 @@ def _check_md_config(cfg: DictConfig) -> None:
     resolve_platform(md.platform, md.precision)  # ValueError naming the platform / md.precision
     if md.layout not in LAYOUTS:
         raise ValueError(f"config md.layout: must be one of {LAYOUTS}, got {md.layout!r}")
-    for key in ("replicas_per_context", "structures_per_context", "check_every"):
+    for key in ("replicas_per_context", "structures_per_context", "check_every", "checkpoint_stride"):
         _positive_int(md[key], f"config md.{key}")
     for key in ("workers", "threads"):
         if md.get(key) is not None:
             _positive_int(md[key], f"config md.{key}")
+    every = md.get("checkpoint_every_s")
+    if every is not None and not (isinstance(every, (int, float)) and not isinstance(every, bool) and every >= 0):
+        raise ValueError(f"config md.checkpoint_every_s: must be a number >= 0 or null, got {every!r}")
     if not (isinstance(md.max_energy_drift, (int, float)) and md.max_energy_drift > 0):
         raise ValueError(f"config md.max_energy_drift: must be > 0, got {md.max_energy_drift!r}")
 
@@ -194,15 +200,15 @@ def simulate_shard(cfg: DictConfig) -> dict:
                                                   where=str(cfg.structure)), system, where=str(cfg.structure))
     temperature = _resolve_temperature(cfg, structure)
     index = _resolve_index(cfg, structure)
-    swap_seed, md_seed = shard_seeds(cfg.seed, temperature, index)
     root = dataset_root(cfg)
-    path = shard_path(root, temperature, index)
     required = required_fields(cfg, temperature)
     threads = cfg.get("num_threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"config num_threads: must be an integer >= 1 or null, got {threads!r}")
     if md_times(cfg, temperature) is not None:
         _check_md_config(cfg)
+    indices = structures_of_job(cfg, structure, index, temperature)
+    paths = [shard_path(root, temperature, k) for k in indices]
     # everything above only reads; nothing on disk changes before the settings are known to be valid
     if threads is not None:
         import numba
@@ -210,17 +216,47 @@ def simulate_shard(cfg: DictConfig) -> dict:
         numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))
     # one writer per shard: a second job on the same shard (a resubmitted array task while the first still
     # runs) fails here with ShardBusyError instead of racing it; a killed holder's lock vanishes with it
-    with claim_shard(path):
-        expect_shards(root, [(temperature, index, required)], dataset=str(cfg.dataset.name))
+    with ExitStack() as claims:
+        for path in paths:
+            claims.enter_context(claim_shard(path))
+        expect_shards(root, [(temperature, k, required) for k in indices], dataset=str(cfg.dataset.name))
         if cfg.overwrite:
-            swap_checkpoint(path).unlink(missing_ok=True)
-            if path.exists():
-                forget_shard(root, path)
-                path.unlink()
-        summary = _run_stages(cfg, system, structure, temperature, index, swap_seed, md_seed, path, threads)
-        record = record_shard(root, path, required)
-    summary["physics_sha256"] = record["physics_sha256"]
-    return summary
+            md_checkpoint_path(paths).unlink(missing_ok=True)
+            for path in paths:
+                swap_checkpoint(path).unlink(missing_ok=True)
+                if path.exists():
+                    forget_shard(root, path)
+                    path.unlink()
+        jobs = []
+        for k, path in zip(indices, paths):
+            swap_seed, md_seed = shard_seeds(cfg.seed, temperature, k)
+            jobs.append(_run_stages(cfg, system, structure, temperature, k, swap_seed, md_seed, path, threads))
+        _md_stage(cfg, system, temperature, jobs, paths, threads)
+        for summary, path in zip(jobs, paths):
+            summary.pop("_md_input", None)
+            summary["physics_sha256"] = record_shard(root, path, required)["physics_sha256"]
+    return jobs[0] if len(jobs) == 1 else jobs
+
+
+def structures_of_job(cfg: DictConfig, structure, index: int, temperature: float) -> list[int]:
+    """Structure indices one job simulates: [index], or with ``md.structures_per_context`` = K > 1 (MD at this
+    T, swap-MC structures) the block index .. index + K - 1, whose MD shares one Context (one GPU).
+
+    A sweep then runs ``structure_index='range(0, S, K)'``; each shard stays a file of its own (same names,
+    manifest records and resume behaviour as with one structure per job).
+    """
+    k = int(cfg.md.get("structures_per_context", 1) or 1)
+    if k == 1 or md_times(cfg, temperature) is None:
+        return [index]
+    if structure is not None:
+        raise ValueError(f"config md.structures_per_context = {k}: a job runs {k} structures, made by swap Monte "
+                         f"Carlo; it cannot take them from one file (structure={cfg.structure}). Set "
+                         "structure=null, or md.structures_per_context=1")
+    if index % k:
+        raise ValueError(f"config structure_index = {index}: with md.structures_per_context = {k} a job runs "
+                         f"structures index .. index + {k - 1}, so index must be a multiple of {k} (sweep "
+                         f"structure_index='range(0,S,{k})')")
+    return list(range(index, index + k))
 
 
 def swap_checkpoint(path: Path) -> Path:
@@ -338,36 +374,70 @@ def _run_stages(cfg, system, structure, temperature, index, swap_seed, md_seed, 
                          field_attrs={"descriptors": {"descriptor_names": descriptor_names(settings.l_grid)}})
             summary["ran"].append("descriptors")
 
-    # ---- stage 4: isoconfigurational MD, bond breaking, propensity
+    # ---- stage 4 (isoconfigurational MD, bond breaking, propensity): _md_stage, for this and the job's other shards
+    summary["_md_input"] = (path, positions, types, box, md_seed, existing)
+    return summary
+
+
+def _md_stage(cfg, system, temperature, jobs: list[dict], paths: list[Path], threads) -> None:
+    """Stage 4 of the job's shards (``jobs``: their summaries from :func:`_run_stages`), updating the summaries.
+
+    The MD of all the job's structures runs at once (K > 1 share a Context: ``md.structures_per_context``),
+    checkpointed beside the shards every ``md.checkpoint_every_s`` (:mod:`tglassmlp.physics.md_checkpoint`);
+    a rerun resumes it. It runs for the whole block whenever one shard lacks its MD, so that the checkpoint
+    stays the same run; only the shards lacking it are written, then the checkpoint is removed.
+    """
     times = md_times(cfg, temperature)
     if times is None:
-        return summary
-    if set(MD_FIELDS) <= existing:
-        summary["skipped"].append("isoconfigurational")
-        shard = read_shard(path, fields=list(MD_FIELDS) + (["trajectories"] if "trajectories" in existing else []))
-        times, propensity = shard["times"], shard["propensity"]
-        runs = shard.fields.get("trajectories")
-    else:
-        from tglassmlp.physics.md import isoconfigurational_runs
+        return
+    todo = {id(j) for j in jobs if not set(MD_FIELDS) <= j["_md_input"][5]}
+    results = {}
+    if todo:
+        from tglassmlp.physics.md import isoconfigurational_runs_many
 
-        # num_threads (parallel launchers set 1): that many one-thread Contexts, the CPU layout measured best
-        layout = {} if threads is None else {"workers": int(threads), "threads": 1}
-        runs = isoconfigurational_runs(positions, types, box, temperature, times,
-                                       int(cfg.dataset.isoconfigurational.n_runs), md_seed, system=system,
-                                       config=cfg.md, progress=cfg.get("progress") is not False, **layout)
-        c_b = bond_breaking(positions, runs, types, box, system=system, initial_radius=cfg.labels.initial_radius,
-                            survival_radius=cfg.labels.survival_radius)  # (R, T_n, N)
-        propensity = c_b.mean(axis=0)
-        new = {"times": times, "bond_breaking": c_b.astype(np.float32), "propensity": propensity.astype(np.float32)}
-        if cfg.dataset.store_trajectories:
-            new["trajectories"] = runs
-        update_shard(path, new, {"md_seed": md_seed})
-        summary["ran"].append("isoconfigurational")
-    summary["times"] = np.asarray(times).tolist()
-    summary["mean_propensity_type0"] = np.asarray(propensity)[:, types == 0].mean(axis=1).tolist()
-    if runs is not None:
-        summary["msd"] = ((np.asarray(runs) - positions) ** 2).sum(-1).mean(axis=(0, 2)).tolist()
-    return summary
+        every_s = cfg.md.get("checkpoint_every_s")
+        checkpoint = md_checkpoint_path(paths) if every_s is not None else None
+        box = jobs[0]["_md_input"][3]
+        from tglassmlp.physics.openmm_system import resolve_platform
+
+        # num_threads (parallel launchers set 1): that many one-thread Contexts, the CPU layout measured best;
+        # on a GPU one Context holds the whole block
+        on_cpu = resolve_platform(cfg.md.platform, cfg.md.precision).getName() == "CPU"
+        layout = {"workers": int(threads), "threads": 1} if threads is not None and on_cpu else {}
+        runs_all = isoconfigurational_runs_many(
+            [(j["_md_input"][1], j["_md_input"][2]) for j in jobs], box, temperature, times,
+            int(cfg.dataset.isoconfigurational.n_runs), [j["_md_input"][4] for j in jobs], system=system,
+            structures_per_context=len(jobs), config=cfg.md, progress=cfg.get("progress") is not False,
+            checkpoint=checkpoint, checkpoint_every_s=every_s, **layout)
+        for j, runs in zip(jobs, runs_all):
+            if id(j) in todo:
+                path, positions, types, box, md_seed, _ = j["_md_input"]
+                c_b = bond_breaking(positions, runs, types, box, system=system,
+                                   initial_radius=cfg.labels.initial_radius,
+                                   survival_radius=cfg.labels.survival_radius)  # (R, T_n, N)
+                propensity = c_b.mean(axis=0)
+                new = {"times": times, "bond_breaking": c_b.astype(np.float32),
+                       "propensity": propensity.astype(np.float32)}
+                if cfg.dataset.store_trajectories:
+                    new["trajectories"] = runs
+                update_shard(path, new, {"md_seed": md_seed})
+                j["ran"].append("isoconfigurational")
+                results[id(j)] = (times, propensity, runs)
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)  # every shard holds its MD now
+    for j in jobs:
+        path, positions, types, box, md_seed, existing = j["_md_input"]
+        if id(j) in results:
+            times_j, propensity, runs = results[id(j)]
+        else:
+            j["skipped"].append("isoconfigurational")
+            shard = read_shard(path, fields=list(MD_FIELDS) + (["trajectories"] if "trajectories" in existing else []))
+            times_j, propensity = shard["times"], shard["propensity"]
+            runs = shard.fields.get("trajectories")
+        j["times"] = np.asarray(times_j).tolist()
+        j["mean_propensity_type0"] = np.asarray(propensity)[:, types == 0].mean(axis=1).tolist()
+        if runs is not None:
+            j["msd"] = ((np.asarray(runs) - positions) ** 2).sum(-1).mean(axis=(0, 2)).tolist()
 
 
 def verify(cfg: DictConfig, *, deep: bool = True):
@@ -417,7 +487,8 @@ def sweep_shards(cfg: DictConfig, task_overrides) -> list[tuple[float, int, list
         for k in indices:
             job = OmegaConf.merge(cfg, {"temperature": t, "structure_index": k})
             temperature = _resolve_temperature(job, structure)
-            out.append((temperature, _resolve_index(job, structure), required_fields(job, temperature)))
+            for index in structures_of_job(job, structure, _resolve_index(job, structure), temperature):
+                out.append((temperature, index, required_fields(job, temperature)))
     return out
 
 
