@@ -252,8 +252,8 @@ __kernel void sweep_phase(const int n, const int m, const double box, const doub
     double de_sum = 0.0;
     ulong att_d = 0, acc_d = 0, att_s = 0, acc_s = 0;
     for (int t = 0; t < n_c; t++) {
-        uint4 r0 = philox4x32_10((uint4)((uint)b, sweep, word, 2u * (uint)t), key);
-        uint4 r1 = philox4x32_10((uint4)((uint)b, sweep, word, 2u * (uint)t + 1u), key);
+        const uint4 r0 = philox4x32_10((uint4)((uint)b, sweep, word, 2u * (uint)t), key);
+        // the acceptance draw (block 2 t + 1) is computed only when dE > 0 (same numbers either way)
         if (u01(r0.x) < swap_fraction) {
             att_s++;
             int k = (int)(u01(r0.y) * n_pairs);
@@ -283,7 +283,7 @@ __kernel void sweep_phase(const int n, const int m, const double box, const doub
             const double de = retype_delta(xi, yi, ta, tb, si, sj, cx, cy, m, box, base, start, sx, sy, st, p, &ov)
                             + retype_delta(xj, yj, tb, ta, sj, si, cx, cy, m, box, base, start, sx, sy, st, p, &ov);
             if (ov) continue;
-            if (de <= 0.0 || u01(r1.x) < exp(-beta * de)) {
+            if (de <= 0.0 || u01(philox4x32_10((uint4)((uint)b, sweep, word, 2u * (uint)t + 1u), key).x) < exp(-beta * de)) {
                 st[base + si] = tb;
                 st[base + sj] = ta;
                 de_sum += de;
@@ -306,7 +306,7 @@ __kernel void sweep_phase(const int n, const int m, const double box, const doub
             const double de = displacement_delta(x_old, y_old, x, y, ti, s, cx, cy, m, box, base, start, sx, sy, st,
                                                  p, &ov);
             if (ov) continue;
-            if (de <= 0.0 || u01(r1.x) < exp(-beta * de)) {
+            if (de <= 0.0 || u01(philox4x32_10((uint4)((uint)b, sweep, word, 2u * (uint)t + 1u), key).x) < exp(-beta * de)) {
                 sx[base + s] = x;
                 sy[base + s] = y;
                 sdx[base + s] += dx;

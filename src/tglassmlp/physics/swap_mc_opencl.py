@@ -39,7 +39,7 @@ particles can share a cell. Overlaps (a pair closer than ``overlap_distance`` si
 the numba sampler (their Boltzmann factor underflows to zero for T <= 2).
 
 Random numbers: Philox4x32-10 (Salmon et al., SC 2011; passes BigCrush), written in the kernel; every
-attempt draws 8 uint32 from the counter (chain, sweep, phase << 28 | cell, 2 attempt + {0, 1}) under the key
+attempt draws up to 8 uint32 (the second block only for an uphill move) from the counter (chain, sweep, phase << 28 | cell, 2 attempt + {0, 1}) under the key
 = the 64-bit seed; the offset of a sweep uses counter (chain, sweep, 0xFFFFFFFF, 0). A chain is thus a
 function of (seed, chain index, sweep count): there is no generator state to store, a resumed run continues
 exactly, and chain b is the same whatever the batch size B. Uniforms have 32 random bits (the acceptance
@@ -62,6 +62,8 @@ from tglassmlp.physics.system import N_TYPES, PairPotential, resolve_system
 
 INSTALL_HINT = "apt-get install pocl-opencl-icd ocl-icd-libopencl1"
 MAX_SWEEPS = 2**32 - 1
+# no fast-math or contraction options: the same IEEE double arithmetic on every device
+BUILD_OPTIONS: list = []
 
 
 class OpenCLUnavailableError(RuntimeError):
@@ -136,7 +138,7 @@ class BatchedSwapMonteCarlo:
         self.device = pick_device(device)
         self.ctx = cl.Context([self.device])
         self.queue = cl.CommandQueue(self.ctx)
-        self.program = cl.Program(self.ctx, kernel_source()).build()
+        self.program = cl.Program(self.ctx, kernel_source()).build(options=BUILD_OPTIONS)
         self._kernels = {name: cl.Kernel(self.program, name) for name in ("bin_chains", "sweep_phase", "finish_chains")}
         self._cl = cl
         eps, sig2, rc2, ov2 = self.system.parameter_arrays()
