@@ -226,7 +226,8 @@ class BatchedSwapMonteCarlo:
         B, N, M = g["B"], g["N"], g["m"] ** 2
         mf = cl.mem_flags
         sizes = dict(pos=(B * N * 2, np.float64), unwrapped=(B * N * 2, np.float64), types=(B * N, np.int32),
-                     offsets=(B * 2, np.float64), cell_start=(B * (M + 1), np.int32), cell_fill=(B * M, np.int32),
+                     offsets=(B * 2, np.float64), cell_start=(B * (4 * M + 1), np.int32),
+                     cell_fill=(B * 4 * M, np.int32),
                      sx=(B * N, np.float64), sy=(B * N, np.float64), st=(B * N, np.int32), sidx=(B * N, np.int32),
                      sdx=(B * N, np.float64), sdy=(B * N, np.float64), cell_de=(B * M, np.float64),
                      counters=(B * M * 4, np.uint64), energy=(B, np.float64))
@@ -274,7 +275,7 @@ class BatchedSwapMonteCarlo:
             for phase in range(4):
                 phase_k(self.queue, (n_active, B), None, i32(N), i32(m), f64(box), f64(cs), seed_lo, seed_hi,
                         sweep, i32(phase), beta, d, f, i32(self._n_pairs), self._pairs, self._params,
-                        bf["offsets"], bf["cell_start"], bf["sx"], bf["sy"], bf["st"], bf["sdx"], bf["sdy"],
+                        bf["cell_start"], bf["sx"], bf["sy"], bf["st"], bf["sdx"], bf["sdy"],
                         bf["cell_de"], bf["counters"])
             finish(self.queue, (B,), None, i32(N), i32(m), f64(box), bf["pos"], bf["unwrapped"], bf["types"], bf["sx"],
                    bf["sy"], bf["st"], bf["sidx"], bf["sdx"], bf["sdy"], bf["cell_de"], bf["energy"])
