@@ -9,8 +9,8 @@
 //   canonical: pos[b][i][2], unwrapped[b][i][2], types[b][i]   (the state; the order of i never changes)
 //   per sweep (rebuilt by bin_chains from the canonical arrays): particles sorted by cell of the shifted grid,
 //   sx, sy (coordinates u = x - offset wrapped into [0, box), in which cell c covers [cx cs, (cx + 1) cs)), st
-//   (type), sidx (canonical index), sdx, sdy (accumulated displacement this sweep); cell_start[b][c] ..
-//   cell_start[b][c + 1] = the cell's slots. finish_chains sets x = wrap(x + sdx), so an unmoved particle keeps
+//   (type), sidx (canonical index), sdx, sdy (accumulated displacement this sweep); sorted by key = 4 c + sub-cell,
+//   cell_start[b][key] .. cell_start[b][key + 1] = that sub-cell's slots (see sub_key). finish_chains sets x = wrap(x + sdx), so an unmoved particle keeps
 //   its coordinates bit for bit.
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
 

@@ -46,6 +46,11 @@ exactly, and chain b is the same whatever the batch size B. Uniforms have 32 ran
 test of a move with exp(-dE / T) < 2^-32 is then decided by at most one part in 4e9). The sweep counter is
 32 bits: at most 2^32 sweeps per chain (refused beyond).
 
+Neighbour sums (performance only; the chain's law does not depend on it): particles are sorted by cell and by
+2 x 2 sub-cell of side cs / 2, so the energy of a particle is summed over the particles of its own (active) cell
+and those of the 5 x 5 sub-cells around it (~55 candidates at the paper's density instead of ~80 in 3 x 3
+cells; measured 1.24x faster). For m = 2 (tiny boxes) the whole box is visited with explicit minimum images.
+
 Energies: the per-cell energy changes of a sweep are summed per chain in a fixed cell order (reproducible),
 into a float64 total per chain; ``check_energy`` compares it with ``tglassmlp.physics.potential_energy``.
 """
