@@ -193,6 +193,11 @@ def test_bad_input_errors():
         BatchedSwapMonteCarlo(1.0, device="tpu")
     with pytest.raises(ValueError, match="seed"):
         BatchedSwapMonteCarlo(1.0, seed=-1, device="cpu")
+    import pyopencl as cl
+
+    if not any(d.type & cl.device_type.GPU for d in opencl_devices()):
+        with pytest.raises(OpenCLUnavailableError, match="pocl-opencl-icd"):
+            BatchedSwapMonteCarlo(1.0, device="gpu")
 
 
 # ------------------------------------------------------------------ same ensemble as the numba sampler
