@@ -11,7 +11,10 @@ from tglassmlp.observables.descriptors import (
     QUANTITIES,
     DescriptorScaler,
     DescriptorSettings,
+    KeptColumns,
+    cell_perimeters,
     descriptor_names,
+    kept_columns,
     load_descriptor_settings,
     structural_descriptors,
     voronoi_perimeters,
@@ -24,13 +27,15 @@ from tglassmlp.observables.four_point import (
     ornstein_zernike,
 )
 from tglassmlp.observables.labels import crossing_time, labels_at_levels, relaxation_time
+from tglassmlp.observables.tessellation import radical_voronoi_perimeters
 from tglassmlp.observables.tts import TimeTemperatureSuperposition
 
 __all__ = [
     "Bonds", "bond_breaking", "initial_bonds", "crossing_time", "labels_at_levels", "relaxation_time",
     "TimeTemperatureSuperposition",
     "CHANNELS", "QUANTITIES", "DescriptorScaler", "DescriptorSettings", "descriptor_names",
-    "load_descriptor_settings", "structural_descriptors", "voronoi_perimeters",
+    "load_descriptor_settings", "structural_descriptors", "voronoi_perimeters", "KeptColumns", "cell_perimeters",
+    "kept_columns", "radical_voronoi_perimeters",
     "AttentionLengthScale", "coarse_graining_lengths", "ChordLength", "active_by_median", "periodic_run_lengths",
     "FourPointStructureFactor", "FourPointSusceptibility", "OrnsteinZernikeFit", "four_point_susceptibility",
     "ornstein_zernike",
