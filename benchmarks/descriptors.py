@@ -58,6 +58,28 @@ def tiled_structure(path: Path, tiles: int, seed: int = 0):
     return tiled, np.tile(types, tiles * tiles), box * tiles
 
 
+def pyvoro2_perimeters_timed(positions, types, box, settings, reference):
+    """(seconds, max relative difference to ``reference``) of the same radical perimeters from pyvoro2 (Voro++
+    power mode, the library candidate), or (None, None) when pyvoro2 is not installed. Runs after the max RSS
+    reading of the Voronoi stage so that its memory is not charged to the project's code."""
+    try:
+        import pyvoro2.planar as pv
+    except ImportError:
+        return None, None
+    radii = np.asarray(settings.perimeter_radii)[types]
+    t0 = time.perf_counter()
+    cells = pv.compute(np.mod(positions, box), domain=pv.RectangularCell(bounds=((0, box), (0, box)),
+                                                                         periodic=(True, True)),
+                       mode="power", radii=radii, output="cells", return_adjacency=False)
+    got = np.zeros(len(positions))
+    for cell in cells:
+        v = np.asarray(cell["vertices"])
+        edges = np.asarray([e["vertices"] for e in cell["edges"]])
+        got[cell["id"]] = np.linalg.norm(v[edges[:, 0]] - v[edges[:, 1]], axis=1).sum()
+    seconds = time.perf_counter() - t0
+    return seconds, float(np.max(np.abs(got / reference - 1.0)))
+
+
 def maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
 
@@ -105,6 +127,8 @@ def child(tiles: int, structure: Path) -> dict:
     stages["radical_vs_plain_pearson"] = float(np.corrcoef(perimeters, plain)[0, 1])
     del plain
     stages["maxrss_after_voronoi_mb"] = maxrss_mb()
+    stages["pyvoro2_s"], stages["pyvoro2_max_rel_diff"] = pyvoro2_perimeters_timed(positions, types, box, settings,
+                                                                                   perimeters)
     t0, c0 = time.perf_counter(), time.process_time()
     structural_descriptors(positions, types, box, energies=energies, perimeters=perimeters)
     stages["kernel_s"] = time.perf_counter() - t0
@@ -137,6 +161,12 @@ def git_commit() -> str:
         return "unknown"
 
 
+def pyvoro2_cell(row: dict) -> str:
+    if row.get("pyvoro2_s") is None:
+        return "not installed"
+    return f"{row['pyvoro2_s']:.2f} ({row['pyvoro2_max_rel_diff']:.0e})"
+
+
 def write_report(rows: list[dict], info: dict, command: str):
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "descriptors.json").write_text(json.dumps(dict(machine=info, command=command, rows=rows,
@@ -157,22 +187,26 @@ def write_report(rows: list[dict], info: dict, command: str):
         "float64, one core); plain = freud's unweighted Voronoi (voro++, float32) of the same structure, timed in "
         "the same process (best of two interleaved runs each); |radical / plain - 1| averaged over particles "
         "and the Pearson correlation of the two perimeter sets say how much the weights change the input.",
+        "- pyvoro2 = the same radical perimeters from pyvoro2 0.8 (Voro++ power mode, periodic; the library "
+        "candidate): its time (cells returned as Python dicts, perimeters summed per cell) and its largest "
+        "relative difference to ours; timed after the max RSS reading of the Voronoi stage.",
         "- stages timed separately, then the full `structural_descriptors` call (energies + Voronoi + kernel) "
         "under tracemalloc (numpy/Python allocations; numba's and freud's native buffers are not traced, "
         "max RSS covers them; it only grows, so its value after each stage shows who needs the memory). Numba compile / cache load is excluded (`warm-up`).",
         "- CPU s = process CPU time summed over threads: wall times swing with the other users' load, CPU time "
         "much less (the kernel runs on numba's threads; energies and Voronoi are single-threaded).",
         "",
-        "| N | box | energies [s] | radical Voronoi [s] | plain Voronoi (freud) [s] | radical / plain: mean "
+        "| N | box | energies [s] | radical Voronoi [s] | plain Voronoi (freud) [s] | pyvoro2 [s] (max rel. diff) "
+        "| radical / plain: mean "
         "rel. diff, Pearson | kernel [s] (CPU s) | full call [s] (CPU s) | us / particle | "
         "tracemalloc peak [MB] | max RSS: imports / +energies / +Voronoi / +kernel / end [MB] | output [MB] | "
         "warm-up [s] | load after |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['n']} | {r['box']:.2f} | {r['energies_s']:.2f} | {r['voronoi_s']:.2f} | {r['plain_voronoi_s']:.2f} "
-            f"| {r['radical_vs_plain_mean_rel_diff']:.4f}, {r['radical_vs_plain_pearson']:.3f} | {r['kernel_s']:.2f} "
+            f"| {pyvoro2_cell(r)} | {r['radical_vs_plain_mean_rel_diff']:.4f}, {r['radical_vs_plain_pearson']:.3f} | {r['kernel_s']:.2f} "
             f"({r['kernel_cpu_s']:.2f}) | {r['total_s']:.2f} ({r['total_cpu_s']:.2f}) | {r['us_per_particle']:.0f} | {r['tracemalloc_peak_mb']:.0f} | "
             f"{r['maxrss_warm_mb']:.0f} / {r['maxrss_after_energies_mb']:.0f} / {r['maxrss_after_voronoi_mb']:.0f} / "
             f"{r['maxrss_after_kernel_mb']:.0f} / {r['maxrss_mb']:.0f} | {r['output_mb']:.0f} | {r['warmup_s']:.1f} | "
