@@ -449,3 +449,25 @@ def test_kept_columns_finds_affine_duplicates_and_ignores_near_ones():
     assert kept_columns(np.column_stack([base[:, 0], -base[:, 0]]), 1e-9).kept.all()
     with pytest.raises(ValueError, match="M >= 2"):
         kept_columns(data[:1], 1e-9)
+
+
+def test_settings_object_drives_the_descriptors(small_configuration):
+    positions, types, box = small_configuration
+    energies = np.linspace(-3.5, -2.5, len(positions))
+    plain = DescriptorSettings(l_grid=(0.0, 2.0), cutoff=5.0, perimeter_weighted=False)
+    radical = DescriptorSettings(l_grid=(0.0, 2.0), cutoff=5.0, perimeter_radii=(0.6, 0.3, 0.45))
+    names = descriptor_names(plain.l_grid)
+    x_plain = structural_descriptors(positions, types, box, energies=energies, settings=plain)
+    x_radical = structural_descriptors(positions, types, box, energies=energies, settings=radical)
+    assert x_plain.shape == (40, plain.n_descriptors) == (40, 32)
+    k = names.index("perimeter_all_L0")
+    np.testing.assert_array_equal(x_plain[:, k], voronoi_perimeters(positions, box))
+    np.testing.assert_allclose(x_radical[:, k], radical_voronoi_perimeters(positions, box,
+                                                                           np.array([0.6, 0.3, 0.45])[types]),
+                               rtol=1e-12)
+    # only the perimeter columns depend on the tessellation
+    other = np.array([not n.startswith("perimeter") for n in names])
+    np.testing.assert_array_equal(x_plain[:, other], x_radical[:, other])
+    # explicit l_grid / cutoff arguments take precedence over the settings' values
+    x = structural_descriptors(positions, types, box, energies=energies, settings=radical, l_grid=(1.0,))
+    assert x.shape == (40, 16)
