@@ -282,6 +282,8 @@ def test_equal_radii_reduce_to_plain_voronoi(glassbench):
     np.testing.assert_allclose(radical, scipy_voronoi_perimeters(inherent, box), rtol=RADICAL_RTOL)
     # freud (voro++, float32): agreement to its single precision only
     np.testing.assert_allclose(radical, voronoi_perimeters(inherent, box), rtol=FREUD_RTOL)
+    with pytest.raises(ConfigurationError, match="types must be"):
+        cell_perimeters(inherent, np.where(types == 2, 3, types), box)
     # and through the settings: weighted = false is freud's tessellation
     plain = DescriptorSettings(l_grid=(0.0,), cutoff=20.0, perimeter_weighted=False)
     np.testing.assert_array_equal(cell_perimeters(inherent, types, box, plain), voronoi_perimeters(inherent, box))

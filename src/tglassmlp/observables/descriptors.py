@@ -229,7 +229,10 @@ def cell_perimeters(positions, types, box, settings: DescriptorSettings | None =
         return voronoi_perimeters(positions, box)
     from tglassmlp.observables.tessellation import radical_voronoi_perimeters
 
-    radii = np.asarray(settings.perimeter_radii, dtype=np.float64)[np.asarray(types, dtype=np.int64)]
+    types = np.asarray(types)
+    if types.ndim != 1 or not np.issubdtype(types.dtype, np.integer) or np.any((types < 0) | (types >= N_TYPES)):
+        raise ConfigurationError(f"cell_perimeters: types must be a 1D integer array of values 0..{N_TYPES - 1}")
+    radii = np.asarray(settings.perimeter_radii, dtype=np.float64)[types]
     return radical_voronoi_perimeters(positions, box, radii)
 
 
