@@ -121,13 +121,85 @@ def test_prefactor_a_of_the_higher_order_form():
     s4 = ornstein_zernike(q, 2.0, 5.0, 0.0)
     # below q_max = 0.15 the curve is pure Eq. (11); the C1 window sees the A term only where we add it
     s4 = np.where(q > 0.2, ornstein_zernike(q, 2.0, 5.0, 0.35), s4)
-    fit = OrnsteinZernikeFit(q_max=0.15, a_range=(0.2, 0.6)).compute(q, s4)
+    fit = OrnsteinZernikeFit(q_max=0.15, a_range=(0.2, 0.6), qxi_max=None).compute(q, s4)
     assert fit.xi4 == pytest.approx(5.0, rel=1e-6)
     assert fit.chi4_tilde == pytest.approx(2.0, rel=1e-6)
     assert fit.prefactor_a == pytest.approx(0.35, rel=1e-5)
     # too few shells in the window: NaN rather than a fit through two points
     few = OrnsteinZernikeFit(q_max=0.05).compute(q, s4)
     assert math.isnan(few.xi4) and math.isnan(few.prefactor_a)
+
+
+def _fft_shells(fields: np.ndarray, n_side: int, q_max: float):
+    """(q, S_4) shell averages of (S, n_side^2) fields on the unit grid from FFTs, with FourPointStructureFactor's
+    shells (half plane, (k - 1/2) dq <= |q| < (k + 1/2) dq, 0 < |q| <= q_max) and mean 0."""
+    power = np.abs(np.fft.fft2(fields.reshape(-1, n_side, n_side))) ** 2 / n_side**2
+    n = np.rint(np.fft.fftfreq(n_side, 1.0 / n_side)).astype(int)
+    nx, ny = np.meshgrid(n, n, indexing="ij")
+    dq = 2 * math.pi / n_side
+    qn = np.hypot(nx, ny) * dq
+    keep = ((nx > 0) | ((nx == 0) & (ny > 0))) & (qn <= q_max * (1 + 1e-12))
+    shell = np.floor(qn / dq + 0.5).astype(int)
+    mean_power = power.mean(axis=0)
+    shells = [k for k in np.unique(shell[keep]) if k >= 1]
+    return (np.array([qn[keep & (shell == k)].mean() for k in shells]),
+            np.array([mean_power[keep & (shell == k)].mean() for k in shells]))
+
+
+def _shell_q(box: float, q_max: float) -> np.ndarray:
+    """Mean |q| of FourPointStructureFactor's shells in a box (from a zero field: only the q's are used)."""
+    grid = np.zeros((4, 2))
+    return FourPointStructureFactor(q_max=q_max).compute([grid], [np.arange(4.0)], box, mean=0.0).q
+
+
+def test_self_consistent_window_on_exact_curves():
+    """Noise-free S_4 on the shells of the paper's box (263.17 sigma, 2 pi / L = 0.024)."""
+    q = _shell_q(263.17, 0.6)
+    xi = 6.5
+    # Eq. (11) exactly: any window gives xi; the chosen one is the largest with q xi <= 1.5
+    fit = OrnsteinZernikeFit(q_max=0.6).compute(q, ornstein_zernike(q, 2.0, xi))
+    assert fit.xi4 == pytest.approx(xi, rel=1e-6) and fit.chi4_tilde == pytest.approx(2.0, rel=1e-6)
+    assert fit.window_q_max == q[q * xi <= 1.5].max() and fit.window_converged and not fit.window_limited
+    # Eq. (C1) with A = 0.5: the fixed q <= 0.6 window reads xi_4 ~ 1.7 xi (q xi reaches 3.9); the
+    # self-consistent window is a fixed point (its shells obey q xi_4 <= 1.5, the next one would not) and its
+    # bias is less than half the fixed window's
+    s4 = ornstein_zernike(q, 2.0, xi, 0.5)
+    fixed = OrnsteinZernikeFit(q_max=0.6, qxi_max=None).compute(q, s4)
+    sc = OrnsteinZernikeFit(q_max=0.6).compute(q, s4)
+    assert fixed.xi4 / xi > 1.5
+    assert abs(sc.xi4 / xi - 1) < 0.5 * abs(fixed.xi4 / xi - 1)
+    assert sc.window_q_max * sc.xi4 <= 1.5 < q[q > sc.window_q_max].min() * sc.xi4
+    assert sc.n_points[0] == int(np.sum(q <= sc.window_q_max))
+    # q_max stays an upper bound of the window
+    capped = OrnsteinZernikeFit(q_max=0.1).compute(q, ornstein_zernike(q, 2.0, 1.0))
+    assert capped.window_q_max <= 0.1 and capped.xi4 == pytest.approx(1.0, rel=1e-6)
+    with pytest.raises(ValueError, match="qxi_max"):
+        OrnsteinZernikeFit(qxi_max=0.0)
+
+
+@pytest.mark.parametrize("box, xi, n_fields", [(263, 6.5, 40), (33, 3.0, 200)])
+def test_xi4_of_ornstein_zernike_fields_in_the_paper_box_and_a_small_box(box, xi, n_fields):
+    """Gaussian fields with the Eq. (11) spectrum on the unit grid of a box of 263 sigma (the paper's N = 82560;
+    xi = 6.5, the paper's largest xi_4) and of 33 sigma (N = 1290; xi = 3), through FourPointStructureFactor and
+    the default (self-consistent) window: xi_4 within 10 %. benchmarks/results/oz_window.md: spread over
+    datasets 5 % (263, 20 fields) and 8 % (33, 100 fields); the fields here are twice as many."""
+    rng = np.random.default_rng(17)
+    grid = np.stack(np.meshgrid(np.arange(box), np.arange(box), indexing="ij"), -1).reshape(-1, 2).astype(float)
+    fields = np.stack([_oz_field(box, xi, 1.0, rng).ravel() for _ in range(n_fields)])
+    q_top = 0.3 if box > 100 else 0.6
+    # on the unit grid W(q) is the FFT: S_4 of all fields from FFTs, after checking on two fields that it is
+    # exactly FourPointStructureFactor's (the fields share the grid: the K axis of one sample carries them)
+    q, s4 = _fft_shells(fields, box, q_top)
+    sf = FourPointStructureFactor(q_max=q_top).compute([grid], [fields[:2]], float(box), mean=0.0)
+    np.testing.assert_allclose(sf.q, q, rtol=1e-12)
+    np.testing.assert_allclose(sf.s4.mean(axis=0), _fft_shells(fields[:2], box, q_top)[1], rtol=1e-9)
+    fit = OrnsteinZernikeFit(q_max=q_top).compute(q, s4)
+    assert fit.xi4 == pytest.approx(xi, rel=0.10)
+    assert fit.chi4_tilde == pytest.approx(1.0, rel=0.25)
+    if box > 100:
+        assert not fit.window_limited and fit.window_q_max * fit.xi4 <= 1.5 and fit.n_points[0] >= 5
+    else:  # three shells reach q xi ~ 1.7: the box is too small for the rule, which is reported
+        assert fit.n_points[0] == 3
 
 
 # ------------------------------------------------------------------------------------------------ chords

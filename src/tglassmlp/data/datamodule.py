@@ -417,10 +417,10 @@ class PropensityDataModule(pl.LightningDataModule):
             rec.features = self.scaler.transform(rec.descriptors).astype(np.float32)
         self.label_std = float(np.concatenate([s.labels for s in self.train_samples]).std())
         self._ready = True
-        log.info("data: %d structures, %d state points, %d train / %d test samples, %d of %d descriptor "
-                 "columns kept, label std %.4f", len(self.structures), len(self.state_points),
-                 len(self.train_samples), len(self.test_samples), self.scaler.n_kept,
-                 len(self.scaler.kept), self.label_std)
+        # the kept-column count and rule are logged once, by the scaler's fit
+        log.info("data: %d structures, %d state points, %d train / %d test samples, label std %.4f",
+                 len(self.structures), len(self.state_points), len(self.train_samples), len(self.test_samples),
+                 self.label_std)
 
     # ------------------------------------------------------------------------------------------- accessors
     @property

@@ -100,7 +100,7 @@ DIMENSIONS: dict[str, str] = {
     "R": "number of isoconfigurational runs",
     "T_n": "number of observation times (the length of `times`)",
     "S": "number of recorded swap Monte Carlo sweeps of the equilibration run",
-    "D": "number of descriptor columns (the length of `descriptor_names`; 176 before zero-variance columns are dropped)",
+    "D": "number of descriptor columns (the length of `descriptor_names`; 176; the kept-column rule drops constant and duplicate ones)",
 }
 
 _FIELD_LIST = (

@@ -43,7 +43,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-#: The paper's sizes (App. B and Sec. II B; 176 descriptors minus 4 zero-variance columns, facts sec. 5)
+#: The paper's sizes (App. B and Sec. II B). M_S = 172 is the paper's number; our kept-column rule
+#: (observables.descriptors.kept_columns) leaves 162 of the 176 columns on type-0 particles: no rule found gives 172
 PAPER_N_DESCRIPTORS = 172
 PAPER_MLP1_HIDDEN = (6, 6)
 PAPER_MLP1_OUT = 2

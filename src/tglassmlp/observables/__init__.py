@@ -4,6 +4,7 @@ Add each new submodule's public names with one import line and extend ``__all__`
 """
 
 from tglassmlp.observables.attention import AttentionLengthScale, coarse_graining_lengths
+from tglassmlp.observables.ceiling import LabelCeiling, label_ceiling, spearman_brown
 from tglassmlp.observables.bond_breaking import Bonds, bond_breaking, initial_bonds
 from tglassmlp.observables.chords import ChordLength, active_by_median, periodic_run_lengths
 from tglassmlp.observables.descriptors import (
@@ -11,7 +12,10 @@ from tglassmlp.observables.descriptors import (
     QUANTITIES,
     DescriptorScaler,
     DescriptorSettings,
+    KeptColumns,
+    cell_perimeters,
     descriptor_names,
+    kept_columns,
     load_descriptor_settings,
     structural_descriptors,
     voronoi_perimeters,
@@ -24,13 +28,15 @@ from tglassmlp.observables.four_point import (
     ornstein_zernike,
 )
 from tglassmlp.observables.labels import crossing_time, labels_at_levels, relaxation_time
+from tglassmlp.observables.tessellation import radical_voronoi_perimeters
 from tglassmlp.observables.tts import TimeTemperatureSuperposition
 
 __all__ = [
     "Bonds", "bond_breaking", "initial_bonds", "crossing_time", "labels_at_levels", "relaxation_time",
-    "TimeTemperatureSuperposition",
+    "TimeTemperatureSuperposition", "LabelCeiling", "label_ceiling", "spearman_brown",
     "CHANNELS", "QUANTITIES", "DescriptorScaler", "DescriptorSettings", "descriptor_names",
-    "load_descriptor_settings", "structural_descriptors", "voronoi_perimeters",
+    "load_descriptor_settings", "structural_descriptors", "voronoi_perimeters", "KeptColumns", "cell_perimeters",
+    "kept_columns", "radical_voronoi_perimeters",
     "AttentionLengthScale", "coarse_graining_lengths", "ChordLength", "active_by_median", "periodic_run_lengths",
     "FourPointStructureFactor", "FourPointSusceptibility", "OrnsteinZernikeFit", "four_point_susceptibility",
     "ornstein_zernike",

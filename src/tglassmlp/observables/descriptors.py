@@ -11,7 +11,13 @@ type 0, 1, 2, or all particles), with weights ``w_ij = exp(-r_ij / L)`` over all
 
 A channel with rho_i = 0 (no particle of that type in range, e.g. every other-type channel at L = 0) gives 0
 for the three averages. E_j is the per-particle energy E_j = 1/2 sum_k V(r_jk) of the inherent structure,
-p_j the perimeter of its (unweighted) Voronoi cell. Settings: ``conf/descriptors/default.yaml``.
+p_j the perimeter of its cell in the radical (power, Laguerre) tessellation with the GlassMLP radii
+0.5 / 0.44 / 0.47 for types 0 / 1 / 2 (``perimeter.weighted: true``, :mod:`tglassmlp.observables.tessellation`),
+or of its plain Voronoi cell (freud) with ``perimeter.weighted: false``. Settings:
+``conf/descriptors/default.yaml`` (:class:`DescriptorSettings`).
+
+Which columns reach the network is decided in one place, :func:`kept_columns` (used by
+:class:`DescriptorScaler`): constant columns and exact duplicates of earlier columns are dropped.
 
 Column order (``descriptor_names``): quantity-major, then channel, then L, i.e. the descriptor array reshaped
 to (N, 4 quantities, 4 channels, n_L). Names are ``"{quantity}_{channel}_L{L:g}"``, e.g. ``energy_all_L2``.
@@ -27,6 +33,7 @@ cell-sorted copy of the inputs), time O(N * cutoff^2 * density).
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +44,8 @@ import numpy as np
 from tglassmlp.defaults import group_config
 from tglassmlp.physics.configuration import ConfigurationError, validate_configuration
 from tglassmlp.physics.system import N_TYPES
+
+log = logging.getLogger(__name__)
 
 QUANTITIES = ("density", "energy", "perimeter", "energy_var")
 CHANNELS = tuple(f"t{t}" for t in range(N_TYPES)) + ("all",)
@@ -60,14 +69,18 @@ class DescriptorSettings:
         l_grid: coarse-graining lengths L [sigma], non-negative, distinct (0 = self only).
         cutoff: neighbours with r_ij < cutoff enter the sums [sigma].
         weight: weight form; only "exponential" (w = exp(-r / L)).
-        perimeter_method: "voronoi" (freud, unweighted).
-        zero_std_rtol: relative threshold under which the scaler drops a column.
+        perimeter_method: "voronoi" (cells of a Voronoi-type tessellation).
+        perimeter_weighted: True: radical (power) tessellation with ``perimeter_radii``; False: plain Voronoi.
+        perimeter_radii: radius of each particle type 0, 1, 2 [sigma] (power weights r^2); used when weighted.
+        zero_std_rtol: relative threshold under which the scaler drops a column (:func:`kept_columns`).
     """
 
     l_grid: tuple[float, ...]
     cutoff: float
     weight: str = "exponential"
     perimeter_method: str = "voronoi"
+    perimeter_weighted: bool = True
+    perimeter_radii: tuple[float, ...] = (0.5, 0.44, 0.47)
     zero_std_rtol: float = 1e-9
 
     def __post_init__(self):
@@ -78,11 +91,21 @@ class DescriptorSettings:
         if self.perimeter_method != "voronoi":
             raise ValueError(f"descriptors config: perimeter method '{self.perimeter_method}' is not implemented "
                              "(only 'voronoi')")
+        if not isinstance(self.perimeter_weighted, (bool, np.bool_)):
+            raise ValueError(f"descriptors config: perimeter.weighted must be true or false, got "
+                             f"{self.perimeter_weighted!r}")
+        object.__setattr__(self, "perimeter_weighted", bool(self.perimeter_weighted))
+        radii = np.asarray(self.perimeter_radii, dtype=np.float64).ravel()
+        if radii.shape != (N_TYPES,) or not np.all(np.isfinite(radii)) or np.any(radii < 0):
+            raise ValueError(f"descriptors config: perimeter.radii must be {N_TYPES} finite radii >= 0 (types "
+                             f"0..{N_TYPES - 1}), got {list(np.atleast_1d(self.perimeter_radii))}")
+        object.__setattr__(self, "perimeter_radii", tuple(float(r) for r in radii))
         if not (math.isfinite(self.zero_std_rtol) and self.zero_std_rtol >= 0):
             raise ValueError(f"descriptors config: scaler.zero_std_rtol must be >= 0, got {self.zero_std_rtol}")
 
     @property
     def n_descriptors(self) -> int:
+        """Columns computed (before :func:`kept_columns` drops any): 4 quantities x 4 channels x n_L."""
         return len(QUANTITIES) * len(CHANNELS) * len(self.l_grid)
 
 
@@ -102,17 +125,17 @@ def load_descriptor_settings(name="default") -> DescriptorSettings:
     if missing:
         raise KeyError(f"descriptors config '{name}' is missing keys {missing}")
     perimeter = cfg.get("perimeter", {}) or {}
-    if bool(perimeter.get("weighted", False)):
-        raise NotImplementedError(
-            f"descriptors config '{name}': perimeter.weighted = true asks for a radical (Laguerre) tessellation, "
-            "which freud 3.4 does not provide; this project uses the unweighted Voronoi tessellation"
-        )
+    missing = [k for k in ("weighted", "radii") if k not in perimeter]
+    if missing:
+        raise KeyError(f"descriptors config '{name}': perimeter is missing keys {missing}")
     scaler = cfg.get("scaler", {}) or {}
     return DescriptorSettings(
         l_grid=tuple(float(x) for x in cfg.l_grid),
         cutoff=float(cfg.cutoff),
         weight=str(cfg.get("weight", "exponential")),
         perimeter_method=str(perimeter.get("method", "voronoi")),
+        perimeter_weighted=perimeter.weighted,
+        perimeter_radii=tuple(float(r) for r in perimeter.radii),
         zero_std_rtol=float(scaler.get("zero_std_rtol", 1e-9)),
     )
 
@@ -201,6 +224,29 @@ def voronoi_perimeters(positions, box) -> np.ndarray:
         raise ConfigurationError(f"voronoi_perimeters: {np.sum(perimeters <= 0)} particle(s) got no Voronoi cell "
                                  "(coincident points?)")
     return perimeters.astype(np.float64)
+
+
+def cell_perimeters(positions, types, box, settings: DescriptorSettings | None = None) -> np.ndarray:
+    """The per-particle perimeters p_j that the descriptors coarse-grain, as the settings ask.
+
+    Args:
+        positions: (N, 2) inherent positions [sigma]. types: (N,) types 0, 1, 2. box: square box side [sigma].
+        settings: DescriptorSettings (default: ``conf/descriptors/default.yaml``).
+
+    Returns:
+        (N,) float64 perimeters [sigma]: radical tessellation with the settings' radii per type when
+        ``perimeter_weighted`` (the default), else the plain Voronoi tessellation (freud).
+    """
+    settings = load_descriptor_settings() if settings is None else settings
+    if not settings.perimeter_weighted:
+        return voronoi_perimeters(positions, box)
+    from tglassmlp.observables.tessellation import radical_voronoi_perimeters
+
+    types = np.asarray(types)
+    if types.ndim != 1 or not np.issubdtype(types.dtype, np.integer) or np.any((types < 0) | (types >= N_TYPES)):
+        raise ConfigurationError(f"cell_perimeters: types must be a 1D integer array of values 0..{N_TYPES - 1}")
+    radii = np.asarray(settings.perimeter_radii, dtype=np.float64)[types]
+    return radical_voronoi_perimeters(positions, box, radii)
 
 
 # ------------------------------------------------------------------------------------------------ kernel
@@ -336,18 +382,21 @@ def _per_particle(values, n: int, label: str) -> np.ndarray:
 
 
 def structural_descriptors(inherent_positions, types, box, *, l_grid=None, cutoff=None, energies=None,
-                           perimeters=None, system=None) -> np.ndarray:
+                           perimeters=None, system=None, settings: DescriptorSettings | None = None) -> np.ndarray:
     """The coarse-grained descriptors of every particle (module docstring), shape (N, 4 * 4 * n_L).
 
     Args:
         inherent_positions: (N, 2) positions of the inherent structure [sigma], wrapped or not.
         types: (N,) integer types 0, 1, 2.
         box: side of the square periodic box [sigma].
-        l_grid: coarse-graining lengths L [sigma] (default: ``conf/descriptors/default.yaml``, 11 values).
-        cutoff: r_ij < cutoff enter the sums [sigma] (default: config, 20); any ratio to the box is allowed.
+        l_grid: coarse-graining lengths L [sigma] (default: ``settings.l_grid``, 11 values).
+        cutoff: r_ij < cutoff enter the sums [sigma] (default: ``settings.cutoff``, 20); any ratio to the box.
         energies: (N,) per-particle energies E_j [epsilon]; default ``particle_energies`` of the structure.
-        perimeters: (N,) per-particle perimeters p_j [sigma]; default ``voronoi_perimeters``.
+        perimeters: (N,) per-particle perimeters p_j [sigma]; default :func:`cell_perimeters` (radical cells
+            with the settings' radii unless ``settings.perimeter_weighted`` is false).
         system: potential used for the default energies (default: the KA2D ternary mixture).
+        settings: DescriptorSettings (default: ``conf/descriptors/default.yaml``); ``l_grid`` and ``cutoff``
+            given explicitly take precedence over its values.
 
     Returns:
         (N, 176) float64 for the default grid, columns in the order of ``descriptor_names(l_grid)``:
@@ -357,6 +406,11 @@ def structural_descriptors(inherent_positions, types, box, *, l_grid=None, cutof
         ConfigurationError for NaN/mis-shaped positions, unknown types, or energies/perimeters of wrong shape.
     """
     positions, types, box = validate_configuration(inherent_positions, types, box, where="structural_descriptors")
+    if settings is not None:
+        l_grid = settings.l_grid if l_grid is None else l_grid
+        cutoff = settings.cutoff if cutoff is None else cutoff
+    elif perimeters is None:
+        settings = load_descriptor_settings()
     l_grid, cutoff = _resolve(l_grid, cutoff)
     n = positions.shape[0]
     if energies is None:
@@ -368,7 +422,10 @@ def structural_descriptors(inherent_positions, types, box, *, l_grid=None, cutof
             raise ConfigurationError(f"structural_descriptors: {exc}") from None
     energies = _per_particle(energies, n, "energies")
     if perimeters is None:
-        perimeters = voronoi_perimeters(positions, box)
+        try:
+            perimeters = cell_perimeters(positions, types, box, settings)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"structural_descriptors: {exc}") from None
     perimeters = _per_particle(perimeters, n, "perimeters")
 
     # Cell list on wrapped positions; particles sorted by cell so that each cell's members are contiguous.
@@ -397,19 +454,102 @@ def structural_descriptors(inherent_positions, types, box, *, l_grid=None, cutof
 
 
 # ------------------------------------------------------------------------------------------------ scaler
+#: Random projections used to find candidate duplicate columns (each candidate is then verified exactly).
+_FINGERPRINTS = 2
+
+
+@dataclass(frozen=True)
+class KeptColumns:
+    """Which descriptor columns reach the network, and why the others do not (:func:`kept_columns`).
+
+    Attributes:
+        kept: (F,) bool, the columns the scaler keeps, in input order.
+        constant: (F,) bool, dropped as constant over the training particles.
+        duplicate_of: (F,) int, index of the earlier kept column a dropped duplicate repeats, -1 otherwise.
+    """
+
+    kept: np.ndarray
+    constant: np.ndarray
+    duplicate_of: np.ndarray
+
+    def summary(self, names=None) -> str:
+        """One line: counts, the constant columns and each duplicate with the column it repeats."""
+        names = [f"column_{k}" for k in range(self.kept.size)] if names is None else list(names)
+        dups = [f"{names[k]} = {names[j]}" for k, j in enumerate(self.duplicate_of) if j >= 0]
+        const = [names[k] for k in np.flatnonzero(self.constant)]
+        return (f"{int(self.kept.sum())} of {self.kept.size} descriptor columns kept; {len(const)} constant "
+                f"({', '.join(const) or 'none'}); {len(dups)} duplicate ({', '.join(dups) or 'none'})")
+
+
+def kept_columns(data, zero_std_rtol: float, mean=None, std=None) -> KeptColumns:
+    """The kept-column rule of the descriptors, in one place (the scaler applies it to its training data).
+
+    Over the rows of ``data`` (the training particles, i.e. the type-0 particles of the training structures):
+
+    1. constant: a column with std <= zero_std_rtol * max(1, |mean|) carries no information and is dropped.
+       On type-0 particles these are the 12 L = 0 columns density_{t0,t1,t2,all}_L0 (1, 0, 0, 1),
+       energy_{t1,t2}_L0 and perimeter_{t1,t2}_L0 (0: no other-type particle at L = 0) and energy_var_*_L0
+       (0 by definition).
+    2. duplicate: a remaining column whose standardised values (x - mean) / std equal those of an earlier kept
+       column to within zero_std_rtol on every row is the same network input twice and is dropped; the earlier
+       one (in ``descriptor_names`` order) is kept. On type-0 particles: energy_all_L0 = energy_t0_L0 and
+       perimeter_all_L0 = perimeter_t0_L0 (at L = 0 both channels hold the particle itself).
+
+    So the paper's grid gives 176 - 12 - 2 = 162 network inputs on type-0 particles (171 on all particles, where
+    only density_all_L0 and the four energy_var_*_L0 are constant). The paper states M_S = 172 (4 M_S = 688
+    attention parameters); no rule found reproduces 172 (glassmlp-facts.md section 5).
+
+    Args:
+        data: (M, F) float64 descriptor rows.
+        zero_std_rtol: the tolerance of both rules (``scaler.zero_std_rtol`` in ``conf/descriptors``).
+        mean, std: (F,) column statistics of ``data`` when already computed.
+
+    Returns:
+        KeptColumns.
+    """
+    data = np.asarray(data, dtype=np.float64)
+    if data.ndim != 2 or data.shape[0] < 2:
+        raise ValueError(f"kept_columns: need (M >= 2, F) rows, got shape {data.shape}")
+    mean = data.mean(axis=0) if mean is None else np.asarray(mean, dtype=np.float64)
+    std = data.std(axis=0) if std is None else np.asarray(std, dtype=np.float64)
+    constant = ~(std > zero_std_rtol * np.maximum(1.0, np.abs(mean)))
+    duplicate_of = np.full(data.shape[1], -1, dtype=np.int64)
+    varying = np.flatnonzero(~constant)
+    if varying.size > 1:
+        # fingerprints r . z_k of every standardised column (no standardised copy of the data is made); equal
+        # columns have equal fingerprints up to rounding, distinct ones differ by O(sqrt(M))
+        r = np.random.default_rng(0).standard_normal((_FINGERPRINTS, data.shape[0]))
+        prints = (r @ data[:, varying] - r.sum(axis=1)[:, None] * mean[varying]) / std[varying]
+        slack = 1e-6 * math.sqrt(data.shape[0])
+        kept_so_far: list[int] = []
+        for a, k in enumerate(varying):
+            for b in kept_so_far:
+                j = varying[b]
+                if np.all(np.abs(prints[:, a] - prints[:, b]) <= slack):
+                    zk = (data[:, k] - mean[k]) / std[k]
+                    zj = (data[:, j] - mean[j]) / std[j]
+                    if np.max(np.abs(zk - zj)) <= zero_std_rtol:
+                        duplicate_of[k] = j
+                        break
+            if duplicate_of[k] < 0:
+                kept_so_far.append(a)
+    return KeptColumns(kept=~constant & (duplicate_of < 0), constant=constant, duplicate_of=duplicate_of)
+
+
 class DescriptorScaler:
     """Standardise descriptor columns with statistics of the training structures only.
 
     ``fit`` computes each column's mean and standard deviation over all particles of the training
-    structures and marks columns with std <= zero_std_rtol * max(1, |mean|) as constant (dropped: e.g.
-    density_all_L0 = 1 and energy_var_*_L0 = 0 for every particle). ``transform`` returns
-    (X[:, kept] - mean) / std. ``to_dict`` / ``from_dict`` (and ``save`` / ``load`` as .npz) carry the
-    statistics with a trained model.
+    structures and applies the kept-column rule :func:`kept_columns` (constant columns and exact duplicates
+    are dropped; one INFO log line says which). ``transform`` returns (X[:, kept] - mean) / std.
+    ``to_dict`` / ``from_dict`` (and ``save`` / ``load`` as .npz) carry the statistics with a trained model.
 
     Attributes (after fit):
         names: (F,) column names of the input.
         mean, std: (F,) statistics of every input column.
         kept: (F,) bool, columns that ``transform`` keeps.
+        duplicate_of: (F,) int, for a dropped duplicate the earlier column it repeats, else -1 (all -1 for a
+            scaler saved before the duplicate rule).
     """
 
     def __init__(self, names=None, zero_std_rtol: float | None = None):
@@ -419,7 +559,7 @@ class DescriptorScaler:
         if not (math.isfinite(zero_std_rtol) and zero_std_rtol >= 0):
             raise ValueError(f"DescriptorScaler: zero_std_rtol must be >= 0, got {zero_std_rtol}")
         self.zero_std_rtol = float(zero_std_rtol)
-        self.mean = self.std = self.kept = None
+        self.mean = self.std = self.kept = self.duplicate_of = None
 
     # -------------------------------------------------------------- fitting
     def fit(self, training):
@@ -439,9 +579,12 @@ class DescriptorScaler:
             raise ValueError("DescriptorScaler.fit: need at least 2 particles to estimate a spread")
         self.mean = data.mean(axis=0)
         self.std = data.std(axis=0)
-        self.kept = self.std > self.zero_std_rtol * np.maximum(1.0, np.abs(self.mean))
+        rule = kept_columns(data, self.zero_std_rtol, mean=self.mean, std=self.std)
+        self.kept = rule.kept
+        self.duplicate_of = rule.duplicate_of
         if self.names is None:
             self.names = [f"column_{k}" for k in range(width)]
+        log.info("descriptor scaler (%d training particles): %s", data.shape[0], rule.summary(self.names))
         return self
 
     def transform(self, descriptors) -> np.ndarray:
@@ -474,6 +617,7 @@ class DescriptorScaler:
             "mean": self.mean.copy(),
             "std": self.std.copy(),
             "kept": self.kept.copy(),
+            "duplicate_of": self.duplicate_of.copy(),
             "zero_std_rtol": np.float64(self.zero_std_rtol),
         }
 
@@ -487,9 +631,14 @@ class DescriptorScaler:
         scaler.mean = np.asarray(state["mean"], dtype=np.float64).copy()
         scaler.std = np.asarray(state["std"], dtype=np.float64).copy()
         scaler.kept = np.asarray(state["kept"], dtype=bool).copy()
-        shapes = {len(scaler.names), scaler.mean.shape[0], scaler.std.shape[0], scaler.kept.shape[0]}
+        # scalers saved before the duplicate rule: ``kept`` alone already says what transform keeps
+        scaler.duplicate_of = (np.asarray(state["duplicate_of"], dtype=np.int64).copy() if "duplicate_of" in state
+                               else np.full(scaler.kept.shape[0], -1, dtype=np.int64))
+        shapes = {len(scaler.names), scaler.mean.shape[0], scaler.std.shape[0], scaler.kept.shape[0],
+                  scaler.duplicate_of.shape[0]}
         if len(shapes) != 1:
-            raise ValueError("DescriptorScaler.from_dict: names, mean, std and kept have different lengths")
+            raise ValueError("DescriptorScaler.from_dict: names, mean, std, kept and duplicate_of have different "
+                             "lengths")
         return scaler
 
     def save(self, path) -> Path:

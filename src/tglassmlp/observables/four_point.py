@@ -251,30 +251,83 @@ def ornstein_zernike(q, chi4_tilde: float, xi: float, a: float = 0.0):
     return chi4_tilde / (1.0 + x * x + a * x**3)
 
 
+#: Default window rule of :class:`OrnsteinZernikeFit`: Eq. (11) is fitted on q xi_4 <= this value, with xi_4
+#: the fit's own result (self-consistent window). Measured on synthetic fields of known xi = 6.5 in the paper's
+#: 263-sigma box, 20 fields per dataset (``benchmarks/results/oz_window.md``), xi_fit / xi for the windows
+#: fixed q <= 0.6 / q xi <= 1 / 1.5 / 2 / 3: pure Eq. (11) 1.00 +- 0.03 / 1.04 +- 0.12 / 1.00 +- 0.05 /
+#: 1.01 +- 0.04 / 1.00 +- 0.03; Eq. (C1) with A = 0.5: 1.71 / 1.15 +- 0.34 / 1.23 / 1.30 / 1.41; Eq. (11) plus
+#: a flat 5 % background: 0.76 / 0.91 / 0.90 / 0.88 / 0.77. 1.5 has the smallest bias where the form deviates
+#: at a statistical spread still below 5 %; 1 is too noisy. In the 33-sigma box the first three shells already
+#: reach q xi ~ 1.7 at xi = 3: every rule then uses them (``window_limited``).
+QXI_MAX = 1.5
+
+
 class OrnsteinZernikeFit:
     """xi_4 and chi4_tilde from Eq. (11) at small q, then the prefactor A of Eq. (C1).
 
     Fits are least squares in log S_4 (equal relative weight per shell: the spread of a shell average is
-    proportional to its value). Step 1: Eq. (11) on the shells with q_min <= q <= q_max gives chi4_tilde and
-    xi_4. Step 2: with chi4_tilde and xi = xi_4 held fixed, A of Eq. (C1) on a_range[0] < q < a_range[1]
+    proportional to its value). Step 1: Eq. (11) on the shells of a window q_min <= q <= q_top gives chi4_tilde
+    and xi_4. Step 2: with chi4_tilde and xi = xi_4 held fixed, A of Eq. (C1) on a_range[0] < q < a_range[1]
     (paper App. C: A is extracted "after fitting the length scale").
 
+    The window (the paper does not give its own). Eq. (11) is the small-q form: it holds for q xi_4 of order one
+    and less, and a fixed q window reaches q xi_4 ~ 4 at the paper's xi_4 ~ 6-7, where the higher-order terms of
+    Eq. (C1) bias xi_4 upwards. With ``qxi_max`` set (default :data:`QXI_MAX`) the window is self-consistent:
+
+    1. start with q_top = q_max and fit;
+    2. set q_top = min(qxi_max / xi_4, q_max) and refit, until the set of shells stops changing (a fixed point:
+       every shell used has q xi_4 <= qxi_max for the xi_4 it gives, the next shell would not);
+    3. the window always holds the first ``min_points`` shells above q_min (a box with L_box not >> xi_4 has
+       fewer shells with q xi_4 <= qxi_max; ``window_limited`` then says so);
+    4. windows are prefixes of the sorted shells, so the iteration either stops or cycles; on a cycle the
+       largest window of the cycle whose last shell obeys q xi_4 <= qxi_max is used (else the smallest).
+
+    ``qxi_max=None`` gives the fixed window q_min <= q <= q_max.
+
     Args:
-        q_max: largest q of the Eq. (11) fit [1/sigma] (small q: q xi_4 of order one or less).
+        q_max: largest q of the Eq. (11) fit [1/sigma]: the fixed window's edge, or the self-consistent window's
+            start and upper bound.
         q_min: smallest q of the Eq. (11) fit [1/sigma].
         a_range: q window of the Eq. (C1) fit [1/sigma] (paper: 0.2 < q < 0.6).
         min_points: fewer shells than this in a window gives NaN for that fit.
+        qxi_max: self-consistent window q xi_4 <= qxi_max (dimensionless), or None for the fixed window.
+        max_iterations: of the self-consistent window.
     """
 
     def __init__(self, q_max: float = 0.5, q_min: float = 0.0, a_range: Sequence[float] = (0.2, 0.6),
-                 min_points: int = 3):
+                 min_points: int = 3, qxi_max: float | None = QXI_MAX, max_iterations: int = 30):
         if not 0 <= q_min < q_max:
             raise ValueError(f"need 0 <= q_min < q_max, got q_min = {q_min}, q_max = {q_max}")
         if len(a_range) != 2 or not 0 <= a_range[0] < a_range[1]:
             raise ValueError(f"a_range must be (low, high) with 0 <= low < high, got {a_range}")
+        if qxi_max is not None and not (math.isfinite(qxi_max) and qxi_max > 0):
+            raise ValueError(f"qxi_max must be positive (or None for a fixed window), got {qxi_max}")
         self.q_max, self.q_min = float(q_max), float(q_min)
         self.a_range = (float(a_range[0]), float(a_range[1]))
         self.min_points = max(2, int(min_points))
+        self.qxi_max = None if qxi_max is None else float(qxi_max)
+        self.max_iterations = max(1, int(max_iterations))
+
+    @staticmethod
+    def _fit_eq11(qw: np.ndarray, sw: np.ndarray) -> tuple[float, float]:
+        """(chi4_tilde, xi_4) of Eq. (11) on the given shells, NaN when no length can be read off."""
+        lw = np.log(sw)
+        # start: 1/S_4 = 1/chi + (xi^2/chi) q^2 is linear in q^2
+        slope, icpt = np.polyfit(qw**2, 1.0 / sw, 1)
+        chi0 = 1.0 / icpt if icpt > 0 else sw.max()
+        xi0 = math.sqrt(max(slope * chi0, 1e-6))
+
+        def res(p):
+            return np.log(ornstein_zernike(qw, np.exp(p[0]), np.exp(p[1]))) - lw
+
+        # xi is bounded to [1e-3, 50 / q_lowest]: a noisy S_4 that does not decay over the window runs to
+        # the upper bound, which is reported as NaN (no length can be read off), not as a huge xi
+        hi = math.log(50.0 / qw.min())
+        x0 = [math.log(chi0), float(np.clip(math.log(xi0), math.log(1e-3) + 1e-6, hi - 1e-6))]
+        sol = least_squares(res, x0, bounds=([-np.inf, math.log(1e-3)], [np.inf, hi]))
+        if sol.success and sol.x[1] < hi - 1e-3:
+            return float(np.exp(sol.x[0])), float(np.exp(sol.x[1]))
+        return math.nan, math.nan
 
     def compute(self, q, s4) -> "OrnsteinZernikeFit":
         """Fit one S_4(q) curve: q (n,) [1/sigma] and s4 (n,); returns self."""
@@ -284,25 +337,20 @@ class OrnsteinZernikeFit:
             raise ValueError(f"q and s4 must be 1D of equal length, got {q.shape} and {s4.shape}")
         ok = np.isfinite(s4) & (s4 > 0) & (q > 0)
         self._chi, self._xi, self._a = math.nan, math.nan, math.nan
-        self._n_oz = int(np.sum(ok & (q >= self.q_min) & (q <= self.q_max)))
-        win = ok & (q >= self.q_min) & (q <= self.q_max)
-        if win.sum() >= self.min_points:
-            qw, lw = q[win], np.log(s4[win])
-            # start: 1/S_4 = 1/chi + (xi^2/chi) q^2 is linear in q^2
-            slope, icpt = np.polyfit(qw**2, 1.0 / s4[win], 1)
-            chi0 = 1.0 / icpt if icpt > 0 else s4[win].max()
-            xi0 = math.sqrt(max(slope * chi0, 1e-6))
-
-            def res(p):
-                return np.log(ornstein_zernike(qw, np.exp(p[0]), np.exp(p[1]))) - lw
-
-            # xi is bounded to [1e-3, 50 / q_lowest]: a noisy S_4 that does not decay over the window runs to
-            # the upper bound, which is reported as NaN (no length can be read off), not as a huge xi
-            hi = math.log(50.0 / qw.min())
-            x0 = [math.log(chi0), float(np.clip(math.log(xi0), math.log(1e-3) + 1e-6, hi - 1e-6))]
-            sol = least_squares(res, x0, bounds=([-np.inf, math.log(1e-3)], [np.inf, hi]))
-            if sol.success and sol.x[1] < hi - 1e-3:
-                self._chi, self._xi = float(np.exp(sol.x[0])), float(np.exp(sol.x[1]))
+        self._limited, self._converged, self._iterations = False, True, 0
+        # candidate shells of the Eq. (11) fit, by increasing q: every window is a prefix of them
+        cand = np.flatnonzero(ok & (q >= self.q_min) & (q <= self.q_max))
+        cand = cand[np.argsort(q[cand], kind="stable")]
+        qc, sc = q[cand], s4[cand]
+        n_used = 0
+        if cand.size >= self.min_points:
+            if self.qxi_max is None:
+                n_used = cand.size
+                self._chi, self._xi = self._fit_eq11(qc, sc)
+            else:
+                n_used, self._chi, self._xi = self._self_consistent(qc, sc)
+        self._n_oz = int(n_used)
+        self._window_q = float(qc[n_used - 1]) if n_used else math.nan
         lo, hi = self.a_range
         awin = ok & (q > lo) & (q < hi)
         self._n_a = int(awin.sum())
@@ -320,6 +368,36 @@ class OrnsteinZernikeFit:
             sol = least_squares(res_a, [max(0.0, lower * 0.5)], bounds=([lower], [np.inf]))
             self._a = float(sol.x[0])
         return self
+
+    def _self_consistent(self, qc: np.ndarray, sc: np.ndarray) -> tuple[int, float, float]:
+        """(shells used, chi4_tilde, xi_4) of the self-consistent window (class docstring)."""
+        def size_for(xi: float) -> int:
+            top = min(self.qxi_max / xi, self.q_max)
+            return max(self.min_points, int(np.searchsorted(qc, top * (1 + 1e-12), side="right")))
+
+        fits: dict[int, tuple[float, float]] = {}
+        order: list[int] = []
+        size = qc.size
+        for _ in range(self.max_iterations):
+            self._iterations += 1
+            fits[size] = self._fit_eq11(qc[:size], sc[:size])
+            order.append(size)
+            xi = fits[size][1]
+            if not math.isfinite(xi):
+                return size, math.nan, math.nan
+            nxt = size_for(xi)
+            if nxt == size:
+                break
+            if nxt in fits:  # a cycle: choose among its windows
+                cycle = order[order.index(nxt):]
+                good = [m for m in cycle if qc[m - 1] * fits[m][1] <= self.qxi_max]
+                size = max(good) if good else min(cycle)
+                break
+            size = nxt
+        else:
+            self._converged = False
+        self._limited = size == self.min_points and qc[size - 1] * fits[size][1] > self.qxi_max
+        return size, fits[size][0], fits[size][1]
 
     @property
     def chi4_tilde(self) -> float:
@@ -340,3 +418,19 @@ class OrnsteinZernikeFit:
     def n_points(self) -> tuple[int, int]:
         """(shells in the Eq. (11) window, shells in the Eq. (C1) window)."""
         return self._n_oz, self._n_a
+
+    @property
+    def window_q_max(self) -> float:
+        """Largest shell q used by the Eq. (11) fit [1/sigma] (NaN without a fit)."""
+        return self._window_q
+
+    @property
+    def window_limited(self) -> bool:
+        """True when the box leaves fewer than ``min_points`` shells with q xi_4 <= qxi_max (L_box not >> xi_4):
+        the fit then uses the first ``min_points`` shells, beyond the rule."""
+        return self._limited
+
+    @property
+    def window_converged(self) -> bool:
+        """False when the self-consistent window was still changing after ``max_iterations``."""
+        return self._converged

@@ -93,7 +93,7 @@ def build(cfg: DictConfig, seed: int):
     """Data module (set up), network, loss and module from the config, after seeding every RNG.
 
     The network width M_S is taken from the data (the standardised descriptor columns that survive the
-    zero-variance filter), overriding ``model.n_descriptors`` with a log line when they differ.
+    kept-column rule, :func:`~tglassmlp.observables.descriptors.kept_columns`), overriding ``model.n_descriptors`` with a log line when they differ.
     """
     import pytorch_lightning as pl
     from hydra.utils import instantiate
