@@ -230,3 +230,26 @@ def test_gsd_refuses_bad_properties(structure, tmp_path):
     with pytest.raises(GsdError, match="not found"):
         export_gsd(tmp_path / "x.gsd", [tmp_path / "missing.h5"])
     assert not (tmp_path / "x.gsd").exists()
+
+
+def test_glassbench_writer_round_trip_is_bit_exact(tmp_path, glassbench_npz):
+    """read_glassbench(write_glassbench(read_glassbench(f))) equals the original file's arrays exactly."""
+    from tglassmlp.data.glassbench import GlassBenchError, glassbench_name, read_glassbench, write_glassbench
+
+    gb = read_glassbench(glassbench_npz)
+    name = glassbench_name(gb.n_particles, gb.temperature, gb.structure_index, gb.time_code)
+    assert name == glassbench_npz.name
+    out = write_glassbench(tmp_path / "T0.23" / "test" / name, positions=gb.positions,
+                           inherent_positions=gb.inherent_positions, types=gb.types, box=gb.box,
+                           run_positions=gb.run_positions)
+    back = read_glassbench(out)
+    assert (back.time, back.temperature, back.structure_index) == (0.1, 0.23, 202)
+    with np.load(glassbench_npz) as orig, np.load(out) as new:
+        for key in ("initial_positions", "initial_positions_inherent", "positions"):
+            np.testing.assert_array_equal(new[key], orig[key])
+        np.testing.assert_array_equal(new["types"], orig["types"])
+        assert float(new["box"]) == float(orig["box"])
+    with pytest.raises(GlassBenchError, match="N = 1290 but the file name says N = 1291"):
+        write_glassbench(tmp_path / "N1291T0.23_1_tc05.npz", positions=gb.positions,
+                         inherent_positions=gb.inherent_positions, types=gb.types, box=gb.box,
+                         run_positions=gb.run_positions)
