@@ -178,3 +178,38 @@ def read_glassbench(path: str | os.PathLike) -> GlassBenchStructure:
                               f"(first at index {first})")
     return GlassBenchStructure(path=path, types=types0, positions=positions, inherent_positions=inherent,
                                run_positions=runs, box=box, **meta)
+
+
+def glassbench_name(n_particles: int, temperature: float, structure_index: int, time_code: int) -> str:
+    """GlassBench's file name ``N<N>T<T>_<structure>_tc<code>.npz`` (T with two decimals, code with two digits)."""
+    return f"N{int(n_particles)}T{temperature:.2f}_{int(structure_index)}_tc{int(time_code):02d}.npz"
+
+
+def write_glassbench(path: str | os.PathLike, *, positions, inherent_positions, types, box: float,
+                     run_positions) -> Path:
+    """Write one structure and time code in GlassBench's npz layout (the inverse of :func:`read_glassbench`).
+
+    Args:
+        path: the file, named by :func:`glassbench_name` (checked, so that the reader can parse it back).
+        positions, inherent_positions: (N, 2) [sigma]; types: (N,) 0, 1, 2 (written as GlassBench's 1, 2, 3);
+        box: square side [sigma]; run_positions: (R, N, 2) unwrapped positions of the runs at the code's time.
+
+    The file is written atomically. Times are not stored in GlassBench files: the reader takes them from the
+    time code and :data:`GLASSBENCH_TIMES`, so trees made from other times need their own code -> time table.
+    """
+    from tglassmlp.atomic import save_npz_atomic
+
+    path = Path(path)
+    meta = parse_glassbench_name(path)
+    where = f"write_glassbench({path.name})"
+    positions, types, box = validate_configuration(positions, types, box, where=where)
+    inherent, _, _ = validate_configuration(inherent_positions, types, box, where=where)
+    runs = np.asarray(run_positions, dtype=np.float64)
+    n = types.shape[0]
+    if n != meta["n_particles"]:
+        raise GlassBenchError(f"{where}: N = {n} but the file name says N = {meta['n_particles']}")
+    if runs.ndim != 3 or runs.shape[1:] != (n, 2) or runs.shape[0] < 1 or not np.all(np.isfinite(runs)):
+        raise GlassBenchError(f"{where}: run_positions must be finite with shape (R, {n}, 2), got {runs.shape}")
+    return save_npz_atomic(path, {"box": np.float64(box), "types": (types + 1).astype(np.int64),
+                                  "initial_positions": positions, "initial_positions_inherent": inherent,
+                                  "positions": runs})
