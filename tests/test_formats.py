@@ -203,7 +203,7 @@ def test_gsd_frame_read_back_by_the_gsd_package(tmp_path, structure):
 
 def test_gsd_export_of_a_shard(tmp_path):
     gsd_hoomd = pytest.importorskip("gsd.hoomd", reason="gsd not installed (pip install gsd)")
-    from tglassmlp.data.gsd import main
+    from tglassmlp.predict.gsd_export import main
     from tglassmlp.paths import PROJECT_ROOT
 
     shard_file = PROJECT_ROOT / "data" / "demo" / "T0.400" / "s0000.h5"
@@ -222,7 +222,8 @@ def test_gsd_export_of_a_shard(tmp_path):
 
 def test_gsd_refuses_bad_properties(structure, tmp_path):
     pytest.importorskip("gsd.hoomd", reason="gsd not installed (pip install gsd)")
-    from tglassmlp.data.gsd import GsdError, export_gsd, structure_frame
+    from tglassmlp.data.gsd import GsdError, structure_frame
+    from tglassmlp.predict.gsd_export import export_gsd
 
     pos, types = structure
     with pytest.raises(GsdError, match="shape"):

@@ -10,9 +10,10 @@ import pytest
 
 import tglassmlp.physics.swap_mc as swap_mc
 from tglassmlp.physics import equilibrium_structures, potential_energy
-from tglassmlp.physics.harvest import HarvestReport, chain_of_shard, structure_overlap
+from tglassmlp.physics.harvest import HarvestReport, structure_overlap
 from tglassmlp.physics.swap_mc import equilibrium_structure, load_swap_settings
 from tglassmlp.physics.system import load_system
+from tglassmlp.simulation.chains import chain_of_shard
 
 SYSTEM = load_system()
 # tiny and hot: tau_Q ~ 3e2 sweeps at N = 43, T = 2, so the criterion holds within 6400 sweeps (~2 s)

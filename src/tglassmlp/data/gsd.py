@@ -6,14 +6,12 @@ One frame per structure: ``particles/position`` (N, 3) float32 in the centred bo
 ``log/particles/<name>`` (N,), which OVITO loads as a particle property to colour by. Fields that exist only
 for the reference particles (propensities) are NaN elsewhere, as in prediction files.
 
-``python -m tglassmlp.data.gsd OUT.gsd INPUT...`` converts prediction files (``*.pred.h5``: propensity mean
-and spread at every level) and shards (``*.h5``: particle energies, MD propensity at every time) into one
-GSD file, one frame per input.
+Shards convert with :func:`shard_frame`; prediction files, and the command line
+``python -m tglassmlp.predict.gsd_export OUT.gsd INPUT...``, are in :mod:`tglassmlp.predict.gsd_export`.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -80,28 +78,6 @@ def write_gsd(path: str | os.PathLike, frames: Iterable) -> Path:
     return path
 
 
-def _level_name(level: float) -> str:
-    return f"c{level:.3f}"
-
-
-def prediction_frame(path: str | os.PathLike):
-    """Frame of a prediction file: ``propensity_<c>`` and ``propensity_std_<c>`` per level c (and ``_t<time>``
-    in the name when the level came from a time), plus ``reference`` (1 for predicted particles)."""
-    from tglassmlp.predict import read_prediction
-
-    d = read_prediction(path)
-    attrs = d["attrs"]
-    props = {}
-    for k, (level, time) in enumerate(zip(d["levels"], d["times"])):
-        tag = _level_name(level) + ("" if not np.isfinite(time) else f"_t{time:g}")
-        props[f"propensity_{tag}"] = d["propensity_mean"][k]
-        props[f"propensity_std_{tag}"] = d["propensity_std"][k]
-    reference = np.zeros(len(d["types"]), dtype=np.int32)
-    reference[d["reference_index"]] = 1
-    props["reference"] = reference
-    return structure_frame(d["positions"], d["types"], float(attrs["box"]), props, where=str(path))
-
-
 def shard_frame(path: str | os.PathLike):
     """Frame of a shard: ``particle_energy`` (inherent structure) and ``propensity_t<time>`` per MD time, where
     stored. Positions are the equilibrium configuration."""
@@ -116,28 +92,3 @@ def shard_frame(path: str | os.PathLike):
         for time, values in zip(f["times"], f["propensity"]):
             props[f"propensity_t{time:g}"] = values
     return structure_frame(f["positions"], f["types"], float(shard.attrs["box"]), props, where=str(path))
-
-
-def export_gsd(out: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> Path:
-    """One GSD file with a frame per input (``*.pred.h5`` prediction files or shards), in the given order."""
-    frames = []
-    for item in inputs:
-        item = Path(item)
-        if not item.is_file():
-            raise GsdError(f"export_gsd: input {item} not found")
-        frames.append(prediction_frame(item) if item.name.endswith(".pred.h5") else shard_frame(item))
-    return write_gsd(out, frames)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tglassmlp.data.gsd", description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", help="GSD file to write")
-    parser.add_argument("inputs", nargs="+", help="prediction files (*.pred.h5) or shards (*.h5)")
-    args = parser.parse_args(argv)
-    path = export_gsd(args.out, args.inputs)
-    print(f"wrote {path} ({len(args.inputs)} frame(s))")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -141,7 +141,7 @@ def compute_descriptors(structure: Structure, settings: DescriptorSettings, syst
     if structure.inherent_positions is None:
         raise ValueError(f"{structure.path}: no 'descriptors' and no 'inherent_positions' to compute them from")
     return structural_descriptors(structure.inherent_positions, structure.types, structure.box,
-                                  l_grid=settings.l_grid, cutoff=settings.cutoff,
+                                  settings=settings,
                                   energies=structure.particle_energies, system=system)
 
 

@@ -306,7 +306,7 @@ def _run_stages(cfg, system, structure, temperature, index, swap_seed, md_seed, 
             if settings.structures_per_chain > 1 or settings.cascade:
                 # shard i = harvest i % per_chain of chain i // per_chain (tglassmlp.physics.harvest); the
                 # chain's checkpoint is shared by its shards (locked) and outlives them
-                from tglassmlp.physics.harvest import shard_structure
+                from tglassmlp.simulation.chains import shard_structure
 
                 root = path.parent.parent
                 positions, types, box, report, record = shard_structure(
@@ -368,8 +368,7 @@ def _run_stages(cfg, system, structure, temperature, index, swap_seed, md_seed, 
 
             settings = load_descriptor_settings(cfg.get("descriptors") or "default")
             x_is = read_shard(path, fields=["inherent_positions"])["inherent_positions"]
-            desc = structural_descriptors(x_is, types, box, l_grid=settings.l_grid, cutoff=settings.cutoff,
-                                          energies=energies, system=system)
+            desc = structural_descriptors(x_is, types, box, settings=settings, energies=energies, system=system)
             update_shard(path, {"descriptors": desc.astype(np.float32)},
                          field_attrs={"descriptors": {"descriptor_names": descriptor_names(settings.l_grid)}})
             summary["ran"].append("descriptors")
