@@ -23,13 +23,16 @@ test: $(STAMP)
 # The main job: a 4-seed ensemble on the shipped demo data, the self-consistency selection (printed), predict.py
 # with that ensemble on every demo structure (the 4 best-ranked networks when none passes the 1e-4 test: the demo
 # is too small for it), then analyze.py: dynamic-heterogeneity tables and the paper's figures that the demo data
-# support (outputs/analysis/demo).
+# support (outputs/analysis/demo). The predictions also go to one GSD file for OVITO
+# (outputs/predictions/tglassmlp_demo/demo.gsd: propensity and its spread per level as particle properties).
 # Without data/demo (a partial checkout) it runs the physics demo on the GlassBench structure instead.
 demo: $(STAMP)
 	@if ls data/demo/T*/s*.h5 >/dev/null 2>&1; then \
 		$(BIN)/python train.py -m experiment=demo seed=0..3 launcher=joblib && \
 		$(BIN)/python predict.py ensemble_source=manifest ensemble_source.manifest=latest ensemble_source.top_k=4 \
 			structures=data/demo 'levels=[0.95,0.9,0.8,0.7,0.65,0.6,0.5]' overwrite=true && \
+		$(BIN)/python -m tglassmlp.predict.gsd_export outputs/predictions/tglassmlp_demo/demo.gsd \
+			outputs/predictions/tglassmlp_demo/*.pred.h5 && \
 		$(BIN)/python analyze.py predictions=files; \
 	else \
 		echo "data/demo not found: running the physics demo instead (make demo-data generates the dataset)"; \

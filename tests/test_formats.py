@@ -254,3 +254,19 @@ def test_glassbench_writer_round_trip_is_bit_exact(tmp_path, glassbench_npz):
         write_glassbench(tmp_path / "N1291T0.23_1_tc05.npz", positions=gb.positions,
                          inherent_positions=gb.inherent_positions, types=gb.types, box=gb.box,
                          run_positions=gb.run_positions)
+
+
+def test_lammps_dump_is_a_structure_for_predict_and_simulate(tmp_path, structure):
+    """read_structure (simulate.py structure=..., predict.py) takes a dump; predict needs the temperature."""
+    from tglassmlp.data.structures import read_structure
+    from tglassmlp.predict.errors import PredictionInputError
+    from tglassmlp.predict.structures import find_structures, load_structure
+
+    pos, types = structure
+    path = write_lammps_dump(tmp_path / "frame.lammpstrj", pos, types, BOX)
+    s = read_structure(path)
+    assert s.kind == "lammps" and s.temperature is None and s.box == BOX
+    np.testing.assert_array_equal(s.positions, np.mod(pos, BOX))
+    assert find_structures(tmp_path) == [path]
+    with pytest.raises(PredictionInputError, match="no temperature"):
+        load_structure(path, cache_dir=tmp_path / "cache")

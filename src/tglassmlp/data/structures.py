@@ -26,6 +26,7 @@ import numpy as np
 
 from tglassmlp.atomic import save_npy_atomic
 from tglassmlp.data.glassbench import read_glassbench
+from tglassmlp.data.lammps import read_lammps_dump
 from tglassmlp.data.shards import open_shard, read_shard
 from tglassmlp.observables.descriptors import (DESCRIPTOR_CODE_VERSION, DescriptorSettings, descriptor_names,
                                                load_descriptor_settings, structural_descriptors)
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 #: Input suffixes: our shards and GlassBench files.
 SHARD_SUFFIXES = (".h5", ".hdf5")
 GLASSBENCH_SUFFIXES = (".npz",)
+#: LAMMPS text dumps (first frame; :func:`tglassmlp.data.lammps.read_lammps_dump` for others)
+LAMMPS_SUFFIXES = (".dump", ".lammpstrj")
 #: Per-particle fields a structure may carry (trajectories and bond breaking are never loaded: they are large).
 STRUCTURE_FIELDS = ("positions", "types", "inherent_positions", "particle_energies", "descriptors", "times",
                     "propensity")
@@ -45,9 +48,9 @@ class Structure:
     """A configuration read from disk, with what its file holds beside it.
 
     Attributes:
-        path: the file. kind: 'shard' or 'glassbench'.
+        path: the file. kind: 'shard', 'glassbench' or 'lammps'.
         positions: (N, 2) float64 configuration at t = 0 [sigma]. types: (N,) int64 0..2. box: side [sigma].
-        temperature: T [epsilon/k_B] (shard attribute or GlassBench file name).
+        temperature: T [epsilon/k_B] (shard attribute or GlassBench file name; None for a LAMMPS dump).
         index: structure index (shard name ``s<k>.h5`` / attribute, GlassBench file name), or None.
         source: where it came from (GlassBench ``source``, ``shard:<name>``).
         inherent_positions: (N, 2) [sigma] or None. particle_energies: (N,) of the inherent structure [epsilon]
@@ -80,13 +83,15 @@ class Structure:
 
 
 def read_structure(path: str | os.PathLike, fields: Iterable[str] = STRUCTURE_FIELDS) -> Structure:
-    """Read one structure file: a shard (the ``fields`` it has; positions and types always) or a GlassBench
-    file (positions, types, inherent structure).
+    """Read one structure file: a shard (the ``fields`` it has; positions and types always), a GlassBench
+    file (positions, types, inherent structure) or the first frame of a LAMMPS dump (positions, types; no
+    temperature: the caller supplies it).
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: a suffix that is neither a shard nor a GlassBench file.
-        tglassmlp.data.ShardError, tglassmlp.data.GlassBenchError: a file that does not follow its format.
+        tglassmlp.data.ShardError, tglassmlp.data.GlassBenchError, tglassmlp.data.lammps.LammpsDumpError: a file
+            that does not follow its format.
     """
     path = Path(path)
     if not path.is_file():
@@ -96,6 +101,10 @@ def read_structure(path: str | os.PathLike, fields: Iterable[str] = STRUCTURE_FI
         return Structure(path=path, kind="glassbench", positions=gb.positions, types=gb.types, box=float(gb.box),
                          temperature=float(gb.temperature), index=int(gb.structure_index), source=gb.source,
                          inherent_positions=gb.inherent_positions)
+    if path.suffix in LAMMPS_SUFFIXES:
+        frame = read_lammps_dump(path)
+        return Structure(path=path, kind="lammps", positions=frame.positions, types=frame.types, box=frame.box,
+                         temperature=None, index=None, source=frame.source)
     if path.suffix in SHARD_SUFFIXES:
         wanted = {"positions", "types"} | set(fields)
         unknown = wanted - set(STRUCTURE_FIELDS)
@@ -114,8 +123,8 @@ def read_structure(path: str | os.PathLike, fields: Iterable[str] = STRUCTURE_FI
                             for f in ("inherent_positions", "particle_energies", "descriptors", "times",
                                       "propensity")},
                          descriptor_names=(list(attrs["descriptor_names"]) if "descriptor_names" in attrs else None))
-    raise ValueError(f"unknown structure file type '{path.suffix}' for {path}: expected a GlassBench .npz "
-                     "or a tglassmlp .h5 shard")
+    raise ValueError(f"unknown structure file type '{path.suffix}' for {path}: expected a GlassBench .npz, "
+                     f"a tglassmlp .h5 shard or a LAMMPS dump {LAMMPS_SUFFIXES}")
 
 
 # ------------------------------------------------------------------------------------------------ descriptors

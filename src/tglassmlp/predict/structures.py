@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tglassmlp.data.structures import GLASSBENCH_SUFFIXES, SHARD_SUFFIXES
+from tglassmlp.data.structures import GLASSBENCH_SUFFIXES, LAMMPS_SUFFIXES, SHARD_SUFFIXES
 from tglassmlp.predict.errors import PredictionInputError
 from tglassmlp.predict.members import Ensemble
 
@@ -61,7 +61,7 @@ def find_structures(spec: str | os.PathLike | Sequence) -> list[Path]:
     items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
     if not items:
         raise PredictionInputError("no structures given (structures=FILE, FOLDER or [FILE, ...])")
-    known = SHARD_SUFFIXES + GLASSBENCH_SUFFIXES
+    known = SHARD_SUFFIXES + GLASSBENCH_SUFFIXES + LAMMPS_SUFFIXES
     out: list[Path] = []
     for item in items:
         path = Path(item)
@@ -72,12 +72,14 @@ def find_structures(spec: str | os.PathLike | Sequence) -> list[Path]:
             if ignored:
                 log.info("%s: ignoring %d file(s) that are not structures (%s ...)", path, len(ignored), ignored[:3])
             if not found:
-                raise PredictionInputError(f"structure folder {path} holds no shard (.h5) or GlassBench (.npz) file")
+                raise PredictionInputError(f"structure folder {path} holds no shard (.h5), GlassBench (.npz) or "
+                                           f"LAMMPS dump {LAMMPS_SUFFIXES} file")
             out += found
         elif path.is_file():
             if path.suffix not in known:
                 raise PredictionInputError(f"{path}: unknown structure file type '{path.suffix}' (expected a shard "
-                                           f"{SHARD_SUFFIXES} or a GlassBench file {GLASSBENCH_SUFFIXES})")
+                                           f"{SHARD_SUFFIXES}, a GlassBench file {GLASSBENCH_SUFFIXES} or a LAMMPS "
+                                           f"dump {LAMMPS_SUFFIXES})")
             out.append(path)
         else:
             raise PredictionInputError(f"structure path {path} does not exist")
@@ -103,7 +105,7 @@ def load_structure(path: str | os.PathLike, *, temperature: float | None = None,
     structure, descriptors).
 
     Args:
-        path: a shard ``.h5`` or a GlassBench ``.npz``.
+        path: a shard ``.h5``, a GlassBench ``.npz`` or a LAMMPS dump (first frame; needs ``temperature``).
         temperature: overrides the file's temperature [epsilon/k_B].
         cache_dir: descriptor cache (shared with training: keyed by the file and the descriptor settings).
         compute_inherent: minimise a structure stored without ``inherent_positions``; False makes it an error.
@@ -112,20 +114,23 @@ def load_structure(path: str | os.PathLike, *, temperature: float | None = None,
             defaults); the networks' scalers must know the resulting columns.
     """
     from tglassmlp.data import GlassBenchError, ShardError
+    from tglassmlp.data.lammps import LammpsDumpError
     from tglassmlp.data.structures import read_structure, structure_descriptors
     from tglassmlp.observables.descriptors import load_descriptor_settings
     from tglassmlp.physics import ConfigurationError, MinimizationError, inherent_structure
 
     path = Path(path)
-    if path.suffix not in SHARD_SUFFIXES + GLASSBENCH_SUFFIXES:
+    if path.suffix not in SHARD_SUFFIXES + GLASSBENCH_SUFFIXES + LAMMPS_SUFFIXES:
         raise PredictionInputError(f"{path}: unknown structure file type '{path.suffix}'")
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     try:
         structure = read_structure(path, ("positions", "types", "inherent_positions", "particle_energies",
                                           "descriptors"))
-    except (ShardError, GlassBenchError, FileNotFoundError) as exc:
+    except (ShardError, GlassBenchError, LammpsDumpError, FileNotFoundError) as exc:
         raise PredictionInputError(str(exc)) from None
+    if structure.temperature is None and temperature is None:
+        raise PredictionInputError(f"{path}: a LAMMPS dump carries no temperature; give it (predict.py temperature=T)")
     timing["read_s"] = time.perf_counter() - t0
     types, positions, box = structure.types, structure.positions, structure.box
     computed = False
