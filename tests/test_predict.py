@@ -539,3 +539,24 @@ def test_configured_constraint_pools_a_temperature_and_keeps_per_structure_means
         np.testing.assert_allclose(d["constraint"]["input_level"], preds[0]["constraint"]["input_level"])
         np.testing.assert_allclose(np.ravel(d["constraint"]["mean_prediction"]), pooled, atol=1e-5)
     assert np.all(np.abs(per_net[0] - per_net[1]) > 1e-3), per_net
+
+
+def test_prediction_file_to_gsd_for_ovito(glassbench_models, tmp_path):
+    """A prediction file becomes a GSD frame whose per-particle properties (read back by the gsd package) are the
+    file's propensity mean and spread per level, NaN off the reference type."""
+    gsd_hoomd = pytest.importorskip("gsd.hoomd", reason="gsd not installed (pip install gsd)")
+    from tglassmlp.predict.gsd_export import main
+
+    root, gb, _ = glassbench_models
+    result = predict_structures(DirectoryEnsemble(root).load(), gb.path, tmp_path / "out", levels=[0.8, 0.5],
+                                cache_dir=None)
+    d = read_prediction(result["files"][0])
+    assert main([str(tmp_path / "p.gsd"), result["files"][0]]) == 0
+    with gsd_hoomd.open(tmp_path / "p.gsd", mode="r") as traj:
+        frame = traj[0]
+        assert frame.particles.N == 1290 and frame.configuration.dimensions == 2
+        np.testing.assert_array_equal(frame.particles.typeid, gb.types)
+        for k, c in enumerate([0.8, 0.5]):
+            np.testing.assert_array_equal(frame.log[f"particles/propensity_c{c:.3f}"], d["propensity_mean"][k])
+            np.testing.assert_array_equal(frame.log[f"particles/propensity_std_c{c:.3f}"], d["propensity_std"][k])
+        np.testing.assert_array_equal(frame.log["particles/reference"], (gb.types == 0).astype(np.int32))
