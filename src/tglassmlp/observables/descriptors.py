@@ -43,6 +43,7 @@ import numpy as np
 
 from tglassmlp.defaults import group_config
 from tglassmlp.physics.configuration import ConfigurationError, validate_configuration
+from tglassmlp.observables.tessellation import box_sides
 from tglassmlp.physics.system import N_TYPES
 
 log = logging.getLogger(__name__)
@@ -201,14 +202,7 @@ def voronoi_perimeters(positions, box) -> np.ndarray:
     if bad.any():
         raise ConfigurationError(f"voronoi_perimeters: {bad.sum()} particle(s) with non-finite positions "
                                  f"(first: {np.flatnonzero(bad)[0]})")
-    try:
-        sides = np.asarray(box, dtype=np.float64)
-    except (TypeError, ValueError):
-        sides = np.array([np.nan])
-    if sides.ndim == 0:
-        sides = np.array([sides, sides])
-    if sides.shape != (2,) or not np.all(np.isfinite(sides)) or np.any(sides <= 0):
-        raise ConfigurationError(f"voronoi_perimeters: box must be a positive side or (Lx, Ly), got {box!r}")
+    sides = box_sides(box, "voronoi_perimeters")
     n = positions.shape[0]
     fbox = freud.box.Box(float(sides[0]), float(sides[1]), is2D=True)
     # freud's box is centred on the origin; wrap in float64 before the float32 conversion.

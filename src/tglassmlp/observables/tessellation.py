@@ -40,7 +40,8 @@ START_MARGIN_SPACINGS = 3.0
 MAX_DOUBLINGS = 10
 
 
-def _sides(box, where: str) -> np.ndarray:
+def box_sides(box, where: str) -> np.ndarray:
+    """(Lx, Ly) [sigma] of a periodic box given as one side or two; ConfigurationError naming ``where``."""
     try:
         sides = np.asarray(box, dtype=np.float64)
     except (TypeError, ValueError):
@@ -76,7 +77,7 @@ def radical_voronoi_perimeters(positions, box, radii) -> np.ndarray:
     if bad.any():
         raise ConfigurationError(f"{where}: {bad.sum()} particle(s) with non-finite positions "
                                  f"(first: {np.flatnonzero(bad)[0]})")
-    sides = _sides(box, where)
+    sides = box_sides(box, where)
     n = positions.shape[0]
     try:
         radii = np.asarray(radii, dtype=np.float64)
