@@ -241,7 +241,7 @@ def test_simulate_md_stage_sigkilled_then_resumed(tmp_path, structure_shard):
     one thread per Context: bit-identical); the checkpoint is gone once the shard holds its MD."""
     from tglassmlp.data.manifest import physics_checksums, verify_dataset
     from tglassmlp.paths import PROJECT_ROOT
-    from tglassmlp.simulate import simulate_shard
+    from tglassmlp.simulation.job import simulate_shard
 
     simulate_shard(compose_simulate(simulate_args(tmp_path / "ref", structure_shard, "md.checkpoint_every_s=null")))
     reference = physics_checksums(tmp_path / "ref" / "datasets" / "ckpt")
@@ -274,7 +274,7 @@ def test_simulate_k_structures_per_job_equal_one_per_job(tmp_path, structure_sha
     same values as two one-structure jobs (Reference platform: stacking is bit-identical), both recorded in the
     manifest; a rerun skips them; an index that is not a multiple of K is refused before any work."""
     from tglassmlp.data.manifest import physics_checksums, verify_dataset
-    from tglassmlp.simulate import simulate_shard, sweep_shards
+    from tglassmlp.simulation.job import simulate_shard, sweep_shards
 
     for k in (0, 1):
         simulate_shard(compose_simulate(simulate_args(tmp_path / "one", structure_shard, *SWAP_QUICK,
