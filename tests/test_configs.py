@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
-from omegaconf import OmegaConf
+from hydra.utils import get_object
+from omegaconf import OmegaConf, open_dict
 
 from tglassmlp.paths import config_dir
 from tglassmlp.physics.system import system_from_config
@@ -22,12 +26,49 @@ def compose_cfg():
     return _compose
 
 
+# facts sheet section 1 (its types 1, 2, 3 are 0, 1, 2 here), typed in: an independent copy of the YAML's tables
+FACTS_EPSILON = [[1.0, 1.5, 0.75], [1.5, 0.5, 1.5], [0.75, 1.5, 0.75]]
+FACTS_SIGMA = [[1.0, 0.8, 0.9], [0.8, 0.88, 0.8], [0.9, 0.8, 0.94]]
+#: keys hydra.utils.instantiate reads itself, not passed to the target
+HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
+
+
+def _targets(node, where=""):
+    """(config path, node) of every mapping with a ``_target_`` in a resolved config."""
+    if isinstance(node, dict):
+        if "_target_" in node:
+            yield where, node
+        for k, v in node.items():
+            yield from _targets(v, f"{where}.{k}")
+    elif isinstance(node, list):
+        for k, v in enumerate(node):
+            yield from _targets(v, f"{where}[{k}]")
+
+
 @pytest.mark.parametrize("name", TOP_LEVEL)
 def test_top_level_config_composes_and_resolves(compose_cfg, name):
     cfg = compose_cfg(name)
-    OmegaConf.resolve(cfg)  # every interpolation resolves
+    OmegaConf.resolve(cfg)  # every interpolation resolves (raises otherwise)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    assert not OmegaConf.missing_keys(cfg), f"{name}.yaml leaves mandatory values unset"
+    # every object the config describes: the target imports, and the target takes every key given to it
+    # (a misspelt or stale key would only fail at instantiate time, in the middle of a job)
+    found = list(_targets(OmegaConf.to_container(cfg, resolve=True)))
+    assert found or name == "simulate", f"{name}.yaml describes no object"
+    for where, node in found:
+        target = get_object(node["_target_"])
+        assert callable(target), f"{name}{where}: {node['_target_']} is not callable"
+        kwargs = {k: v for k, v in node.items() if k not in HYDRA_KEYS}
+        params = inspect.signature(target).parameters.values()
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            accepted = {p.name for p in params}
+            assert set(kwargs) <= accepted, f"{name}{where}: {node['_target_']} does not take {set(kwargs) - accepted}"
     if "system" in cfg:
-        system_from_config(cfg.system)
+        system = system_from_config(cfg.system)
+        np.testing.assert_array_equal(system.epsilon, FACTS_EPSILON)
+        np.testing.assert_array_equal(system.sigma, FACTS_SIGMA)
+        assert system.cutoff == 2.5
 
 
 @pytest.mark.parametrize("group", sorted(p.name for p in config_dir().iterdir() if p.is_dir()))

@@ -338,3 +338,64 @@ def test_end_to_end_with_interruptions(request, tiny, monkeypatch):
     step2_member = next(m for m in by_role["member"] if m.data.tags["transfer.step"] == "2")
     art = client.download_artifacts(step2_member.info.run_id, "config/train.yaml", str(tmp / "dl2"))
     assert "tglassmlp.transfer.CompositeLabels" in Path(art).read_text()
+
+
+def test_step1_labels_are_the_mean_of_the_selected_networks(tmp_path, monkeypatch):
+    """Step 1 writes, per structure, the mean over the selected networks of their predictions (and their spread),
+    checked against a by-hand sum over three untrained networks that predict differently (no training, no
+    MLflow: the members are built directly and handed to the procedure in place of the MLflow download)."""
+    import tglassmlp.transfer.procedure as procedure_module
+    from tglassmlp.model.artifact import EnsembleMember
+    from tglassmlp.model.network import TGlassMLP
+    from tglassmlp.observables.descriptors import DescriptorScaler, descriptor_names
+    from tglassmlp.transfer import TransferState
+
+    root = make_synthetic_dataset(tmp_path / "d", temperatures=(0.6,), n_structures=2, n=40, box=7.0,
+                                  no_md_temperatures=(0.5,))
+    cfg = compose_transfer([f"data.root={root}", f"paths.output_dir={tmp_path}/out", "debug=fast"])
+    with open_dict(cfg):
+        cfg.transfer.md = {0.6: [0.8]}
+        cfg.transfer.transferred = {0.5: [0.8]}
+        cfg.transfer.held_out = {}
+        cfg.transfer.comparison = None
+    procedure = instantiate(cfg.transfer, _convert_="all")
+    procedure.output_dir.mkdir(parents=True)
+    procedure.state = TransferState(procedure.state_path, procedure.transfer_id)
+
+    class NoTracking:
+        client = None
+
+        def log_artifact(self, *args, **kwargs):
+            pass
+
+    procedure.tracking = NoTracking()
+    records = procedure.records(cfg, [0.5])[0.5]
+    assert len(records) == 2
+    scaler = DescriptorScaler(names=descriptor_names()).fit([r.descriptors for r in records])
+    n_kept = int(np.sum(scaler.kept))
+    members = [EnsembleMember(f"run{k}", TGlassMLP(n_descriptors=n_kept, seed=k).eval(), scaler, None, f"d{k}", "test")
+               for k in range(3)]
+    selected = [m.name for m in members]
+    manifest = tmp_path / "out" / "step1_c0.80" / "ensemble.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"selected": selected, "fallback": False}))
+    procedure.state.ensemble("step1_c0.80")["selection"] = str(manifest)
+    monkeypatch.setattr(procedure_module, "load_run_members",
+                        lambda client, run_ids: [next(m for m in members if m.name == r) for r in run_ids])
+
+    procedure._write_step1_labels(cfg)
+
+    labels = TransferredLabels(procedure.labels_path)
+    assert labels.state_points == [(0.5, 0.8)]
+    for rec in records:
+        # each network by hand: standardise with the scaler's stored mean/std, run the torch module
+        x = torch.as_tensor((rec.descriptors[:, scaler.kept] - scaler.mean[scaler.kept]) / scaler.std[scaler.kept],
+                            dtype=torch.float32)
+        with torch.no_grad():
+            each = [m.network(x, 0.5, 0.8).numpy().astype(np.float64) for m in members]
+        # the networks really differ, so any single one of them is not the mean
+        assert min(np.abs(each[0] - each[1]).max(), np.abs(each[0] - each[2]).max()) > 1e-3
+        mean = (each[0] + each[1] + each[2]) / 3.0
+        spread = np.sqrt(sum((e - mean) ** 2 for e in each) / 3.0)
+        np.testing.assert_allclose(labels.get(0.5, 0.8, rec.index), mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(labels.get(0.5, 0.8, rec.index, spread=True), spread, rtol=1e-4, atol=1e-6)
