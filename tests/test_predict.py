@@ -3,6 +3,7 @@ with bounded memory, the GlassBench round trip, ensemble sources, bad-input erro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -560,3 +561,33 @@ def test_prediction_file_to_gsd_for_ovito(glassbench_models, tmp_path):
             np.testing.assert_array_equal(frame.log[f"particles/propensity_c{c:.3f}"], d["propensity_mean"][k])
             np.testing.assert_array_equal(frame.log[f"particles/propensity_std_c{c:.3f}"], d["propensity_std"][k])
         np.testing.assert_array_equal(frame.log["particles/reference"], (gb.types == 0).astype(np.int32))
+
+
+def test_networks_trained_on_other_descriptor_settings_are_refused(glassbench_models, tmp_path, caplog):
+    """A scaler records the descriptor settings hash it was fitted with (saved and loaded with it); predict
+    refuses a network whose hash differs from the prediction's settings, warns for one without a record."""
+    from tglassmlp.data.structures import descriptor_settings_hash
+    from tglassmlp.observables.descriptors import DescriptorScaler, load_descriptor_settings
+    from tglassmlp.predict.run import check_descriptor_settings
+
+    root, gb, _ = glassbench_models
+    ensemble = DirectoryEnsemble(root).load()
+    default = descriptor_settings_hash(load_descriptor_settings())
+    plain = load_descriptor_settings()
+    plain = dataclasses.replace(plain, perimeter_weighted=False)
+    assert descriptor_settings_hash(plain) != default
+    for m in ensemble.members:
+        m.scaler.settings_hash = None
+    with caplog.at_level("WARNING"):
+        check_descriptor_settings(ensemble)
+    assert "record no descriptor settings" in caplog.text
+    for m in ensemble.members:
+        m.scaler.settings_hash = default
+    check_descriptor_settings(ensemble)
+    with pytest.raises(PredictionInputError, match="other settings"):
+        check_descriptor_settings(ensemble, plain)
+    ensemble.members[1].scaler.settings_hash = descriptor_settings_hash(plain)
+    with pytest.raises(PredictionInputError, match="1 network"):
+        predict_structures(ensemble, gb.path, tmp_path / "out", levels=[0.8], cache_dir=None)
+    saved = ensemble.members[1].scaler.save(tmp_path / "scaler.npz")
+    assert DescriptorScaler.load(saved).settings_hash == descriptor_settings_hash(plain)

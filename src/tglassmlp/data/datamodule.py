@@ -48,7 +48,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from tglassmlp.data.shards import open_shard, parse_shard_path
-from tglassmlp.data.structures import read_structure, structure_descriptors
+from tglassmlp.data.structures import descriptor_settings_hash, read_structure, structure_descriptors
 from tglassmlp.model.loss import DEFAULT_RADII, DEFAULT_WIDTH, neighbour_weights
 from tglassmlp.statepoints import format_level, format_temperature, state_point_name  # noqa: F401
 from tglassmlp.observables import DescriptorScaler, labels_at_levels
@@ -412,7 +412,8 @@ class PropensityDataModule(pl.LightningDataModule):
             raise ValueError(f"{self.root}: no state point of {self.requested or self.levels} is reached; nothing "
                              "to train on")
         self.state_points.sort()
-        self.scaler = DescriptorScaler(names=names, zero_std_rtol=self.descriptors.zero_std_rtol).fit(train_blocks)
+        self.scaler = DescriptorScaler(names=names, zero_std_rtol=self.descriptors.zero_std_rtol,
+                                       settings_hash=descriptor_settings_hash(self.descriptors)).fit(train_blocks)
         for rec in self.structures:
             rec.features = self.scaler.transform(rec.descriptors).astype(np.float32)
         self.label_std = float(np.concatenate([s.labels for s in self.train_samples]).std())

@@ -544,10 +544,14 @@ class DescriptorScaler:
         kept: (F,) bool, columns that ``transform`` keeps.
         duplicate_of: (F,) int, for a dropped duplicate the earlier column it repeats, else -1 (all -1 for a
             scaler saved before the duplicate rule).
+        settings_hash: hash of the descriptor settings and code the columns were computed with
+            (``tglassmlp.data.structures.descriptor_settings_hash``), or None when not recorded (older scalers):
+            a network must be fed descriptors made the same way, which predict.py checks with it.
     """
 
-    def __init__(self, names=None, zero_std_rtol: float | None = None):
+    def __init__(self, names=None, zero_std_rtol: float | None = None, settings_hash: str | None = None):
         self.names = None if names is None else [str(x) for x in names]
+        self.settings_hash = None if not settings_hash else str(settings_hash)
         if zero_std_rtol is None:
             zero_std_rtol = load_descriptor_settings().zero_std_rtol
         if not (math.isfinite(zero_std_rtol) and zero_std_rtol >= 0):
@@ -613,6 +617,7 @@ class DescriptorScaler:
             "kept": self.kept.copy(),
             "duplicate_of": self.duplicate_of.copy(),
             "zero_std_rtol": np.float64(self.zero_std_rtol),
+            "settings_hash": np.asarray(self.settings_hash or "", dtype=str),
         }
 
     @classmethod
@@ -621,7 +626,8 @@ class DescriptorScaler:
         if missing:
             raise KeyError(f"DescriptorScaler.from_dict: missing keys {missing}")
         scaler = cls(names=[str(x) for x in np.asarray(state["names"])],
-                     zero_std_rtol=float(state.get("zero_std_rtol", 0.0)))
+                     zero_std_rtol=float(state.get("zero_std_rtol", 0.0)),
+                     settings_hash=str(np.asarray(state["settings_hash"])) if "settings_hash" in state else None)
         scaler.mean = np.asarray(state["mean"], dtype=np.float64).copy()
         scaler.std = np.asarray(state["std"], dtype=np.float64).copy()
         scaler.kept = np.asarray(state["kept"], dtype=bool).copy()

@@ -24,6 +24,28 @@ from tglassmlp.predict.structures import InputStructure, check_structure, find_s
 log = logging.getLogger(__name__)
 
 
+def check_descriptor_settings(ensemble: Ensemble, descriptors=None) -> None:
+    """Refuse networks trained on descriptors made with other settings or code than ``descriptors`` (the columns
+    would keep their names but change their meaning, e.g. plain vs radical Voronoi perimeters); warn for networks
+    whose scaler records no settings (trained before the record existed)."""
+    from tglassmlp.data.structures import descriptor_settings_hash
+    from tglassmlp.observables.descriptors import load_descriptor_settings
+
+    expected = descriptor_settings_hash(load_descriptor_settings("default" if descriptors is None else descriptors))
+    unknown = [m.name for m in ensemble.members if getattr(m.scaler, "settings_hash", None) is None]
+    wrong = [m.name for m in ensemble.members if getattr(m.scaler, "settings_hash", None) not in (None, expected)]
+    if wrong:
+        raise PredictionInputError(
+            f"{len(wrong)} network(s) were trained on descriptors made with other settings or descriptor code than "
+            f"this prediction's (hash {expected}): {wrong[:3]}; pass the training's descriptors settings "
+            "(predict.py descriptors.<key>=...) or retrain")
+    if unknown:
+        log.warning("%d network(s) record no descriptor settings (trained before they were recorded): %s; make sure "
+                    "they were trained with the descriptors settings used here (since this version the perimeters "
+                    "are radical Voronoi by default, descriptors.perimeter.weighted=false gives the plain ones)",
+                    len(unknown), unknown[:3])
+
+
 def predict_structures(ensemble: Ensemble, structures, out_dir, *, levels=None, times=None, tts=None,
                        temperature: float | None = None, constraint: MeanConstraint | None = None,
                        reference_type: int = 0, chunk_size: int = 2048, cache_dir=None,
@@ -48,6 +70,7 @@ def predict_structures(ensemble: Ensemble, structures, out_dir, *, levels=None, 
     from tqdm.auto import tqdm
 
     constraint = constraint or MeanConstraint()
+    check_descriptor_settings(ensemble, descriptors)
     paths = find_structures(structures)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
