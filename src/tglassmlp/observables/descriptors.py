@@ -43,7 +43,7 @@ import numpy as np
 
 from tglassmlp.defaults import group_config
 from tglassmlp.physics.configuration import ConfigurationError, validate_configuration
-from tglassmlp.observables.tessellation import box_sides
+from tglassmlp.observables.tessellation import cell_input
 from tglassmlp.physics.system import N_TYPES
 
 log = logging.getLogger(__name__)
@@ -195,14 +195,7 @@ def voronoi_perimeters(positions, box) -> np.ndarray:
     """
     import freud  # imported here: only this function needs it
 
-    positions = np.asarray(positions, dtype=np.float64)
-    if positions.ndim != 2 or positions.shape[1] != 2 or positions.shape[0] < 2:
-        raise ConfigurationError(f"voronoi_perimeters: positions must have shape (N, 2), N >= 2; got {positions.shape}")
-    bad = ~np.isfinite(positions).all(axis=1)
-    if bad.any():
-        raise ConfigurationError(f"voronoi_perimeters: {bad.sum()} particle(s) with non-finite positions "
-                                 f"(first: {np.flatnonzero(bad)[0]})")
-    sides = box_sides(box, "voronoi_perimeters")
+    positions, sides = cell_input(positions, box, "voronoi_perimeters", min_particles=2)
     n = positions.shape[0]
     fbox = freud.box.Box(float(sides[0]), float(sides[1]), is2D=True)
     # freud's box is centred on the origin; wrap in float64 before the float32 conversion.

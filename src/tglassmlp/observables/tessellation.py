@@ -40,6 +40,20 @@ START_MARGIN_SPACINGS = 3.0
 MAX_DOUBLINGS = 10
 
 
+def cell_input(positions, box, where: str, min_particles: int) -> tuple[np.ndarray, np.ndarray]:
+    """(positions (N, 2) float64, sides (2,)) of a tessellation's input, or ConfigurationError naming ``where``
+    (shape, N < min_particles, non-finite positions, bad box)."""
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.ndim != 2 or positions.shape[1] != 2 or positions.shape[0] < min_particles:
+        raise ConfigurationError(f"{where}: positions must have shape (N, 2), N >= {min_particles}; "
+                                 f"got {positions.shape}")
+    bad = ~np.isfinite(positions).all(axis=1)
+    if bad.any():
+        raise ConfigurationError(f"{where}: {bad.sum()} particle(s) with non-finite positions "
+                                 f"(first: {np.flatnonzero(bad)[0]})")
+    return positions, box_sides(box, where)
+
+
 def box_sides(box, where: str) -> np.ndarray:
     """(Lx, Ly) [sigma] of a periodic box given as one side or two; ConfigurationError naming ``where``."""
     try:
@@ -70,14 +84,7 @@ def radical_voronoi_perimeters(positions, box, radii) -> np.ndarray:
         the GlassMLP radii never do that in a liquid).
     """
     where = "radical_voronoi_perimeters"
-    positions = np.asarray(positions, dtype=np.float64)
-    if positions.ndim != 2 or positions.shape[1] != 2 or positions.shape[0] < 1:
-        raise ConfigurationError(f"{where}: positions must have shape (N, 2), N >= 1; got {positions.shape}")
-    bad = ~np.isfinite(positions).all(axis=1)
-    if bad.any():
-        raise ConfigurationError(f"{where}: {bad.sum()} particle(s) with non-finite positions "
-                                 f"(first: {np.flatnonzero(bad)[0]})")
-    sides = box_sides(box, where)
+    positions, sides = cell_input(positions, box, where, min_particles=1)
     n = positions.shape[0]
     try:
         radii = np.asarray(radii, dtype=np.float64)
