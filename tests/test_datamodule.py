@@ -114,16 +114,41 @@ def test_split_by_structure_is_deterministic_and_disjoint(dm, synthetic_root, tm
     assert [moved.split(t, range(6)) for t in (0.5, 0.6)] != [dm.split(t, range(6)) for t in (0.5, 0.6)]
 
 
-def test_labels_match_labels_at_levels(dm):
-    """The labels of a sample are labels_at_levels with the temperature's average curve of type-0 means."""
+def labels_by_hand(paths, level):
+    """{structure path: (N_0,) MD label} at one <C_B> level, from the raw shards on disk and written here apart
+    from the library (glassmlp-facts.md section 4): the type-0 average curve over the temperature's
+    structures, its first crossing of the level linear in log t, each type-0 particle's propensity linear in
+    log t at that time. Returns (crossing time, labels)."""
+    raws = {p: read_shard(p, fields=["types", "times", "propensity"]) for p in paths}
+    log_t = np.log(np.asarray(next(iter(raws.values()))["times"], np.float64))
+    own = {p: np.asarray(raw["propensity"], np.float64)[:, np.asarray(raw["types"]) == 0] for p, raw in raws.items()}
+    curve = np.mean([prop.mean(axis=1) for prop in own.values()], axis=0)
+    k = int(np.argmax(curve <= level))
+    assert k > 0 and curve[k] <= level < curve[k - 1], "level not crossed inside the window"
+    w = (curve[k - 1] - level) / (curve[k - 1] - curve[k])
+    log_t_star = (1 - w) * log_t[k - 1] + w * log_t[k]
+    return float(np.exp(log_t_star)), {p: (1 - w) * prop[k - 1] + w * prop[k] for p, prop in own.items()}
+
+
+def test_labels_equal_a_by_hand_log_time_interpolation_of_the_raw_shards(dm):
+    """Every sample's labels and crossing time at T = 0.6, both levels, rebuilt from the shards on disk by
+    :func:`labels_by_hand` (no labels_at_levels, no datamodule record). It replaces a test that built its
+    expectation from the data module's own filtered records; test_reference_type_selection_against_the_raw_shards
+    checks the type-0 selection the same way."""
     t = 0.6
-    recs = [r for r in dm.structures if r.temperature == t]
-    curve = np.mean([r.propensity.mean(axis=1) for r in recs], axis=0)
-    sample = next(s for s in dm.train_samples + dm.test_samples if s.temperature == t and s.level == 0.8)
-    rec = dm.structures[sample.structure]
-    _, expected = labels_at_levels(rec.times, rec.propensity, curve, [0.8])
-    np.testing.assert_allclose(sample.labels, expected[0])
-    assert rec.n_reference == len(sample.labels) == int((rec.reference).sum())
+    paths = [r.path for r in dm.structures if r.temperature == t]
+    checked = 0
+    for level in (0.8, 0.5):
+        t_star, expected = labels_by_hand(paths, level)
+        for sample in dm.train_samples + dm.test_samples:
+            if sample.temperature != t or sample.level != level:
+                continue
+            rec = dm.structures[sample.structure]
+            np.testing.assert_allclose(sample.labels, expected[rec.path], rtol=1e-6, atol=1e-7)
+            assert sample.t_star == pytest.approx(t_star, rel=1e-9)
+            assert rec.n_reference == len(sample.labels) == int((rec.reference).sum())
+            checked += 1
+    assert checked == 2 * len(paths) == 12
 
 
 def test_scaler_fitted_on_training_structures_only(dm):

@@ -13,8 +13,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from conftest import compose_config
-from test_datamodule import make_synthetic_dataset
+from test_datamodule import labels_by_hand, make_synthetic_dataset
 from test_tracking import fresh_store
+from tglassmlp.data import shard_path
 from tglassmlp.data.datamodule import MDLabels, PropensityDataModule, StructureRecord
 from tglassmlp.ensemble import NoSelfConsistentNetworkError, load_run_network, rank_and_select, select_sweep
 from tglassmlp.observables import labels_at_levels
@@ -303,8 +304,24 @@ def test_end_to_end_with_interruptions(request, tiny, monkeypatch):
     manifest = json.loads(p.manifest_path.read_text())
     assert manifest["final"] and len(manifest["selected"]) == 1 and manifest["fallback"]
     assert set(manifest["points"]) == {"T0.400_c0.80", "T0.500_c0.80", "T0.500_c0.50"}
+    # the held-out metric against a direct computation: MD labels rebuilt by hand from the raw shards at
+    # T = 0.5, the selected networks run by hand (downloaded from MLflow), numpy's Pearson per structure
     held = p.held_out_metrics["T0.500_c0.80"]
-    assert held["n_structures"] == 4 and -1 <= held["pearson_ensemble"] <= 1
+    assert held["n_structures"] == 4 and held["n_networks"] == len(manifest["selected"])
+    paths = {k: shard_path(root, 0.5, k) for k in range(4)}
+    _, md = labels_by_hand(list(paths.values()), 0.8)
+    nets = [load_run_network(client, r, tmp / "dl_held")[:2] for r in manifest["selected"]]
+    r_ensemble, r_step1 = {}, []
+    for rec in p.records(cfg, [0.5])[0.5]:
+        with torch.no_grad():
+            preds = [net(torch.as_tensor(sc.transform(rec.descriptors), dtype=torch.float32), 0.5, 0.8).numpy()
+                     for net, sc in nets]
+        y = md[paths[rec.index]]
+        r_ensemble[str(rec.index)] = np.corrcoef(np.mean(preds, axis=0), y)[0, 1]
+        r_step1.append(np.corrcoef(labels.get(0.5, 0.8, rec.index), y)[0, 1])
+    assert held["pearson_ensemble"] == pytest.approx(np.mean(list(r_ensemble.values())), rel=1e-5)
+    assert held["step1_labels_pearson"] == pytest.approx(np.mean(r_step1), rel=1e-5)
+    assert held["per_structure_ensemble"] == pytest.approx(r_ensemble, rel=1e-5) and len(r_ensemble) == 4
     # the manifest names its store: predict.py's ManifestEnsemble loads the final ensemble from it alone
     from tglassmlp.predict import ManifestEnsemble
 

@@ -70,6 +70,14 @@ def compare_transfer(procedure, cfg: DictConfig, seeds: Sequence[int] = (0, 1), 
         methods: which baselines to train ('a', 'b', 'c').
     """
 
+    unknown = sorted(set(methods) - {"a", "b", "c"})
+    if unknown:
+        raise ValueError(f"transfer.comparison.methods: unknown comparison method(s) {unknown}; choose from "
+                         "'a' (trained with T_h), 'b' (GlassMLP-style), 'c' (direct)")
+    if not seeds:
+        raise ValueError("transfer.comparison.seeds: give at least one seed per baseline ensemble")
+    if "a" in methods and int(folds) < 1:
+        raise ValueError(f"transfer.comparison.folds must be >= 1 for method 'a', got {folds}")
     table = procedure.table
     targets = procedure.held_out_targets(cfg)
     if not targets:
