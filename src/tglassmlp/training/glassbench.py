@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ class TimeCodeLabels:
         table = self.levels[round(float(temperature), 3)]
         out = {}
         for c in levels:
-            k = int(np.argmin([abs(c_k - float(c)) for _, _, c_k in table]))
+            k = int(np.argmin([abs(c_k - float(c)) for _, _, c_k in table]))  # the first code of that level
             if abs(table[k][2] - float(c)) > 1e-9:
                 continue
             out[float(c)] = ([np.asarray(s.propensity[k], dtype=np.float64) for s in structures],
@@ -139,10 +140,18 @@ class GlassBenchDataModule(PropensityDataModule):
             curve = np.mean(curve, axis=0)
             codes = codes_at[t][1]
             self.time_levels[t] = [(int(k), float(x), float(c)) for k, x, c in zip(codes, times, curve)]
-            if len({c for _, _, c in self.time_levels[t]}) < len(curve):
-                raise ValueError(f"GlassBench T = {t:g}: two time codes have the same <C_B> {curve.tolist()}; the "
-                                 "level cannot tell them apart")
-        self.requested = {self.train_temperature: [c for _, _, c in self.time_levels[self.train_temperature]]}
+        # a time code at which no bond has broken yet (<C_B> = 1: at T = 0.23, t = 0.1 in GlassBench) has constant
+        # labels, which the loss's variance terms cannot normalise, and a level equal to an earlier code's cannot
+        # be told apart from it: neither is trained on (both are still evaluated)
+        levels = []
+        for code, time, c in self.time_levels[self.train_temperature]:
+            if c >= 1.0 - 1e-12 or c in levels:
+                log.warning("GlassBench T = %g, tc%02d (t = %g): <C_B> = %.6f %s; not a training state point",
+                            self.train_temperature, code, time, c,
+                            "(no bond broken)" if c >= 1.0 - 1e-12 else "as an earlier time code")
+                continue
+            levels.append(c)
+        self.requested = {self.train_temperature: levels}
         self.label_source = TimeCodeLabels(self.time_levels)
 
     def folder_temperature(self, folder: str) -> float:
@@ -190,7 +199,8 @@ def _folder_data(dm: GlassBenchDataModule, folder: str) -> list[dict[str, Any]]:
 
 def _mean_pearson(predictions: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> float:
     """Pearson per structure, averaged over structures (NaN structures left out)."""
-    values = [pearson(p, y) for p, y in zip(predictions, labels)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = [pearson(p, y) for p, y in zip(predictions, labels)]
     return float(np.nanmean(values)) if np.any(np.isfinite(values)) else float("nan")
 
 
@@ -232,8 +242,10 @@ def glassbench_table(members: Sequence, dm: GlassBenchDataModule, roadmap: Mappi
                 per_net.append(_mean_pearson(preds, labels))
                 for acc, p in zip(ensemble, preds):
                     acc += p / len(members)
-            ceiling = LabelCeiling(n_splits=n_splits, seed=seed).compute([d["runs"][:, k] for d in data])
-            rho_max = float(ceiling.mean_rho_max[0])
+            with warnings.catch_warnings():  # no bond broken yet: constant labels, rho_max undefined (NaN)
+                warnings.simplefilter("ignore", RuntimeWarning)
+                ceiling = LabelCeiling(n_splits=n_splits, seed=seed).compute([d["runs"][:, k] for d in data])
+                rho_max = float(ceiling.mean_rho_max[0])
             mean = float(np.mean(per_net)) if per_net else float("nan")
             match = [i for i, r in enumerate(reference)
                      if abs(float(r["T"]) - t) < 1e-6 and _matches(r["t"], time)]
@@ -283,8 +295,8 @@ def format_table_markdown(table: Mapping[str, Any]) -> str:
             where = "transfer (no data)" if r["transfer"] else "(no data)"
         else:
             where = f"{r['folder']}{' (transfer)' if r['transfer'] else ''}"
-        ours = "-" if r["pearson_mean"] is None else (
-            f"{r['pearson_mean']:.3f} +- {_fmt(r['pearson_std'])}" if len(r["pearson"]) > 1 else _fmt(r["pearson_mean"]))
+        ours = "-" if _fmt(r["pearson_mean"]) == "-" else (
+            f"{_fmt(r['pearson_mean'])} +- {_fmt(r['pearson_std'])}" if len(r["pearson"]) > 1 else _fmt(r["pearson_mean"]))
         lines.append("| " + " | ".join([
             f"{r['T']:.2f}", f"{r['t']:g}", "-" if r["time_code"] is None else f"tc{r['time_code']:02d}",
             _fmt(r["level"], ".4f"), where, ours, _fmt(r["ensemble_pearson"]), _fmt(r["rho_max"]),
@@ -308,13 +320,24 @@ def table_metrics(table: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+def _json_safe(value):
+    """NaN (an undefined Pearson: constant labels) as null, so that the file is standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def write_table(table: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
-    """``table.md`` and ``table.json`` in ``out_dir`` (atomically)."""
+    """``table.md`` and ``table.json`` (undefined numbers as null) in ``out_dir`` (atomically)."""
     from tglassmlp.atomic import write_json_atomic, write_text_atomic
 
     out_dir = Path(out_dir)
     md = write_text_atomic(out_dir / "table.md", format_table_markdown(table))
-    js = write_json_atomic(out_dir / "table.json", table)
+    js = write_json_atomic(out_dir / "table.json", _json_safe(table))
     return Path(md), Path(js)
 
 
