@@ -182,7 +182,7 @@ def xi4_figure(path, md_levels, md_level_obs, md_fields, md_obs, pred, pred_obs,
     window = (f"q xi_4 <= {oz['qxi_max']:g}, q <= {oz.get('q_max', 0.5):g}" if oz.get("qxi_max") is not None
               else f"q <= {oz.get('q_max', 0.5):g}")
     a1.set(xscale="log", yscale="log", xlabel="q [1/sigma]", ylabel="S_4(q)  (Eq. 10)",
-           title=f"S_4 at <C_B> = {level:g}\nlines: Eq. (11) fits over their windows ({window}), | its end")
+           title=f"S_4 at <C_B> = {level:g}; lines: Eq. (11) fits\nover the windows used ({window})")
     a1.legend(fontsize=7, ncol=2)
     _time_series(a2, "xi4", md_fields, md_obs, pred, pred_obs, colors)
     _tau_lines(a2, tts, colors, sorted(set(md_fields) | set(pred)))

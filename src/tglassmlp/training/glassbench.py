@@ -277,7 +277,7 @@ def _fmt(value, spec: str = ".3f") -> str:
     return format(value, spec)
 
 
-def format_table_markdown(table: Mapping[str, Any]) -> str:
+def glassbench_table_markdown(table: Mapping[str, Any]) -> str:
     """The table as markdown: ours (mean +- spread over networks, ensemble mean, rho_max, fraction of it, our
     E_pot baseline) beside the roadmap's columns, one row per (T, t)."""
     cols = table["columns"]
@@ -336,7 +336,7 @@ def write_table(table: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Pa
     from tglassmlp.atomic import write_json_atomic, write_text_atomic
 
     out_dir = Path(out_dir)
-    md = write_text_atomic(out_dir / "table.md", format_table_markdown(table))
+    md = write_text_atomic(out_dir / "table.md", glassbench_table_markdown(table))
     js = write_json_atomic(out_dir / "table.json", _json_safe(table))
     return Path(md), Path(js)
 
@@ -380,7 +380,9 @@ class GlassBenchTable(_HydraCallback):
         exp = tracking.prepare()
         runs = tracking.client.search_runs(
             [exp], filter_string=f"tags.sweep_id = '{sweep_dir}' and attributes.status = 'FINISHED'")
-        runs = sorted(runs, key=lambda r: str(r.data.tags.get("seed")))
+        seed = lambda r: str(r.data.tags.get("seed", ""))  # noqa: E731
+        runs = sorted(runs, key=lambda r: (not seed(r).lstrip("-").isdigit(),
+                                           int(seed(r)) if seed(r).lstrip("-").isdigit() else 0, seed(r)))
         members = load_run_members(tracking.client, [r.info.run_id for r in runs])
         dm = instantiate(config.data)
         roadmap = OmegaConf.to_container(config.glassbench.roadmap, resolve=True)
