@@ -32,6 +32,7 @@ from conftest import random_configuration
 BOX, N, BETA = 12.0, 120, 0.8
 TAUS = {0.6: 20.0, 0.5: 60.0}
 TIMES = np.geomspace(1, 400, 14)
+N_RUNS = 4
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +45,13 @@ def dataset(tmp_path_factory):
         for k in range(3):
             pos, types = random_configuration(N, BOX, seed=100 * k + int(T * 10), min_distance=0.75)
             rate = np.exp(0.4 * rng.standard_normal(N))
-            propensity = master_curve(TIMES[:, None] / tau, BETA) ** rate[None, :]
+            # N_RUNS runs whose rates scatter around the particle's: run-to-run noise that rho_max measures
+            runs = master_curve(TIMES[None, :, None] / tau, BETA) ** (
+                rate[None, None, :] * np.exp(0.5 * rng.standard_normal((N_RUNS, 1, N))))
+            runs = runs.astype(np.float32)
             write_shard(shard_path(root, T, k),
                         {"positions": pos, "types": types, "inherent_positions": pos, "times": TIMES,
-                         "propensity": propensity.astype(np.float32)},
+                         "bond_breaking": runs, "propensity": runs.mean(axis=0, dtype=np.float64)},
                         {"temperature": T, "box": BOX, "seed": k, "config": "{}", "source": "test", "equilibrated": 1})
             raw.append(structural_descriptors(pos, types, BOX)[types == 0])
     return root, raw
@@ -111,6 +115,37 @@ def test_analyze_end_to_end(dataset, sweep, tmp_path):
     pred_06 = [r for r in rows if r["source"] == "tGlassMLP" and float(r["T"]) == 0.6]
     assert len(pred_06) == 3 and all(r["n_train"] == "2" and r["n_test"] == "1" for r in pred_06)
     assert all(-1 <= float(r["pearson_test"]) <= 1 and float(r["pearson_test_err"]) >= 0 for r in pred_06)
+    # rho_max beside rho_P: the split-half ceiling of the test structure's labels, by hand from its stored runs
+    from tglassmlp.analysis.job import training_structures
+    from tglassmlp.observables.labels import crossing_time, interpolate_log_time
+
+    trained = training_structures(find_sweep_networks(sweep, "all"), root)
+    (test_k,) = [k for k in range(3) if shard_path(root, 0.6, k).resolve() not in trained]
+    shards6 = [read_shard(shard_path(root, 0.6, k)) for k in range(3)]
+    curve6 = np.mean([s["propensity"][:, s["types"] == 0].mean(1) for s in shards6], axis=0)
+    test_shard = shards6[test_k]
+    for r in pred_06:
+        t_star = crossing_time(TIMES, curve6, float(r["level"]))
+        per_run = interpolate_log_time(TIMES, np.moveaxis(test_shard["bond_breaking"].astype(np.float64), 0, 1),
+                                       t_star)[:, test_shard["types"] == 0]
+        halves = [np.corrcoef(per_run[list(a)].mean(0), per_run[[j for j in range(4) if j not in a]].mean(0))[0, 1]
+                  for a in ((0, 1), (0, 2), (0, 3))]
+        r_h = np.mean(halves)
+        assert float(r["rho_max_test"]) == pytest.approx(np.sqrt(2 * r_h / (1 + r_h)), rel=1e-4)
+        assert 0 < float(r["rho_max_test"]) < 1 and r["n_runs"] == "4"
+        assert float(r["pearson_test_over_rho_max"]) == pytest.approx(
+            float(r["pearson_test"]) / float(r["rho_max_test"]), rel=1e-4)
+    # the Eq. (11) window each MD row reports is the one the fit of its S_4 (s4.csv) uses
+    from tglassmlp.observables.four_point import OrnsteinZernikeFit
+
+    s4 = [x for x in _read_csv(tmp_path / "out" / "tables" / "s4.csv")
+          if x["source"] == "MD" and float(x["T"]) == 0.5 and float(x["level"]) == 0.8]
+    fit = OrnsteinZernikeFit(**OmegaConf.to_container(cfg.oz)).compute(
+        np.array([float(x["q"]) for x in s4]), np.array([float(x["S4"]) for x in s4]))
+    assert float(md_row["oz_window_q"]) == pytest.approx(fit.window_q_max, rel=1e-5)
+    assert fit.window_q_max < cfg.oz.q_max  # the self-consistent window stops short of q_max here
+    report = (tmp_path / "out" / "analysis.md").read_text()
+    assert "| rho_P (test) | rho_max | rho_P/rho_max |" in report and "N_R = 4" in report
     attention = _read_csv(tmp_path / "out" / "tables" / "attention.csv")
     p_cols = [k for k in attention[0] if k.startswith("P_L")]
     assert sum(float(attention[0][k]) for k in p_cols) == pytest.approx(1.0, abs=1e-5)
@@ -119,6 +154,13 @@ def test_analyze_end_to_end(dataset, sweep, tmp_path):
     run = client.get_run(result["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["mlflow.runName"] == "analysis-demo"
     assert run.data.metrics["MD/T0.500_c0.80/chi4"] == pytest.approx(float(md_row["chi4"]), rel=1e-5)
+    assert run.data.metrics["MD/T0.500_c0.80/oz_window_q"] == pytest.approx(float(md_row["oz_window_q"]), rel=1e-5)
+    r0 = pred_06[0]
+    name = f"tGlassMLP/T0.600_c{float(r0['level']):.2f}"
+    assert run.data.metrics[f"{name}/rho_max_test"] == pytest.approx(float(r0["rho_max_test"]), rel=1e-5)
+    assert run.data.metrics[f"{name}/pearson_test_over_rho_max"] == pytest.approx(
+        float(r0["pearson_test_over_rho_max"]), rel=1e-5)
+    assert run.data.params["oz.qxi_max"] == str(cfg.oz.qxi_max) and run.data.params["labels.n_runs"] == "4"
     logged = {a.path for a in client.list_artifacts(result["run_id"], "figures")}
     assert "figures/fig04_chi4.png" in logged
 

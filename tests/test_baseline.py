@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,6 +106,36 @@ def test_baseline_on_the_synthetic_propensity_is_positive(dm):
     assert all(np.isfinite(r["alpha"]) and r["cv_groups"] == "structures" for r in result.values())
 
 
+def test_ceilings_of_the_held_out_labels_on_the_demo_data(tmp_path):
+    """rho_max beside the ridge Pearson: the demo's test structures' 4 runs at each sample's t*, split-half by hand."""
+    from itertools import combinations
+
+    from tglassmlp.analysis.baseline import state_point_ceilings
+    from tglassmlp.data import read_shard
+    from tglassmlp.observables.labels import interpolate_log_time
+    from tglassmlp.paths import PROJECT_ROOT
+
+    dm = PropensityDataModule(PROJECT_ROOT / "data" / "demo", state_points={0.6: [0.8, 0.5]}, train_fraction=0.5,
+                              cache_dir=tmp_path, shuffle=False)
+    dm.setup()
+    ceilings = state_point_ceilings(dm)
+    assert set(ceilings) == {"T0.600_c0.80", "T0.600_c0.50"}
+    for (t, c), name in (((0.6, 0.8), "T0.600_c0.80"), ((0.6, 0.5), "T0.600_c0.50")):
+        rho = []
+        for sample in (x for x in dm.test_samples if (x.temperature, x.level) == (t, c)):
+            shard = read_shard(dm.structures[sample.structure].path)
+            ref = shard["types"] == 0
+            runs = interpolate_log_time(shard["times"], np.moveaxis(shard["bond_breaking"].astype(float), 0, 1),
+                                        sample.t_star)[:, ref]
+            np.testing.assert_allclose(runs.mean(0), sample.labels, atol=1e-6)  # the runs average to the labels
+            r_h = np.mean([np.corrcoef(runs[list(a)].mean(0), runs[[k for k in range(4) if k not in a]].mean(0))[0, 1]
+                           for a in combinations(range(4), 2) if 0 in a])
+            rho.append(np.sqrt(2 * r_h / (1 + r_h)))
+        assert len(rho) == 2 and ceilings[name]["n_runs"] == [4]
+        assert ceilings[name]["rho_max"] == pytest.approx(np.mean(rho), rel=1e-6)
+        assert 0.2 < ceilings[name]["rho_max"] < 0.9
+
+
 def test_state_point_samples_needs_setup(synthetic_root):
     with pytest.raises(RuntimeError, match="setup"):
         state_point_samples(PropensityDataModule(synthetic_root, cache_dir=None))
@@ -121,8 +153,14 @@ def _run(a, b, extra=None):
 
 
 def test_comparison_table_by_hand():
-    table = comparison_table([_run(0.5, 0.6), _run(0.7, 0.5)], RIDGE, run_ids=["a", "b"])
+    ridge = {k: {**v, "rho_max": 0.8} for k, v in RIDGE.items()}
+    table = comparison_table([_run(0.5, 0.6), _run(0.7, 0.5)], ridge, run_ids=["a", "b"])
     rows = {r["state_point"]: r for r in table["rows"]}
+    assert rows["T0.500_c0.80"]["mlp_over_rho_max"] == pytest.approx(0.6 / 0.8)
+    assert rows["T0.500_c0.80"]["ridge_over_rho_max"] == pytest.approx(0.4 / 0.8)
+    assert table["average"]["rho_max"] == pytest.approx(0.8)
+    assert table["average"]["mlp_over_rho_max"] == pytest.approx(0.575 / 0.8)
+    assert "| 0.800 | 0.75 | 0.50 |" in write_comparison(table, ridge, Path(tempfile.mkdtemp()))[0].read_text()
     assert rows["T0.500_c0.80"]["mlp_mean"] == pytest.approx(0.6)
     assert rows["T0.500_c0.80"]["mlp_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
     assert rows["T0.500_c0.80"]["difference"] == pytest.approx(0.2)

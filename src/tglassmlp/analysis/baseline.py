@@ -193,18 +193,35 @@ def state_point_samples(dm) -> dict[tuple[float, float], dict[str, list]]:
     return dict(sorted(out.items()))
 
 
+def state_point_ceilings(dm, n_splits: int = 50, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """{state point name: {'rho_max', 'n_runs'}}: the label-noise ceiling of the held-out Pearson, from the test
+    structures' per-run bond breaking at their label times t* (:class:`~tglassmlp.analysis.ceilings.ShardRuns`);
+    NaN where a shard keeps no per-run C_B or the labels are not MD labels (t* NaN)."""
+    from tglassmlp.analysis.ceilings import ShardRuns
+
+    runs = ShardRuns(dm.reference_type, n_splits, seed)
+    items: dict[tuple[float, float], list[tuple[Path, float]]] = {}
+    for s in dm.test_samples:
+        items.setdefault((s.temperature, s.level), []).append((dm.structures[s.structure].path, s.t_star))
+    return {state_point_name(t, c): {"rho_max": runs.ceiling(its),
+                                     "n_runs": sorted({runs.n_runs(p) for p, _ in its})}
+            for (t, c), its in sorted(items.items())}
+
+
 def ridge_baseline(dm, alphas: Sequence[float] = DEFAULT_ALPHAS, n_folds: int = 5,
                    cv_metric: str = "pearson", seed: int = 0) -> dict[str, dict[str, Any]]:
     """Ridge fitted separately at every state point of a set-up :class:`PropensityDataModule`.
 
     Returns:
         {state point name ('T0.600_c0.50'): {'temperature', 'level', 'alpha', 'cv_score', 'cv_metric',
-        'cv_groups', 'n_train_structures', 'n_test_structures', 'n_train_particles', and the held-out metrics
+        'cv_groups', 'n_train_structures', 'n_test_structures', 'n_train_particles', the held-out metrics
         of :func:`~tglassmlp.model.module.state_point_metrics` ('pearson', 'mae', 'chi4_true', 'chi4_pred',
-        'self_consistency')}}; a state point without test structures gets NaN metrics.
+        'self_consistency'), and the ceiling of the held-out Pearson 'rho_max' with 'n_runs'
+        (:func:`state_point_ceilings`)}}; a state point without test structures gets NaN metrics.
     """
     from tglassmlp.model.module import state_point_metrics
 
+    ceilings = state_point_ceilings(dm)
     out = {}
     for (t, c), parts in state_point_samples(dm).items():
         name = state_point_name(t, c)
@@ -223,6 +240,7 @@ def ridge_baseline(dm, alphas: Sequence[float] = DEFAULT_ALPHAS, n_folds: int = 
             row.update(state_point_metrics(preds, [y for _, y, _ in parts["test"]], c))
         else:
             row.update({m: math.nan for m in ("pearson", "mae", "chi4_true", "chi4_pred", "self_consistency")})
+        row.update(ceilings.get(name, {"rho_max": math.nan, "n_runs": []}))
         out[name] = row
     return out
 
@@ -297,9 +315,14 @@ def comparison_table(run_metrics: Sequence[Mapping[str, float]], ridge: Mapping[
         rv = float(rv) if rv is not None else math.nan
         t, c = parse_state_point(name) or (math.nan, math.nan)
         mean = float(np.mean(values)) if values else math.nan
-        row = {"state_point": name, "temperature": t, "level": c, "mlp_mean": mean,
-               "mlp_std": std(values) if values else math.nan, "n_runs": len(values), "ridge": rv,
-               "difference": mean - rv}
+        ceiling = ridge.get(name, {}).get("rho_max", math.nan)
+        ceiling = float(ceiling) if ceiling is not None else math.nan
+        with np.errstate(invalid="ignore", divide="ignore"):
+            row = {"state_point": name, "temperature": t, "level": c, "mlp_mean": mean,
+                   "mlp_std": std(values) if values else math.nan, "n_runs": len(values), "ridge": rv,
+                   "difference": mean - rv, "rho_max": ceiling,
+                   "mlp_over_rho_max": float(np.float64(mean) / ceiling),
+                   "ridge_over_rho_max": float(np.float64(rv) / ceiling)}
         rows.append(row)
         if values and math.isfinite(rv):
             common.append(name)
@@ -311,13 +334,18 @@ def comparison_table(run_metrics: Sequence[Mapping[str, float]], ridge: Mapping[
         by_name = {row["state_point"]: row for row in rows}
         mlp_avg = float(np.mean([by_name[n]["mlp_mean"] for n in common]))
         ridge_avg = float(np.mean([by_name[n]["ridge"] for n in common]))
+        ceilings = [by_name[n]["rho_max"] for n in common]
+        ceiling_avg = float(np.mean(ceilings)) if all(math.isfinite(x) for x in ceilings) else math.nan
         average = {"state_points": len(common), "mlp_mean": mlp_avg, "mlp_std": std(run_avgs), "ridge": ridge_avg,
-                   "difference": mlp_avg - ridge_avg}
+                   "difference": mlp_avg - ridge_avg, "rho_max": ceiling_avg,
+                   "mlp_over_rho_max": mlp_avg / ceiling_avg if ceiling_avg > 0 else math.nan,
+                   "ridge_over_rho_max": ridge_avg / ceiling_avg if ceiling_avg > 0 else math.nan}
         matches, beats = mlp_avg >= ridge_avg - tolerance, mlp_avg > ridge_avg
         wins = sum(by_name[n]["mlp_mean"] > by_name[n]["ridge"] for n in common)
     else:
         average = {"state_points": 0, "mlp_mean": math.nan, "mlp_std": math.nan, "ridge": math.nan,
-                   "difference": math.nan}
+                   "difference": math.nan, "rho_max": math.nan, "mlp_over_rho_max": math.nan,
+                   "ridge_over_rho_max": math.nan}
         matches = beats = None
         wins = 0
     return {"metric": metric, "split": split, "tolerance": tolerance, "rows": rows, "average": average,
@@ -333,20 +361,26 @@ def _fmt(v, digits=3):
 def table_markdown(table: Mapping[str, Any], ridge: Mapping[str, Mapping[str, Any]] | None = None,
                    title: str = "tGlassMLP ensemble vs ridge baseline") -> str:
     m = table["metric"]
+    md_runs = sorted({n for r in (ridge or {}).values() for n in r.get("n_runs") or []})
     lines = [f"# {title}", "",
              f"Held-out {m} ({table['split']} structures), tGlassMLP: mean +- std over {table['n_runs']} runs; "
              "ridge: fitted per state point on the same standardised descriptors and split, alpha by "
-             "cross-validation over training structures.", "",
-             f"| state point | tGlassMLP {m} | ridge {m} | difference | runs | ridge alpha |",
-             "|---|---|---|---|---|---|"]
+             "cross-validation over training structures. rho_max: the label-noise ceiling of the held-out Pearson "
+             f"on the same structures and labels (split-half over the MD runs, N_R = {'/'.join(map(str, md_runs)) or 'n/a'}; "
+             "docs/label-ceiling.md), and each Pearson as a fraction of it.", "",
+             f"| state point | tGlassMLP {m} | ridge {m} | difference | rho_max | tGlassMLP/rho_max | ridge/rho_max "
+             "| runs | ridge alpha |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in table["rows"]:
         alpha = (ridge or {}).get(row["state_point"], {}).get("alpha")
         lines.append(f"| {row['state_point']} | {_fmt(row['mlp_mean'])} +- {_fmt(row['mlp_std'])} | "
-                     f"{_fmt(row['ridge'])} | {_fmt(row['difference'], 3)} | {row['n_runs']} | "
-                     f"{'n/a' if alpha is None else f'{alpha:.1e}'} |")
+                     f"{_fmt(row['ridge'])} | {_fmt(row['difference'], 3)} | {_fmt(row.get('rho_max'))} | "
+                     f"{_fmt(row.get('mlp_over_rho_max'), 2)} | {_fmt(row.get('ridge_over_rho_max'), 2)} | "
+                     f"{row['n_runs']} | {'n/a' if alpha is None else f'{alpha:.1e}'} |")
     a = table["average"]
     lines.append(f"| **average ({a['state_points']} state points)** | {_fmt(a['mlp_mean'])} +- {_fmt(a['mlp_std'])} | "
-                 f"{_fmt(a['ridge'])} | {_fmt(a['difference'])} | | |")
+                 f"{_fmt(a['ridge'])} | {_fmt(a['difference'])} | {_fmt(a.get('rho_max'))} | "
+                 f"{_fmt(a.get('mlp_over_rho_max'), 2)} | {_fmt(a.get('ridge_over_rho_max'), 2)} | | |")
     verdict = {True: "matches or beats", False: "falls below", None: "cannot be compared with"}[table["matches_or_beats"]]
     lines += ["", f"On average tGlassMLP **{verdict}** the ridge baseline "
               f"(tolerance {table['tolerance']:g}; better at {table['wins']} of {table['n_compared']} state points)."]

@@ -7,11 +7,11 @@ dashed vertical lines at tau_alpha^BB. Axes carry units (sigma, tau = reduced LJ
 
 | file | paper |
 |---|---|
-| fig02_pearson.png | Fig. 2: rho_P(t) per T |
+| fig02_pearson.png | Fig. 2: rho_P(t) per T, rho_max (label-noise ceiling) dashed |
 | fig03_snapshots.png | Fig. 3: propensity maps, MD against prediction |
 | fig04_chi4.png, fig06_chi4_predicted.png | Figs. 4, 6: chi_4(t) |
 | fig05_snapshots_time.png | Fig. 5: predicted relaxation at the lowest T |
-| fig07_xi4.png | Fig. 7: S_4(q) with Ornstein-Zernike fits, xi_4(t) |
+| fig07_xi4.png | Fig. 7: S_4(q) with Ornstein-Zernike fits over the windows they used, xi_4(t) |
 | fig08_chords.png | Fig. 8: <xi_chord>(t) |
 | fig09_attention.png | Fig. 9: P_int(L), xi_int(T) |
 | fig10_bottleneck_levels.png, fig11_bottleneck_temperatures.png | Figs. 10, 11 |
@@ -118,7 +118,7 @@ def _time_series(ax, key, md_fields, md_obs, pred, pred_obs, colors, level_range
 def pearson_figure(path, pred, pearson, tts, colors, dpi=120):
     """Fig. 2: rho_P against t for every temperature with MD truth on structures not used in training."""
     fig, ax = plt.subplots(figsize=(6, 4.2), constrained_layout=True)
-    shown = []
+    shown, has_ceiling = [], False
     for t in sorted(pearson, reverse=True):
         p = pearson[t]
         if not np.any(np.isfinite(p["test"])):
@@ -126,12 +126,19 @@ def pearson_figure(path, pred, pearson, tts, colors, dpi=120):
         f = pred[t]
         _errorbar(ax, f.times, p["test"], p["test_err"], fmt="-s", ms=4, color=colors[t], capsize=2,
                   label=f"T = {t:g} ({p['test_n']} test structure{'s' if p['test_n'] != 1 else ''})")
+        ceiling = np.asarray(p.get("rho_max_test", np.full(len(f.times), np.nan)), dtype=np.float64)
+        ok = _finite(f.times, ceiling)
+        if ok.sum():  # the label-noise ceiling of the same structures and labels (docs/label-ceiling.md)
+            ax.plot(np.asarray(f.times)[ok], ceiling[ok], "--", color=colors[t], lw=1)
+            has_ceiling = True
         shown.append(t)
     _tau_lines(ax, tts, colors, shown)
     ax.set(xscale="log", xlabel="time t [tau]", ylabel="Pearson rho_P (prediction vs MD)",
            title="Fig. 2: prediction quality on held-out structures")
     ax.axhline(0, color="grey", lw=0.5)
-    ax.legend(fontsize=8, title="tGlassMLP, mean +- std over networks", title_fontsize=8)
+    runs = sorted({n for p in pearson.values() for n in p.get("n_runs") or []})
+    ax.legend(fontsize=8, title="tGlassMLP, mean +- std over networks" + (
+        f"\ndashed: rho_max (label noise, N_R = {'/'.join(map(str, runs))})" if has_ceiling else ""), title_fontsize=8)
     return save(fig, path, dpi)
 
 
@@ -164,13 +171,18 @@ def xi4_figure(path, md_levels, md_level_obs, md_fields, md_obs, pred, pred_obs,
             k, o = hit[0], obs[t]
             _errorbar(a1, o["q"], o["s4"][k], o["s4_err"][k], fmt=style, ms=3.5, color=colors[t], capsize=1.5,
                       mfc="none" if src == "tGlassMLP" else None, label=f"{src}, T = {t:g}")
-            if np.isfinite(o["xi4"][k]):
-                qq = np.geomspace(o["q"][0], oz.get("q_max", 0.5), 50)
+            # the fit over the window it used (self-consistent: q xi_4 <= qxi_max), not up to oz.q_max
+            top = o.get("oz_window_q", np.full(len(o["xi4"]), oz.get("q_max", 0.5)))[k]
+            if np.isfinite(o["xi4"][k]) and np.isfinite(top) and top > o["q"][0]:
+                qq = np.geomspace(o["q"][0], top, 50)
                 a1.plot(qq, ornstein_zernike(qq, o["chi4_tilde"][k], o["xi4"][k]), "-" if src == "MD" else ":",
                         color=colors[t], lw=1)
-    a1.axvline(oz.get("q_max", 0.5), color="grey", lw=0.6, ls=":")
+                a1.plot([top], [ornstein_zernike(np.array([top]), o["chi4_tilde"][k], o["xi4"][k])[0]], "|",
+                        color=colors[t], ms=10)
+    window = (f"q xi_4 <= {oz['qxi_max']:g}, q <= {oz.get('q_max', 0.5):g}" if oz.get("qxi_max") is not None
+              else f"q <= {oz.get('q_max', 0.5):g}")
     a1.set(xscale="log", yscale="log", xlabel="q [1/sigma]", ylabel="S_4(q)  (Eq. 10)",
-           title=f"S_4 at <C_B> = {level:g}; lines: Eq. (11) fits (q <= {oz.get('q_max', 0.5):g})")
+           title=f"S_4 at <C_B> = {level:g}; lines: Eq. (11) fits\nover the windows used ({window})")
     a1.legend(fontsize=7, ncol=2)
     _time_series(a2, "xi4", md_fields, md_obs, pred, pred_obs, colors)
     _tau_lines(a2, tts, colors, sorted(set(md_fields) | set(pred)))

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from tglassmlp.analysis.ceilings import ShardRuns
 from tglassmlp.analysis.fields import (
     NetworkProbe,
     PropensityField,
@@ -86,13 +87,14 @@ class HeterogeneitySettings:
         self.chord_threshold = str(chords.get("threshold", "median"))
 
 
-def _fit_curves(q, s4_rows, fitter) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(chi4_tilde, xi4, A) arrays over the K rows of S_4."""
-    out = np.full((3, len(s4_rows)), np.nan)
+def _fit_curves(q, s4_rows, fitter, windows: bool = False):
+    """(chi4_tilde, xi4, A) arrays over the K rows of S_4; with ``windows`` also the largest q of each Eq. (11)
+    window actually used [1/sigma] and whether the box limited it (``OrnsteinZernikeFit.window_limited``)."""
+    out = np.full((5, len(s4_rows)), np.nan)
     for k, row in enumerate(s4_rows):
         fit = fitter.compute(q, row)  # compute() returns the same object each time: read it out now
-        out[:, k] = fit.chi4_tilde, fit.xi4, fit.prefactor_a
-    return out[0], out[1], out[2]
+        out[:, k] = fit.chi4_tilde, fit.xi4, fit.prefactor_a, fit.window_q_max, float(fit.window_limited)
+    return (out[0], out[1], out[2], out[3], out[4]) if windows else (out[0], out[1], out[2])
 
 
 def _chord_sums(field_values, positions, box, chord) -> np.ndarray:
@@ -115,7 +117,7 @@ def observe(values: list[np.ndarray], positions: list[np.ndarray], box: float, s
     chi = FourPointSusceptibility(settings.n_bootstrap if bootstrap else 0, settings.seed).compute(values)
     sf = FourPointStructureFactor(**settings.s4).compute(positions, values, box)
     fitter = OrnsteinZernikeFit(**settings.oz)
-    chi_t, xi, a = _fit_curves(sf.q, sf.s4, fitter)
+    chi_t, xi, a, window, limited = _fit_curves(sf.q, sf.s4, fitter, windows=True)
     chord = ChordLength(settings.chord_cell, settings.chord_threshold)
     sums = _chord_sums(values, positions, box, chord)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -123,6 +125,7 @@ def observe(values: list[np.ndarray], positions: list[np.ndarray], box: float, s
     nan = np.full(len(xi), np.nan)
     out = {"mean": chi.mean, "chi4": chi.chi4, "chi4_err": chi.chi4_err, "q": sf.q, "s4": sf.s4,
            "s4_err": sf.s4_err, "chi4_tilde": chi_t, "xi4": xi, "A": a, "chord": mean_chord,
+           "oz_window_q": window, "oz_window_limited": limited,
            "xi4_err": nan, "A_err": nan, "chord_err": nan}
     n = len(values)
     if bootstrap and n > 1:
@@ -154,7 +157,7 @@ def observe_ensemble(field: PropensityField, settings: HeterogeneitySettings) ->
     out = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        for key in ("mean", "chi4", "s4", "chi4_tilde", "xi4", "A", "chord"):
+        for key in ("mean", "chi4", "s4", "chi4_tilde", "xi4", "A", "chord", "oz_window_q", "oz_window_limited"):
             stack = np.array([p[key] for p in per])
             out[key] = np.nanmean(stack, axis=0)
             out[key + "_err"] = np.nanstd(stack, axis=0, ddof=1)
@@ -163,18 +166,54 @@ def observe_ensemble(field: PropensityField, settings: HeterogeneitySettings) ->
     return out
 
 
-def pearson_scores(field: PropensityField) -> dict[str, np.ndarray]:
+def md_shards(field: PropensityField, md_field: PropensityField | None) -> list[str | None]:
+    """The MD shard of each structure of a predicted field (by input path, else by (T, structure index) of the
+    shard name, as :func:`attach_md_truth` matches them); None where there is none."""
+    from tglassmlp.data.shards import parse_shard_path
+
+    def key(name):
+        try:
+            return parse_shard_path(Path(name))
+        except ValueError:
+            return None
+
+    if md_field is None:
+        return [None] * len(field.structures)
+    by_path = {Path(m.name).resolve(): m.name for m in md_field.structures}
+    by_index = {key(m.name): m.name for m in md_field.structures}
+    by_index.pop(None, None)
+    return [by_path.get(Path(s.name).resolve()) or by_index.get(key(s.name)) for s in field.structures]
+
+
+def pearson_scores(field: PropensityField, md_field: PropensityField | None = None,
+                   runs=None) -> dict[str, np.ndarray]:
     """rho_P (Eq. 8) per level against the MD truth: per network, the mean over the structures the networks
-    were not trained on; then mean and std over networks. Also the same over the training structures."""
+    were not trained on; then mean and std over networks. Also the same over the training structures.
+
+    With the MD field and a :class:`~tglassmlp.analysis.ceilings.ShardRuns`, also ``rho_max_test`` and
+    ``rho_max_train`` (K,): the label ceiling of the same structures' labels at each level (per-run C_B at the
+    level's crossing time t* of the MD curve), and ``n_runs`` (the N_R of those shards, 0 when unknown)."""
     from tglassmlp.metrics import pearson
+    from tglassmlp.observables.labels import crossing_time
 
     out = {}
+    shards = dict(zip(map(id, field.structures), md_shards(field, md_field)))
+    n_runs = set()
     for label, wanted in (("test", False), ("train", True)):
         structs = [s for s in field.structures if s.trained == wanted and s.truth is not None]
         k = field.levels.size
+        out["rho_max_" + label] = np.full(k, np.nan)
         if not structs:
             out[label], out[label + "_err"], out[label + "_n"] = np.full(k, np.nan), np.full(k, np.nan), 0
             continue
+        if runs is not None and md_field is not None:
+            for i, c in enumerate(field.levels):
+                scored = [s for s in structs if np.all(np.isfinite(s.truth[i]))]
+                paths = [shards[id(s)] for s in scored]
+                if scored and all(p is not None for p in paths):
+                    t_star = crossing_time(md_field.times, md_field.levels, float(c))
+                    out["rho_max_" + label][i] = runs.ceiling([(p, t_star) for p in paths])
+                    n_runs |= {runs.n_runs(p) for p in paths}
         m = max(1, field.n_members)
         rho = np.full((m, k), np.nan)
         for j in range(m):
@@ -188,6 +227,7 @@ def pearson_scores(field: PropensityField) -> dict[str, np.ndarray]:
             out[label] = np.nanmean(rho, axis=0)
             out[label + "_err"] = np.nanstd(rho, axis=0, ddof=1) if m > 1 else np.full(k, np.nan)
         out[label + "_n"] = len(structs)
+    out["n_runs"] = sorted(n_runs)
     return out
 
 
@@ -393,10 +433,17 @@ def _rows(source: str, field: PropensityField, obs: Mapping, pearson: Mapping | 
                "chi4_tilde": float(obs["chi4_tilde"][k]), "A": float(obs["A"][k]), "A_err": float(obs["A_err"][k]),
                "chord": float(obs["chord"][k]), "chord_err": float(obs["chord_err"][k]),
                "n_structures": len(field.structures)}
+        row.update({"oz_window_q": float(obs["oz_window_q"][k]), "oz_window_limited": float(obs["oz_window_limited"][k])})
         if pearson is not None:
             row.update({"pearson_test": float(pearson["test"][k]), "pearson_test_err": float(pearson["test_err"][k]),
                         "n_test": pearson["test_n"], "pearson_train": float(pearson["train"][k]),
                         "pearson_train_err": float(pearson["train_err"][k]), "n_train": pearson["train_n"]})
+            for split in ("test", "train"):
+                ceiling = float(pearson.get("rho_max_" + split, np.full(k + 1, np.nan))[k])
+                row[f"rho_max_{split}"] = ceiling
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    row[f"pearson_{split}_over_rho_max"] = float(np.float64(row[f"pearson_{split}"]) / ceiling)
+            row["n_runs"] = "/".join(map(str, pearson.get("n_runs") or [])) or "-"
         rows.append(row)
     return rows
 
@@ -414,13 +461,21 @@ def markdown_report(name: str, level_rows: list[dict], attention_rows: list[dict
              "Units: lengths in sigma, times in tau (reduced LJ units); chi_4, S_4, A, rho_P dimensionless. "
              "MD error bars: bootstrap over structures; network error bars: std over networks.", ""]
     lines += notes + [""] if notes else []
+    runs = sorted({r["n_runs"] for r in level_rows if r.get("n_runs") not in (None, "-")})
     lines += ["## At the <C_B> levels", "",
-              "| source | T | <C_B> | t [tau] | chi_4 | xi_4 [sigma] | A | <xi_chord> [sigma] | rho_P (test) |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "rho_max: the label-noise ceiling of rho_P on the same test structures and labels (split-half over the "
+              f"MD runs, N_R = {', '.join(runs) or '-'}; docs/label-ceiling.md); rho_P/rho_max: the fraction of it "
+              "reached. q_OZ: the largest q of the Eq. (11) window actually used (* limited by the box).", "",
+              "| source | T | <C_B> | t [tau] | chi_4 | xi_4 [sigma] | q_OZ [1/sigma] | A | <xi_chord> [sigma] | "
+              "rho_P (test) | rho_max | rho_P/rho_max |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in level_rows:
+        window = _fmt(r.get("oz_window_q")) + ("*" if r.get("oz_window_limited") == 1.0 else "")
         lines.append(f"| {r['source']} | {r['T']:g} | {r['level']:.2f} | {_fmt(r['time'])} | "
-                     f"{_fmt(r['chi4'], r['chi4_err'])} | {_fmt(r['xi4'], r['xi4_err'])} | {_fmt(r['A'], r['A_err'])} | "
-                     f"{_fmt(r['chord'], r['chord_err'])} | {_fmt(r.get('pearson_test'), r.get('pearson_test_err'))} |")
+                     f"{_fmt(r['chi4'], r['chi4_err'])} | {_fmt(r['xi4'], r['xi4_err'])} | {window} | "
+                     f"{_fmt(r['A'], r['A_err'])} | "
+                     f"{_fmt(r['chord'], r['chord_err'])} | {_fmt(r.get('pearson_test'), r.get('pearson_test_err'))} | "
+                     f"{_fmt(r.get('rho_max_test'))} | {_fmt(r.get('pearson_test_over_rho_max'), digits=2)} |")
     if attention_rows:
         lines += ["", "## Attention length scale (Sec. VI A)", "", "| T | <C_B> | xi_int [sigma] |", "|---|---|---|"]
         lines += [f"| {r['T']:g} | {r['level']:.2f} | {_fmt(r['xi_int'], r['xi_int_err'])} |" for r in attention_rows]
@@ -503,9 +558,11 @@ def analyze(cfg: DictConfig | Mapping) -> dict[str, Any]:
         missing = sorted({round(float(c), 3) for c in levels} - {round(float(c), 3) for f in pred.values() for c in f.levels})
         if missing:
             notes.append(f"- predictions: no file is at the levels {missing} of `levels` (predict.py levels=[...])")
+    ceiling = dict(cfg.get("ceiling") or {})
+    runs = ShardRuns(int(cfg.reference_type), int(ceiling.get("n_splits", 50)), int(ceiling.get("seed", 0)))
     for T, f in pred.items():
         pred_obs[T] = observe_ensemble(f, settings)
-        pearson[T] = pearson_scores(f)
+        pearson[T] = pearson_scores(f, md.get(T), runs)
 
     # 4. tables ------------------------------------------------------------------------------------------------
     time_rows = [r for T, f in md.items() for r in _rows("MD", f, md_time[T])]
@@ -563,13 +620,17 @@ def log_to_mlflow(tracking, cfg, figures, tables, level_rows, attention_rows) ->
         spec = cfg.get("predictions")
         tracking.log_params({"data_root": cfg.data_root, "levels": list(cfg.levels),
                              "networks.sweep_dir": cfg.networks.sweep_dir, "oz.q_max": cfg.oz.q_max,
+                             "oz.qxi_max": cfg.oz.get("qxi_max"), "oz.min_points": cfg.oz.get("min_points"),
+                             "labels.n_runs": "/".join(sorted({str(r["n_runs"]) for r in level_rows
+                                                               if r.get("n_runs") not in (None, "-")})) or "-",
                              "predictions": json.dumps(OmegaConf.to_container(spec, resolve=True)
                                                        if OmegaConf.is_config(spec) else spec, default=str),
                              "chords.cell_size": cfg.chords.cell_size, "s4.q_max": cfg.s4.q_max})
         metrics = {}
         for r in level_rows:
             key = f"{r['source']}/{state_point_name(r['T'], r['level'])}"
-            for m in ("chi4", "xi4", "A", "chord", "pearson_test"):
+            for m in ("chi4", "xi4", "A", "chord", "pearson_test", "rho_max_test", "pearson_test_over_rho_max",
+                      "oz_window_q"):
                 v = r.get(m)
                 if v is not None and np.isfinite(v):
                     metrics[f"{key}/{m}"] = v

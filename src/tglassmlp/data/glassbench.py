@@ -20,6 +20,8 @@ key                             shape        meaning
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import zipfile
@@ -213,3 +215,179 @@ def write_glassbench(path: str | os.PathLike, *, positions, inherent_positions, 
     return save_npz_atomic(path, {"box": np.float64(box), "types": (types + 1).astype(np.int64),
                                   "initial_positions": positions, "initial_positions_inherent": inherent,
                                   "positions": runs})
+
+
+# ============================================================================================ whole trees
+#: Bumped when the conversion of a GlassBench tree into shards changes (a new cache entry, never stale shards).
+GLASSBENCH_CONVERSION_VERSION = 1
+#: Name of the index a converted tree writes last (its presence means the conversion finished).
+CONVERTED_INDEX = "index.json"
+
+_FOLDER = re.compile(r"^T(?P<T>\d+(?:\.\d+)?)/(?P<split>[A-Za-z0-9_]+)$")
+
+
+class GlassBenchTreeError(FileNotFoundError):
+    """A GlassBench tree that cannot be used: a missing folder, no files, missing time codes (names them)."""
+
+
+def glassbench_folder(folder: str) -> tuple[float, str]:
+    """(temperature, split) of a GlassBench folder name 'T0.30/train'."""
+    m = _FOLDER.match(str(folder).strip("/"))
+    if m is None:
+        raise ValueError(f"GlassBench folder {folder!r} is not of the form T<T>/<split> (e.g. T0.30/train)")
+    return float(m["T"]), m["split"]
+
+
+def scan_glassbench_tree(root: str | os.PathLike, folders) -> dict[str, dict[int, dict[int, Path]]]:
+    """{folder: {structure index: {time code: file}}} of the GlassBench files in ``root``/``folder``.
+
+    Args:
+        root: the KA2D folder of the archive (the one holding ``T0.30/`` and ``T0.23/``); a root with a
+            ``KA2D/`` subfolder holding them is accepted too.
+        folders: e.g. ``["T0.30/train", "T0.30/test", "T0.23/test"]``.
+
+    Raises:
+        GlassBenchTreeError: root or a folder missing, a folder without GlassBench files, a file whose
+            temperature differs from its folder's, or structures of one folder with different time codes (the
+            average curve <C_B>(t) of a temperature needs one time grid; the message names the missing files).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise GlassBenchTreeError(f"glassbench.root={root}: no such folder (expected the KA2D folder of the "
+                                  f"GlassBench archive, Zenodo 10118191, holding {', '.join(folders)})")
+    first = str(folders[0]).strip("/").split("/")[0] if folders else ""
+    if first and not (root / first).is_dir() and (root / "KA2D" / first).is_dir():
+        root = root / "KA2D"
+    out: dict[str, dict[int, dict[int, Path]]] = {}
+    for folder in folders:
+        temperature, _ = glassbench_folder(folder)
+        where = root / folder
+        if not where.is_dir():
+            raise GlassBenchTreeError(f"glassbench.root={root}: missing folder {where} (expected the GlassBench KA2D "
+                                      f"tree with {', '.join(folders)})")
+        files: dict[int, dict[int, Path]] = {}
+        for path in sorted(where.glob("*.npz")):
+            meta = parse_glassbench_name(path)
+            if abs(meta["temperature"] - temperature) > 1e-9:
+                raise GlassBenchTreeError(f"{path}: temperature {meta['temperature']:g} in the name, but it lies in "
+                                          f"folder {folder}")
+            if meta["time"] is None:
+                raise GlassBenchTreeError(f"{path}: time code tc{meta['time_code']:02d} has no known time at "
+                                          f"T = {temperature:g} (GLASSBENCH_TIMES)")
+            files.setdefault(meta["structure_index"], {})[meta["time_code"]] = path
+        if not files:
+            raise GlassBenchTreeError(f"{where}: no GlassBench files N<N>T<T>_<structure>_tc<code>.npz")
+        codes = sorted(set().union(*(set(c) for c in files.values())))
+        for index, by_code in files.items():
+            missing = [c for c in codes if c not in by_code]
+            if missing:
+                raise GlassBenchTreeError(
+                    f"{where}: structure {index} lacks time code(s) {['tc%02d' % c for c in missing]} that other "
+                    f"structures of the folder have (one time grid per temperature)")
+        out[str(folder).strip("/")] = dict(sorted(files.items()))
+    return out
+
+
+def glassbench_tree_key(tree: dict[str, dict[int, dict[int, Path]]], extra: str = "") -> str:
+    """24 hex digits naming a tree's conversion: every file's folder, name, size and mtime, the conversion
+    version and ``extra`` (the bond-breaking settings). A changed, added or removed file gives a new key."""
+    h = hashlib.sha256(f"v{GLASSBENCH_CONVERSION_VERSION}|{extra}\n".encode())
+    for folder, structures in sorted(tree.items()):
+        for index, by_code in sorted(structures.items()):
+            for code, path in sorted(by_code.items()):
+                st = path.stat()
+                h.update(f"{folder}/{path.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def convert_glassbench_tree(root: str | os.PathLike, folders, cache_dir: str | os.PathLike, *,
+                            system=None) -> dict[str, Any]:
+    """Turn a GlassBench tree into shards (one per structure, every time code of its folder as ``times``), once.
+
+    Each structure of each folder becomes ``<cache_dir>/<key>/T<T:.3f>/s<k:04d>.h5`` with ``positions``,
+    ``types``, ``inherent_positions``, ``particle_energies`` (of the inherent structure), ``times`` (the time
+    codes' times, :data:`GLASSBENCH_TIMES`), per-run ``bond_breaking`` (R, T_n, N) computed from the files'
+    run positions with :func:`tglassmlp.observables.bond_breaking` (initial bonds from the t = 0 positions),
+    and ``propensity`` (their mean). k is the GlassBench structure index; when two folders of one temperature
+    share an index (train and test), the later folder's indices are shifted past the earlier's (the index file
+    records the original). ``<key>`` is :func:`glassbench_tree_key`; finished shards are kept, so a killed
+    conversion resumes and a second call costs a directory listing.
+
+    Returns:
+        The index (also written as ``<cache_dir>/<key>/index.json``): {'source': root, 'key', 'root' (the shard
+        root), 'folders': {folder: {'temperature', 'split', 'codes', 'times', 'structures': [{'index' (in the
+        GlassBench names), 'shard_index', 'shard', 'n_runs'}]}}}.
+    """
+    from tglassmlp.atomic import write_json_atomic
+    from tglassmlp.data.shards import ShardError, is_complete, shard_path, write_shard
+    from tglassmlp.observables.bond_breaking import bond_breaking
+    from tglassmlp.physics.potential import particle_energies
+
+    folders = [str(f).strip("/") for f in folders]
+    tree = scan_glassbench_tree(root, folders)
+    settings = {"system": "default" if system is None else repr(system)}
+    key = glassbench_tree_key(tree, json.dumps(settings, sort_keys=True))
+    out_root = Path(cache_dir) / key
+    index_path = out_root / CONVERTED_INDEX
+    if index_path.is_file():
+        try:
+            index = json.loads(index_path.read_text())
+            if index.get("key") == key and all(is_complete(Path(s["shard"]), ("propensity",))
+                                               for f in index["folders"].values() for s in f["structures"]):
+                return index
+        except (OSError, ValueError, KeyError):
+            pass  # an unusable index: convert (finished shards are kept) and rewrite it
+    index = {"source": str(Path(root).resolve()), "key": key, "root": str(out_root.resolve()),
+             "conversion_version": GLASSBENCH_CONVERSION_VERSION, "folders": {}}
+    used: dict[float, set[int]] = {}
+    for folder in folders:
+        temperature, split = glassbench_folder(folder)
+        structures = tree[folder]
+        codes = sorted(next(iter(structures.values())))
+        table = next(v for k, v in GLASSBENCH_TIMES.items() if float(k) == temperature)
+        times = [table[c] for c in codes]
+        order = np.argsort(times)
+        codes, times = [codes[i] for i in order], [times[i] for i in order]
+        taken = used.setdefault(round(temperature, 3), set())
+        shift = 0 if not taken & set(structures) else max(taken) + 1
+        entries = []
+        for index_gb, by_code in structures.items():
+            k = index_gb + shift
+            taken.add(k)
+            path = shard_path(out_root, temperature, k)
+            first = read_glassbench(by_code[codes[0]])
+            entries.append({"index": index_gb, "shard_index": k, "shard": str(path.resolve()),
+                            "n_runs": int(first.run_positions.shape[0]),
+                            "files": [by_code[c].name for c in codes]})
+            if is_complete(path, ("propensity",)):
+                continue
+            runs = []
+            for c in codes:
+                gb = first if c == codes[0] else read_glassbench(by_code[c])
+                if gb.run_positions.shape != first.run_positions.shape:
+                    raise GlassBenchError(f"{gb.path}: {gb.run_positions.shape[0]} runs of {gb.n_particles} particles, "
+                                          f"but {first.path.name} has {first.run_positions.shape[:2]}")
+                if not (np.array_equal(gb.positions, first.positions) and np.array_equal(gb.types, first.types)):
+                    raise GlassBenchError(f"{gb.path}: its initial configuration differs from {first.path.name}'s "
+                                          "(one structure, one t = 0 configuration)")
+                runs.append(gb.run_positions)
+            c_b = bond_breaking(first.positions, np.stack(runs, axis=1), first.types, first.box, system=system)
+            fields = {"positions": first.positions, "types": first.types,
+                      "inherent_positions": first.inherent_positions,
+                      "particle_energies": particle_energies(first.inherent_positions, first.types, first.box,
+                                                             system=system),
+                      "times": np.array(times), "bond_breaking": c_b, "propensity": c_b.mean(axis=0)}
+            attrs = {"temperature": temperature, "box": first.box, "seed": -1, "structure_index": k,
+                     "source": f"glassbench:{folder}/{first.path.name.rsplit('_tc', 1)[0]}",
+                     "config": {"glassbench": {"folder": folder, "split": split, "structure_index": index_gb,
+                                               "files": [by_code[c].name for c in codes],
+                                               "conversion_version": GLASSBENCH_CONVERSION_VERSION, **settings}}}
+            try:
+                write_shard(path, fields, attrs)
+            except FileExistsError:  # a parallel job converted it first
+                if not is_complete(path, ("propensity",)):
+                    raise ShardError(f"{path}: exists but is not a complete converted shard; delete it") from None
+        index["folders"][folder] = {"temperature": temperature, "split": split, "codes": codes, "times": times,
+                                    "structures": entries}
+    write_json_atomic(index_path, index)
+    return index
