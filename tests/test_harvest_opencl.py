@@ -103,10 +103,11 @@ def test_opencl_report_has_the_numba_reports_fields(batched):
     assert rep_nb.n_chains == 1 and rep_nb.backend == "numba"
 
 
-@pytest.mark.parametrize("kill_after", [3, 25, 60])
+@pytest.mark.parametrize("kill_after", [3, 60, 85, 95])
 def test_killed_opencl_harvest_resumes_to_the_same_structures(tmp_path, monkeypatch, batched, kill_after):
-    """A kill after the k-th checkpoint (preparation, equilibration, harvests) leaves a file from which a rerun
-    gives the uninterrupted run's structures and records (the kernel's generator is counter-based)."""
+    """A kill after the k-th checkpoint (of 108: preparation, equilibration, right after the first harvest, between
+    harvests) leaves a file from which a rerun gives the uninterrupted run's structures and records (the kernel's
+    generator is counter-based)."""
     structures, report = batched
     path = tmp_path / "chains.npz"
     real_save, calls = swap_mc._save_checkpoint, []
