@@ -434,6 +434,13 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
     record_types = type_trace.shape[0] > 0
     half_skin2 = 0.25 * skin * skin
     inv_box = 1.0 / box
+    # unwrapped positions in kernel order while the sweeps run: a displacement then touches memory near its
+    # neighbours' only (pos, unwrapped in particle order are random accesses at large N); written back at the end
+    # (pos = xs holds bit for bit: both received the same x on every accepted move)
+    uxs = np.empty_like(xs)
+    for k in range(n):
+        uxs[k, 0] = unwrapped[order[k], 0]
+        uxs[k, 1] = unwrapped[order[k], 1]
     for sweep in range(n_sweeps):
         for _ in range(n):
             if rng.random() < swap_fraction:
@@ -467,8 +474,9 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
                 i = int(rng.random() * n)
                 dx = d * (2.0 * rng.random() - 1.0)
                 dy = d * (2.0 * rng.random() - 1.0)
-                x = pos[i, 0] + dx
-                y = pos[i, 1] + dy
+                ki = kernel_index[i]
+                x = xs[ki, 0] + dx
+                y = xs[ki, 1] + dy
                 # wrap into [0, box); the second test guards x + box rounding up to box
                 if x < 0.0:
                     x += box
@@ -483,7 +491,6 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
                 elif y >= box:
                     y -= box
                 counters[0] += 1
-                ki = kernel_index[i]
                 ex = x - ref[ki, 0]
                 ey = y - ref[ki, 1]
                 ex -= box * np.rint(ex * inv_box)
@@ -497,12 +504,10 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
                 if ov:
                     continue
                 if de <= 0.0 or rng.random() < math.exp(-beta * de):
-                    pos[i, 0] = x
-                    pos[i, 1] = y
                     xs[ki, 0] = x
                     xs[ki, 1] = y
-                    unwrapped[i, 0] += dx
-                    unwrapped[i, 1] += dy
+                    uxs[ki, 0] += dx
+                    uxs[ki, 1] += dy
                     energy += de
                     counters[1] += 1
         if (sweep + 1) % record_every == 0:
@@ -511,6 +516,11 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
                 for p in range(n):
                     type_trace[rec, p] = types[p]
             rec += 1
+    for k in range(n):
+        pos[order[k], 0] = xs[k, 0]
+        pos[order[k], 1] = xs[k, 1]
+        unwrapped[order[k], 0] = uxs[k, 0]
+        unwrapped[order[k], 1] = uxs[k, 1]
     return energy, nbr, nn, ref
 
 
@@ -751,8 +761,9 @@ class SwapMonteCarlo:
         and Verlet lists built at the current positions (or at ``ref`` with ``skin``, from a checkpoint)."""
         s = self._state
         order = s["order"]
-        kernel_index = np.empty_like(order)
-        kernel_index[order] = np.arange(order.size)
+        # int32: the map is read once per move at a random place; half the footprint stays in cache longer
+        kernel_index = np.empty(order.size, dtype=np.int32)
+        kernel_index[order] = np.arange(order.size, dtype=np.int32)
         xs = np.ascontiguousarray(s["pos"][order])
         ts = s["types"][order].astype(np.int8)
         skin = self._skin() if skin is None else float(skin)
