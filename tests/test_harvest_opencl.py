@@ -7,7 +7,6 @@ T = 0.6; the numpy potential energy for recorded energies; the facts-sheet overl
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pytest

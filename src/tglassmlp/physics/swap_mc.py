@@ -28,7 +28,9 @@ that range. A move then sums over ~40 candidates instead of 25 cells (~50 partic
 the speed at large N): the kernel keeps its own copy of the positions and int8 types in Z-curve order of ~1
 sigma cells (``order``: kernel index -> particle index, fixed at ``reset``), so a particle's neighbours sit
 near it in memory; the random numbers still pick particles by their own index (mapped through the inverse
-order), so the moves are those of the cell-list kernel. The energy loops may reassociate their sums
+order, int32), so the moves are those of the cell-list kernel. During a run a displacement reads and writes
+positions in kernel order only (the unwrapped positions are kept in kernel order and written back, with the
+wrapped ones, when the run returns): no access at a random place of the particle-order arrays per move. The energy loops may reassociate their sums
 (``fastmath`` reassoc / contract / arcp, not nnan / ninf), which lets LLVM vectorise them over the list: dE then
 differs from a sequential sum at the level of rounding, and a sum's rounding depends on the list layout, so a
 checkpoint stores the lists' reference positions and skin, and a resumed chain rebuilds the very same lists.

@@ -156,6 +156,9 @@ class BatchedSwapMonteCarlo:
         self._pairs = cl.Buffer(self.ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=np.ascontiguousarray(pairs))
         self._n_pairs = len(pairs)
         self._geo = None
+        # local work size of the move kernel (None: the driver's choice); performance only, the chains do not
+        # depend on it (each work-item is one cell of one chain with its own random numbers)
+        self.work_group = None
         self._trace_buf, self._trace_capacity = None, 0
 
     # ------------------------------------------------------------------ configuration
@@ -319,7 +322,7 @@ class BatchedSwapMonteCarlo:
                     bf["pos"], bf["types"], bf["offsets"], bf["cell_start"], bf["cell_fill"], bf["sx"], bf["sy"],
                     bf["st"], bf["sidx"], bf["sdx"], bf["sdy"])
             for phase in range(4):
-                phase_k(self.queue, (n_active, B), None, i32(N), i32(m), f64(box), f64(cs), seed_lo, seed_hi,
+                phase_k(self.queue, (n_active, B), self.work_group, i32(N), i32(m), f64(box), f64(cs), seed_lo, seed_hi,
                         sweep, i32(phase), beta, bf["steps"], f, i32(self._n_pairs), self._pairs, self._params,
                         bf["cell_start"], bf["sx"], bf["sy"], bf["st"], bf["sdx"], bf["sdy"],
                         bf["cell_de"], bf["counters"])
