@@ -142,8 +142,10 @@ def test_more_structures_extend_the_chain_and_a_finished_file_returns_at_once(tm
 def test_bad_input_is_refused_clearly(tmp_path):
     with pytest.raises(ValueError, match="n_structures"):
         equilibrium_structures(T, 0, **FAST)
-    with pytest.raises(NotImplementedError, match="BatchedSwapMonteCarlo"):
-        equilibrium_structures(T, 2, backend="opencl", **FAST)
+    with pytest.raises(ValueError, match="n_chains"):
+        equilibrium_structures(T, 2, n_chains=0, **FAST)
+    with pytest.raises(ValueError, match="backend"):
+        load_swap_settings(backend="cuda")
     with pytest.raises(ValueError, match="unknown backend"):
         equilibrium_structures(T, 2, backend="cuda", **FAST)
     with pytest.raises(ValueError, match="harvest_spacing"):

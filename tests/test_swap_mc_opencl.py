@@ -162,6 +162,38 @@ def test_state_dict_resumes_exactly():
     np.testing.assert_array_equal(a.counters, b.counters)
 
 
+def test_device_energy_trace_and_per_chain_steps():
+    """run(n, record_every=k) returns the tracked energies after every k-th sweep (equal to reading them after
+    runs of k sweeps of an identical batch), the recomputed energy agrees; each chain moves with its own step:
+    chain 0 with a 20x smaller d accepts far more displacements and chain 1's moves equal a run of chain 1 alone
+    with that d."""
+    mc0 = melted(129, seed=8)
+    args = (np.stack([mc0.positions] * 2), np.stack([mc0.types] * 2), mc0.box)
+    a = BatchedSwapMonteCarlo(0.8, seed=3, device="cpu").reset(*args)
+    b = BatchedSwapMonteCarlo(0.8, seed=3, device="cpu").reset(*args)
+    for mc in (a, b):
+        mc.steps = [0.01, 0.2]
+    trace = a.run(9, record_every=3)
+    stepwise = []
+    for _ in range(3):
+        assert b.run(3) is None
+        stepwise.append(b.energies)
+    assert trace.shape == (3, 2)
+    np.testing.assert_array_equal(trace, np.array(stepwise))
+    np.testing.assert_array_equal(trace[-1], a.energies)
+    assert a.check_energy() < 1e-10
+    acc = a.acceptance_displacement
+    assert acc[0] > 0.8 and acc[1] < acc[0] - 0.2, acc
+    with pytest.raises(ValueError, match="different displacement steps"):
+        _ = a.max_displacement
+    alone = BatchedSwapMonteCarlo(0.8, seed=3, device="cpu").reset(*args)
+    alone.max_displacement = 0.2
+    alone.run(9)
+    np.testing.assert_array_equal(alone.positions[1], a.positions[1])
+    with pytest.raises(ValueError, match="steps"):
+        a.steps = [0.1]
+
+
 def test_bad_input_errors():
     mc0 = melted(129, seed=6)
     pos, types, box = mc0.positions, mc0.types, mc0.box

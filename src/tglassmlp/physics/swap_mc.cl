@@ -293,7 +293,7 @@ inline double retype_delta(double x, double y, int t_old, int t_new, int self, i
 
 __kernel void sweep_phase(const int n, const int m, const double box, const double cs, const uint seed_lo,
                           const uint seed_hi, const uint sweep, const int phase, const double beta,
-                          const double d, const double swap_fraction, const int n_pairs,
+                          __global const double *steps, const double swap_fraction, const int n_pairs,
                           __constant const int *pairs, __constant const double *p,
                           __global const int *cell_start, __global double *sx,
                           __global double *sy, __global int *st, __global double *sdx, __global double *sdy,
@@ -312,6 +312,7 @@ __kernel void sweep_phase(const int n, const int m, const double box, const doub
     const int n_c = start[4 * c + 4] - s0;
     const uint2 key = (uint2)(seed_lo, seed_hi);
     const uint word = ((uint)phase << 28) | (uint)c;
+    const double d = steps[b];  // each chain its own displacement step (adapted from its own acceptance)
     double de_sum = 0.0;
     ulong att_d = 0, acc_d = 0, att_s = 0, acc_s = 0;
     for (int t = 0; t < n_c; t++) {
@@ -393,7 +394,8 @@ __kernel void finish_chains(const int n, const int m, const double box, __global
                             __global int *types, __global const double *sx, __global const double *sy,
                             __global const int *st, __global const int *sidx, __global const double *sdx,
                             __global const double *sdy, __global const double *cell_de,
-                            __global double *energy) {
+                            __global double *energy, __global double *trace, const int trace_slot,
+                            const int trace_stride) {
     const int b = get_global_id(0);
     const size_t base = (size_t)b * n;
     for (int k = 0; k < n; k++) {
@@ -412,4 +414,6 @@ __kernel void finish_chains(const int n, const int m, const double box, __global
     const int n_cells = m * m;
     for (int c = 0; c < n_cells; c++) e += cell_de[(size_t)b * n_cells + c];
     energy[b] += e;
+    // the energy after this sweep, recorded on the device (no host round trip per sweep); slot < 0: none
+    if (trace_slot >= 0) trace[(size_t)b * trace_stride + trace_slot] = energy[b];
 }

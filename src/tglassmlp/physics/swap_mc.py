@@ -28,7 +28,9 @@ that range. A move then sums over ~40 candidates instead of 25 cells (~50 partic
 the speed at large N): the kernel keeps its own copy of the positions and int8 types in Z-curve order of ~1
 sigma cells (``order``: kernel index -> particle index, fixed at ``reset``), so a particle's neighbours sit
 near it in memory; the random numbers still pick particles by their own index (mapped through the inverse
-order), so the moves are those of the cell-list kernel. The energy loops may reassociate their sums
+order, int32), so the moves are those of the cell-list kernel. During a run a displacement reads and writes
+positions in kernel order only (the unwrapped positions are kept in kernel order and written back, with the
+wrapped ones, when the run returns): no access at a random place of the particle-order arrays per move. The energy loops may reassociate their sums
 (``fastmath`` reassoc / contract / arcp, not nnan / ninf), which lets LLVM vectorise them over the list: dE then
 differs from a sequential sum at the level of rounding, and a sum's rounding depends on the list layout, so a
 checkpoint stores the lists' reference positions and skin, and a resumed chain rebuilds the very same lists.
@@ -74,6 +76,9 @@ from tglassmlp.physics.system import N_TYPES, PairPotential, pair_terms, resolve
 DECAY_LEVEL = math.exp(-1.0)
 # frames of the self-overlap used by the equilibration criterion (see self_overlap)
 OVERLAP_FRAMES = ("cage", "absolute")
+# samplers that can drive the protocol (EquilibrationChain): numba = SwapMonteCarlo per chain, opencl = the
+# batched checkerboard kernel (tglassmlp.physics.swap_mc_opencl), all chains in one launch
+SAMPLER_BACKENDS = ("numba", "opencl")
 # Sokal's automatic window for the integrated autocorrelation time: smallest W with W >= C * tau(W)
 SOKAL_WINDOW_C = 5.0
 # the Verlet skin is at least this times the displacement half-width d: 2 sqrt(2) d (a step's largest length,
@@ -132,6 +137,8 @@ class SwapSettings:
     cascade: tuple
     verlet_skin: float
     checkpoint_every_s: float
+    # which sampler runs the chains of equilibrium_structures (never changes the protocol, only the moves)
+    backend: str = "numba"
 
     def __post_init__(self):
         pairs = tuple(tuple(int(t) for t in p) for p in self.swap_pairs)
@@ -176,6 +183,8 @@ class SwapSettings:
         if any(not (math.isfinite(t) and t > 0) for t in ladder) or any(b >= a for a, b in zip(ladder, ladder[1:])):
             raise ValueError(f"cascade must list positive temperatures from high to low, got {list(ladder)}")
         object.__setattr__(self, "cascade", ladder)
+        if self.backend not in SAMPLER_BACKENDS:
+            raise ValueError(f"backend must be one of {SAMPLER_BACKENDS}, got {self.backend!r}")
 
 
 def _check_swap_pairs(pairs) -> tuple:
@@ -427,6 +436,13 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
     record_types = type_trace.shape[0] > 0
     half_skin2 = 0.25 * skin * skin
     inv_box = 1.0 / box
+    # unwrapped positions in kernel order while the sweeps run: a displacement then touches memory near its
+    # neighbours' only (pos, unwrapped in particle order are random accesses at large N); written back at the end
+    # (pos = xs holds bit for bit: both received the same x on every accepted move)
+    uxs = np.empty_like(xs)
+    for k in range(n):
+        uxs[k, 0] = unwrapped[order[k], 0]
+        uxs[k, 1] = unwrapped[order[k], 1]
     for sweep in range(n_sweeps):
         for _ in range(n):
             if rng.random() < swap_fraction:
@@ -460,8 +476,9 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
                 i = int(rng.random() * n)
                 dx = d * (2.0 * rng.random() - 1.0)
                 dy = d * (2.0 * rng.random() - 1.0)
-                x = pos[i, 0] + dx
-                y = pos[i, 1] + dy
+                ki = kernel_index[i]
+                x = xs[ki, 0] + dx
+                y = xs[ki, 1] + dy
                 # wrap into [0, box); the second test guards x + box rounding up to box
                 if x < 0.0:
                     x += box
@@ -476,7 +493,6 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
                 elif y >= box:
                     y -= box
                 counters[0] += 1
-                ki = kernel_index[i]
                 ex = x - ref[ki, 0]
                 ey = y - ref[ki, 1]
                 ex -= box * np.rint(ex * inv_box)
@@ -490,12 +506,10 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
                 if ov:
                     continue
                 if de <= 0.0 or rng.random() < math.exp(-beta * de):
-                    pos[i, 0] = x
-                    pos[i, 1] = y
                     xs[ki, 0] = x
                     xs[ki, 1] = y
-                    unwrapped[i, 0] += dx
-                    unwrapped[i, 1] += dy
+                    uxs[ki, 0] += dx
+                    uxs[ki, 1] += dy
                     energy += de
                     counters[1] += 1
         if (sweep + 1) % record_every == 0:
@@ -504,6 +518,11 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
                 for p in range(n):
                     type_trace[rec, p] = types[p]
             rec += 1
+    for k in range(n):
+        pos[order[k], 0] = xs[k, 0]
+        pos[order[k], 1] = xs[k, 1]
+        unwrapped[order[k], 0] = uxs[k, 0]
+        unwrapped[order[k], 1] = uxs[k, 1]
     return energy, nbr, nn, ref
 
 
@@ -625,6 +644,17 @@ def decorrelation_time(lags, q, level: float = DECAY_LEVEL):
 
 
 # ====================================================================================== the sampler
+def adapted_step(step: float, attempted, accepted, settings: SwapSettings) -> float:
+    """The displacement step d after a block of ``attempted`` displacements of which ``accepted`` were accepted:
+    rescaled by (acceptance / target) bounded to [0.5, 2] (so one noisy block cannot swing it far), clipped to
+    [min_max_displacement, max_max_displacement]; unchanged if nothing was attempted. Burn-in only."""
+    if attempted <= 0:
+        return float(step)
+    rate = accepted / attempted
+    factor = float(np.clip(rate / settings.target_acceptance, 0.5, 2.0))
+    return float(np.clip(step * factor, settings.min_max_displacement, settings.max_max_displacement))
+
+
 class SwapMonteCarlo:
     """Metropolis Monte Carlo with displacements and identity swaps at fixed N, box and composition.
 
@@ -733,8 +763,9 @@ class SwapMonteCarlo:
         and Verlet lists built at the current positions (or at ``ref`` with ``skin``, from a checkpoint)."""
         s = self._state
         order = s["order"]
-        kernel_index = np.empty_like(order)
-        kernel_index[order] = np.arange(order.size)
+        # int32: the map is read once per move at a random place; half the footprint stays in cache longer
+        kernel_index = np.empty(order.size, dtype=np.int32)
+        kernel_index[order] = np.arange(order.size, dtype=np.int32)
         xs = np.ascontiguousarray(s["pos"][order])
         ts = s["types"][order].astype(np.int8)
         skin = self._skin() if skin is None else float(skin)
@@ -795,13 +826,8 @@ class SwapMonteCarlo:
             block = min(st.adapt_every, n_sweeps - done)
             before = self._counters.copy()
             self.run(block)
-            att, acc = self._counters[0] - before[0], self._counters[1] - before[1]
-            if att > 0:
-                rate = acc / att
-                # multiplicative rule, bounded per step so one noisy block cannot swing d far
-                factor = float(np.clip(rate / st.target_acceptance, 0.5, 2.0))
-                self.max_displacement = float(np.clip(self.max_displacement * factor,
-                                                      st.min_max_displacement, st.max_max_displacement))
+            self.max_displacement = adapted_step(self.max_displacement, self._counters[0] - before[0],
+                                                 self._counters[1] - before[1], st)
             done += block
 
     def check_energy(self, tolerance: float | None = None) -> float:
@@ -1016,8 +1042,13 @@ def _random_start(n, box, composition, rng):
     return pos, types
 
 
-def _evaluate(mc: SwapMonteCarlo, trace, snaps, snap_spacing, total, settings):
-    """Criterion on the last half of the frozen-step run: returns a dict of measured numbers."""
+def _evaluate(box: float, trace, snaps, snap_spacing, total, settings):
+    """Criterion on the last half of the frozen-step run of one chain: returns a dict of measured numbers.
+
+    Args: box side [sigma]; the chain's energy trace per particle (one entry per ``record_every`` sweeps); its
+    unwrapped snapshots (list of (N, 2)) every ``snap_spacing`` sweeps from the start of the production;
+    ``total`` production sweeps so far.
+    """
     rec = settings.record_every
     window = trace[trace.size // 2:]
     tau_e = integrated_autocorrelation_time(window, spacing=rec)
@@ -1031,7 +1062,7 @@ def _evaluate(mc: SwapMonteCarlo, trace, snaps, snap_spacing, total, settings):
     if len(win_snaps) >= 2:
         cage = settings.cage_radius if settings.overlap_frame == "cage" else None
         lags, q = self_overlap(np.stack(win_snaps), snap_spacing, settings.overlap_a, settings.max_origins,
-                               box=mc.box, cage_radius=cage)
+                               box=box, cage_radius=cage)
         tau_q = decorrelation_time(lags, q)
     else:
         lags, q, tau_q = np.zeros(1), np.ones(1), None
@@ -1064,13 +1095,16 @@ def _chain_settings(settings: dict) -> dict:
     return {k: v for k, v in settings.items() if k not in CRITERION_SETTINGS + KERNEL_SETTINGS}
 
 
-def _checkpoint_key(temperature, n_particles, seed, settings, initial) -> dict:
+def _checkpoint_key(temperature, n_particles, seed, settings, initial, backend: str = "numba",
+                    n_chains: int = 1) -> dict:
     """What a checkpoint must match to be resumed (max_sweeps is left out: a rerun may extend a chain; the
     criterion settings too: a rerun re-judges the stored chain; the harvest settings too: they never change an
-    equilibration chain, and a harvesting run adds its own entry to the key)."""
+    equilibration chain, and a harvesting run adds its own entry to the key). The sampler (backend, number of
+    chains) enters only when it is not the single numba chain, so that keys of older checkpoints still match."""
     s = _chain_settings(asdict(settings))
     s.pop("max_sweeps")
     s.pop("checkpoint_every_s")  # how often state is saved does not change the chain
+    s.pop("backend", None)  # in the key as "sampler" below
     for name in HARVEST_SETTINGS:
         s.pop(name, None)
     key = dict(temperature=float(temperature), n_particles=int(n_particles), seed=int(seed), settings=s,
@@ -1080,6 +1114,8 @@ def _checkpoint_key(temperature, n_particles, seed, settings, initial) -> dict:
         # a digest of the start, so that a checkpoint of another start is refused
         h = np.frombuffer(np.ascontiguousarray(pos, dtype=np.float64).tobytes(), dtype=np.uint8)
         key["initial"] = [float(box), int(np.asarray(types).sum()), int(h.astype(np.uint64).sum())]
+    if backend != "numba" or int(n_chains) != 1:
+        key["sampler"] = dict(backend=str(backend), n_chains=int(n_chains))
     return json.loads(json.dumps(key))  # tuples -> lists, as they come back from the file
 
 
@@ -1090,24 +1126,28 @@ HARVEST_SETTINGS = ("harvest_spacing", "harvest_max_overlap", "structures_per_ch
 EXTRA_PREFIX = "extra_"
 
 
-def _save_checkpoint(path: Path, mc: "SwapMonteCarlo", key: dict, run: dict, snaps: list, extra=None):
-    """Write the chain's state atomically (temp file in the same directory, fsync, rename)."""
+def _save_checkpoint(path: Path, sampler, key: dict, run: dict, snaps: list, extra=None):
+    """Write the chains' state atomically (temp file in the same directory, fsync, rename). Snapshots are stored
+    (K, N, 2) for a single numba chain (the layout of older checkpoints), else (K, B, N, 2)."""
     meta = dict(key=key, run=run, format=1)
-    n = mc.types.size
-    stacked = np.stack(snaps) if snaps else np.zeros((0, n, 2), dtype=np.float32)
+    stacked = (np.stack(snaps) if snaps else
+               np.zeros((0, sampler.n_chains, sampler.n_particles, 2), dtype=np.float32))
+    if sampler.single_layout:
+        stacked = stacked[:, 0]
     arrays = {EXTRA_PREFIX + k: np.asarray(v) for k, v in (extra or {}).items()}
-    save_npz_atomic(path, dict(meta=np.array(json.dumps(meta)), snapshots=stacked, **mc.state_dict(), **arrays))
+    save_npz_atomic(path, dict(meta=np.array(json.dumps(meta)), snapshots=stacked, **sampler.state_dict(),
+                               **arrays))
 
 
-def _load_checkpoint(path: Path, key: dict, mc: "SwapMonteCarlo", where: str = "equilibrium_structure"):
-    """Restore ``mc`` from ``path``; returns (run, snapshots, extra arrays). Raises ValueError if it belongs to
-    another run."""
+def _load_checkpoint(path: Path, key: dict, sampler, where: str = "equilibrium_structure"):
+    """Restore ``sampler`` from ``path``; returns (run, snapshots as a list of (B, N, 2), extra arrays). Raises
+    ValueError if it belongs to another run."""
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             data = {k: z[k] for k in z.files if k not in ("meta", "snapshots") and not k.startswith(EXTRA_PREFIX)}
             extra = {k[len(EXTRA_PREFIX):]: z[k] for k in z.files if k.startswith(EXTRA_PREFIX)}
-            snaps = list(z["snapshots"])
+            stacked = z["snapshots"]
     except (OSError, ValueError, KeyError) as exc:
         raise ValueError(f"{where}: checkpoint {path} is unreadable ({exc}); delete it to start "
                          "afresh") from exc
@@ -1121,32 +1161,153 @@ def _load_checkpoint(path: Path, key: dict, mc: "SwapMonteCarlo", where: str = "
             differ += [f"settings.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
         raise ValueError(f"{where}: checkpoint {path} belongs to another run (differs in "
                          f"{', '.join(differ)}); use another path or delete it")
-    mc.load_state_dict(data)
-    return meta["run"], snaps, extra
+    sampler.load_state_dict(data)
+    if stacked.ndim == 3:  # single-chain layout
+        stacked = stacked[:, None]
+    return meta["run"], list(stacked), extra
 
 
-def run_samplers(samplers, n_sweeps: int) -> None:
-    """Advance each sampler by ``n_sweeps`` (the one place a chain's production sweeps are run: a batched
-    sampler advancing many chains in one kernel call would replace this loop)."""
-    for mc in samplers:
-        mc.run(n_sweeps)
+class NumbaChains:
+    """The numba backend of :class:`EquilibrationChain`: B ``SwapMonteCarlo`` samplers, advanced one after the
+    other (B = 1: one chain, the chain of ``equilibrium_structure``).
+
+    The interface a backend offers the protocol (the OpenCL one: ``swap_mc_opencl.OpenCLChains``): ``reset``
+    with B starts, ``run(n_sweeps)`` of every chain recording E/N every ``record_every`` sweeps, per-chain steps
+    (``steps``, ``set_steps``) and displacement counts for the adaptation, ``reset_counters`` (also clears the
+    traces), per-chain state (``positions(b)``, ``types(b)``, ``energy(b)`` [epsilon], ``energy_trace(b)``
+    [epsilon per particle], ``acceptance(b)``), ``unwrapped_positions()`` (B, N, 2), ``check_energy()``,
+    ``state_dict`` / ``load_state_dict``.
+    """
+
+    backend = "numba"
+
+    def __init__(self, samplers):
+        self.samplers = list(samplers)
+
+    @property
+    def n_chains(self) -> int:
+        return len(self.samplers)
+
+    @property
+    def single_layout(self) -> bool:
+        """One numba chain: its checkpoint keeps the layout of the single-chain sampler (older files load)."""
+        return len(self.samplers) == 1
+
+    @property
+    def n_particles(self) -> int:
+        return int(self.samplers[0]._require_state()["types"].size)
+
+    @property
+    def box(self) -> float:
+        return self.samplers[0].box
+
+    @property
+    def temperature(self) -> float:
+        return self.samplers[0].temperature
+
+    @temperature.setter
+    def temperature(self, value):
+        for mc in self.samplers:
+            mc.temperature = value
+
+    @property
+    def sweeps_done(self) -> int:
+        return self.samplers[0].sweeps_done
+
+    @property
+    def steps(self) -> np.ndarray:
+        return np.array([mc.max_displacement for mc in self.samplers])
+
+    def set_steps(self, steps):
+        for mc, d in zip(self.samplers, steps):
+            mc.max_displacement = float(d)
+
+    def reset(self, positions, types, box):
+        for mc, p, t in zip(self.samplers, positions, types):
+            mc.reset(p, t, box)
+
+    def run(self, n_sweeps: int):
+        for mc in self.samplers:
+            mc.run(n_sweeps)
+
+    def displacement_counts(self) -> np.ndarray:
+        """(B, 2) attempted, accepted displacements since ``reset_counters``."""
+        return np.array([mc._counters[:2] for mc in self.samplers])
+
+    def reset_counters(self):
+        for mc in self.samplers:
+            mc.reset_counters()
+
+    def check_energy(self) -> float:
+        return max(mc.check_energy() for mc in self.samplers)
+
+    def energy_trace(self, b: int) -> np.ndarray:
+        return self.samplers[b].energy_trace
+
+    def energy(self, b: int) -> float:
+        return self.samplers[b].energy
+
+    def positions(self, b: int) -> np.ndarray:
+        return self.samplers[b].positions
+
+    def types(self, b: int) -> np.ndarray:
+        return self.samplers[b].types
+
+    def unwrapped_positions(self) -> np.ndarray:
+        return np.stack([mc.unwrapped_positions for mc in self.samplers])
+
+    def acceptance(self, b: int):
+        """(displacements, swaps, {pair: swaps of that pair}) accepted / attempted since ``reset_counters``."""
+        mc = self.samplers[b]
+        return mc.acceptance_displacement, mc.acceptance_swap, mc.acceptance_swap_by_pair
+
+    def state_dict(self) -> dict:
+        if self.single_layout:
+            return self.samplers[0].state_dict()
+        return {f"chain{b}_{k}": v for b, mc in enumerate(self.samplers) for k, v in mc.state_dict().items()}
+
+    def load_state_dict(self, d):
+        if self.single_layout:
+            self.samplers[0].load_state_dict(d)
+            return self
+        for b, mc in enumerate(self.samplers):
+            prefix = f"chain{b}_"
+            mc.load_state_dict({k[len(prefix):]: v for k, v in d.items() if k.startswith(prefix)})
+        return self
+
+
+def chain_rngs(seed: int, n_chains: int) -> list:
+    """One generator per chain: chain 0 gets ``default_rng(seed)`` (the single chain of equilibrium_structure),
+    chain b > 0 ``default_rng([seed, b])``; chain b's random start does not depend on how many chains run."""
+    return [np.random.default_rng(seed if b == 0 else [int(seed), b]) for b in range(int(n_chains))]
 
 
 class EquilibrationChain:
-    """One swap-MC chain taken through the protocol of :func:`equilibrium_structure`, resumable from a checkpoint.
+    """Swap-MC chains taken through the protocol of :func:`equilibrium_structure`, resumable from a checkpoint.
 
-    ``equilibrate()`` runs the preparation and the production in doubling blocks until the criterion holds or
-    ``settings.max_sweeps``; ``produce(n)`` continues the production by n sweeps (d frozen, snapshots on the same
-    grid, the criterion's window still the last half of the whole production), e.g. to harvest more structures
-    (:mod:`tglassmlp.physics.harvest`). The checkpoint holds the sampler, the protocol's stage (``run``), the
-    snapshots and the arrays in ``extra`` (a caller's own data, e.g. harvested structures); ``key_extra`` is
-    added to what a checkpoint must match. Arguments as in :func:`equilibrium_structure`.
+    One implementation of the protocol for every sampler backend and any number of chains B: a backend
+    (``NumbaChains``; ``swap_mc_opencl.OpenCLChains``: B chains in one kernel launch) only runs n sweeps of all
+    chains, reports their state and sets their steps. The B chains run in lockstep: the same preparation stages,
+    each chain's d adapted from its own acceptance, then production in doubling blocks until EVERY chain meets
+    the criterion (each judged on its own trace and snapshots) or ``max_sweeps``; a chain that met it earlier
+    just runs on (its window, the last half of the production, then lies further in equilibrium). With B = 1 and
+    the numba backend this is exactly the chain of ``equilibrium_structure``.
+
+    ``equilibrate()`` runs the preparation and the production; ``produce(n)`` continues the production by n
+    sweeps (d frozen, snapshots on the same grid, the criterion's window still the last half of the whole
+    production), e.g. to harvest more structures (:mod:`tglassmlp.physics.harvest`). The checkpoint holds the
+    sampler, the protocol's stage (``run``), the snapshots and the arrays in ``extra`` (a caller's own data,
+    e.g. harvested structures); ``key_extra`` is added to what a checkpoint must match.
+
+    Args as in :func:`equilibrium_structure`, plus ``backend`` ("numba" or "opencl"; default
+    ``settings.backend``), ``n_chains`` (B >= 1; chain b starts from its own random start, see ``chain_rngs``,
+    or all from ``initial``) and ``device`` (OpenCL device, see ``swap_mc_opencl.pick_device``).
     """
 
     def __init__(self, temperature, n_particles: int = 1290, seed: int = 0, *, system=None, initial=None,
                  settings: SwapSettings | None = None, max_sweeps: int | None = None, progress: bool = False,
-                 checkpoint=None, key_extra: dict | None = None, advance=run_samplers,
-                 where: str = "equilibrium_structure", **overrides):
+                 checkpoint=None, key_extra: dict | None = None, backend: str | None = None, n_chains: int = 1,
+                 device=None, where: str = "equilibrium_structure", **overrides):
         self.t0 = time.perf_counter()
         temperature = float(temperature)
         if not (np.isfinite(temperature) and temperature > 0):
@@ -1156,11 +1317,25 @@ class EquilibrationChain:
             settings = replace(settings, **overrides)
         if max_sweeps is not None:
             settings = replace(settings, max_sweeps=int(max_sweeps))
+        backend = settings.backend if backend is None else backend
+        if backend not in SAMPLER_BACKENDS:
+            raise ValueError(f"{where}: unknown backend {backend!r}; known: {SAMPLER_BACKENDS}")
+        if isinstance(n_chains, bool) or not isinstance(n_chains, (int, np.integer)) or n_chains < 1:
+            raise ValueError(f"{where}: n_chains must be an integer >= 1, got {n_chains!r}")
+        n_chains = int(n_chains)
         system = resolve_system(system)
-        rng = np.random.default_rng(seed)
+        rngs = chain_rngs(seed, n_chains)
         self.temperature, self.seed, self.settings, self.progress = temperature, int(seed), settings, progress
-        self.where, self.advance = where, advance
-        self.mc = mc = SwapMonteCarlo(temperature, system, rng=rng, settings=settings)
+        self.where, self.backend, self.n_chains = where, backend, n_chains
+        if backend == "numba":
+            self.sampler = NumbaChains([SwapMonteCarlo(temperature, system, rng=r, settings=settings) for r in rngs])
+        else:
+            from tglassmlp.physics.swap_mc_opencl import OpenCLChains
+
+            self.sampler = OpenCLChains(temperature, system, settings=settings, seed=seed, n_chains=n_chains,
+                                        device=device)
+        # the single numba sampler (what callers of the one-chain protocol used to read)
+        self.mc = self.sampler.samplers[0] if backend == "numba" and n_chains == 1 else None
         if initial is None:
             if (isinstance(n_particles, bool) or not isinstance(n_particles, (int, np.integer))
                     or n_particles < 2):
@@ -1183,12 +1358,12 @@ class EquilibrationChain:
             (temperature, settings.adapt_sweeps_at_target)]
 
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
-        self.key = _checkpoint_key(temperature, n_particles, seed, settings, initial)
+        self.key = _checkpoint_key(temperature, n_particles, seed, settings, initial, backend, n_chains)
         if key_extra:
             self.key.update(json.loads(json.dumps(key_extra)))
         self.extra: dict = {}
         if self.checkpoint is not None and self.checkpoint.is_file():
-            self.run, self.snaps, self.extra = _load_checkpoint(self.checkpoint, self.key, mc, where)
+            self.run, self.snaps, self.extra = _load_checkpoint(self.checkpoint, self.key, self.sampler, where)
             self.resumed = True
             if progress:
                 print(f"[swap_mc] resumed {self.checkpoint}: stage {self.run['stage']}/{len(self.stages)}, "
@@ -1196,10 +1371,11 @@ class EquilibrationChain:
         else:
             self.resumed = False
             if initial is None:
-                pos, types = _random_start(n_particles, box, composition, rng)
-                mc.reset(pos, types, box)
+                starts = [_random_start(n_particles, box, composition, r) for r in rngs]
+                self.sampler.reset(np.stack([p for p, _ in starts]), np.stack([t for _, t in starts]), box)
             else:
-                mc.reset(*initial)
+                self.sampler.reset(np.repeat(initial[0][None], n_chains, 0), np.repeat(initial[1][None], n_chains, 0),
+                                   initial[2])
             self.run = dict(stage=0, stage_done=0, sweeps_before=0, total=0, done=0,
                             block=settings.first_block_sweeps, snap_spacing=settings.snapshot_every, drift=0.0,
                             finished=False, wall_s=0.0)
@@ -1218,43 +1394,49 @@ class EquilibrationChain:
         if self.checkpoint is None or not (force or now - self.last_save >= self.settings.checkpoint_every_s):
             return
         self.run["wall_s"] = self.wall_time_s
-        _save_checkpoint(self.checkpoint, self.mc, self.key, self.run, self.snaps, self.extra)
+        _save_checkpoint(self.checkpoint, self.sampler, self.key, self.run, self.snaps, self.extra)
         self.last_save = time.perf_counter()
 
     def prepare(self):
-        """Melt, anneal and adapt d (resumable between adaptation blocks: same blocks as one mc.adapt per stage)."""
-        run, mc, settings = self.run, self.mc, self.settings
+        """Melt, anneal and adapt each chain's d (resumable between adaptation blocks: the blocks of one
+        ``SwapMonteCarlo.adapt`` per stage)."""
+        run, sampler, settings = self.run, self.sampler, self.settings
         while run["stage"] < len(self.stages):
             t_stage, n_stage = self.stages[run["stage"]]
-            mc.temperature = t_stage
+            sampler.temperature = t_stage
             while run["stage_done"] < n_stage:
                 b = min(settings.adapt_every, n_stage - run["stage_done"])
-                mc.adapt(b)
+                before = sampler.displacement_counts()
+                sampler.run(b)
+                attempted, accepted = (sampler.displacement_counts() - before).T
+                sampler.set_steps([adapted_step(d, n_att, n_acc, settings)
+                                   for d, n_att, n_acc in zip(sampler.steps, attempted, accepted)])
                 run["stage_done"] += b
                 self.save()
             run["stage"] += 1
             run["stage_done"] = 0
             if run["stage"] == len(self.stages):
-                mc.temperature = self.temperature
-                mc.check_energy()
-                run["sweeps_before"] = mc.sweeps_done
+                sampler.temperature = self.temperature
+                sampler.check_energy()
+                run["sweeps_before"] = sampler.sweeps_done
                 # ---- production starts: frozen d, doubling blocks, snapshots of unwrapped positions
-                mc.reset_counters()
-                self.snaps = [mc.unwrapped_positions.astype(np.float32)]
+                sampler.reset_counters()
+                self.snaps = [sampler.unwrapped_positions().astype(np.float32)]
                 self.save(force=True)
-        mc.temperature = self.temperature
+        sampler.temperature = self.temperature
 
     def produce(self, n_sweeps: int):
-        """Production sweeps until ``run['done']`` reaches ``n_sweeps`` (resumable at any snapshot); then they
-        are added to ``run['total']`` and the tracked energy is checked against a recomputation."""
+        """Production sweeps of every chain until ``run['done']`` reaches ``n_sweeps`` (resumable at any
+        snapshot); then they are added to ``run['total']`` and the tracked energies are checked against a
+        recomputation."""
         run, settings = self.run, self.settings
         while run["done"] < n_sweeps:
             spacing = run["snap_spacing"]
             chunk = min(spacing - (run["total"] + run["done"]) % spacing, n_sweeps - run["done"])
-            self.advance([self.mc], chunk)
+            self.sampler.run(chunk)
             run["done"] += chunk
             if (run["total"] + run["done"]) % spacing == 0:
-                self.snaps.append(self.mc.unwrapped_positions.astype(np.float32))
+                self.snaps.append(self.sampler.unwrapped_positions().astype(np.float32))
                 if len(self.snaps) > settings.max_snapshots:
                     # thin: keep every other snapshot (times 0, 2s, 4s, ...) and double the spacing; from
                     # now on snapshots are taken at multiples of the new spacing, and the last kept one is
@@ -1264,65 +1446,72 @@ class EquilibrationChain:
             self.save()
         run["total"] += n_sweeps
         run["done"] = 0
-        run["drift"] = max(run["drift"], self.mc.check_energy())
+        run["drift"] = max(run["drift"], self.sampler.check_energy())
 
-    def evaluate(self) -> dict:
-        """The criterion on the last half of the production so far (see ``_evaluate``)."""
-        return _evaluate(self.mc, self.mc.energy_trace, self.snaps, self.run["snap_spacing"], self.run["total"],
-                         self.settings)
+    def evaluate_chain(self, b: int) -> dict:
+        """The criterion of chain b on the last half of the production so far (see ``_evaluate``)."""
+        return _evaluate(self.sampler.box, self.sampler.energy_trace(b), [s[b] for s in self.snaps],
+                         self.run["snap_spacing"], self.run["total"], self.settings)
 
-    def equilibrate(self) -> dict:
-        """Preparation, then production in doubling blocks until the criterion holds or ``max_sweeps``.
+    def evaluate(self) -> list:
+        """The criterion of every chain (list of B dicts)."""
+        return [self.evaluate_chain(b) for b in range(self.n_chains)]
 
-        Returns the criterion's numbers (``_evaluate``) at the end; ``run['finished']`` is then True.
+    def equilibrate(self) -> list:
+        """Preparation, then production in doubling blocks until every chain's criterion holds or ``max_sweeps``.
+
+        Returns the criterion's numbers (``_evaluate``) of every chain at the end; ``run['finished']`` is then
+        True.
         """
-        run, settings, mc = self.run, self.settings, self.mc
+        run, settings = self.run, self.settings
         self.prepare()
-        ev = None
+        evs = None
         if run["finished"]:
             # a finished chain is judged again with the current criterion settings (they may have changed)
-            ev = self.evaluate()
-            run["reasons"] = ev["reasons"]
-            if run["total"] < settings.max_sweeps and run["reasons"]:
+            evs = self.evaluate()
+            if run["total"] < settings.max_sweeps and any(ev["reasons"] for ev in evs):
                 # a rerun with a larger cap extends an unmet run by another block
                 run.update(finished=False, done=0, block=min(run["total"], settings.max_sweeps - run["total"]))
-                ev = None
+                evs = None
         while not run["finished"]:
             self.produce(run["block"])
-            ev = self.evaluate()
-            run["reasons"] = ev["reasons"]
+            evs = self.evaluate()
+            run["reasons"] = [ev["reasons"] for ev in evs]
             if self.progress:
-                print(f"[swap_mc] T={self.temperature:g} N={self.n_particles} sweeps={run['total']} "
-                      f"E/N={ev['energy_mean']:.5f} tau_Q={ev['tau_q']} tau_E={ev['tau_e']:.3g} z={ev['z']:.2f} "
-                      f"acc={mc.acceptance_displacement:.3f}/{mc.acceptance_swap:.3f} "
-                      f"t={time.perf_counter() - self.t0:.1f}s", flush=True)
-            if not ev["reasons"] or run["total"] >= settings.max_sweeps:
+                for b, ev in enumerate(evs):
+                    acc_d, acc_s, _ = self.sampler.acceptance(b)
+                    print(f"[swap_mc] T={self.temperature:g} N={self.n_particles} chain {b} sweeps={run['total']} "
+                          f"E/N={ev['energy_mean']:.5f} tau_Q={ev['tau_q']} tau_E={ev['tau_e']:.3g} "
+                          f"z={ev['z']:.2f} acc={acc_d:.3f}/{acc_s:.3f} t={time.perf_counter() - self.t0:.1f}s",
+                          flush=True)
+            if not any(ev["reasons"] for ev in evs) or run["total"] >= settings.max_sweeps:
                 run["finished"] = True
             else:
                 run["block"] = min(run["total"], settings.max_sweeps - run["total"])
-        if ev is None:  # resumed a finished run: the report is recomputed from the stored trace and snapshots
-            ev = self.evaluate()
         self.save(force=True)
-        return ev
+        return evs
 
-    def report(self, ev: dict) -> "EquilibrationReport":
-        """The chain's EquilibrationReport from the criterion's numbers ``ev``."""
-        mc, run = self.mc, self.run
+    def report(self, ev: dict, b: int = 0) -> "EquilibrationReport":
+        """Chain b's EquilibrationReport from its criterion's numbers ``ev``."""
+        sampler, run = self.sampler, self.run
+        acc_d, acc_s, acc_pairs = sampler.acceptance(b)
         return EquilibrationReport(
             temperature=self.temperature, n_particles=self.n_particles, seed=self.seed,
             criterion_met=not ev["reasons"], reasons=ev["reasons"], sweeps_total=run["sweeps_before"] + run["total"],
-            sweeps_production=run["total"], window_sweeps=ev["window_sweeps"], max_displacement=mc.max_displacement,
-            acceptance_displacement=mc.acceptance_displacement, acceptance_swap=mc.acceptance_swap,
-            acceptance_swap_by_pair=mc.acceptance_swap_by_pair, tau_overlap=ev["tau_q"], tau_energy=ev["tau_e"],
+            sweeps_production=run["total"], window_sweeps=ev["window_sweeps"],
+            max_displacement=float(sampler.steps[b]), acceptance_displacement=acc_d, acceptance_swap=acc_s,
+            acceptance_swap_by_pair=acc_pairs, tau_overlap=ev["tau_q"], tau_energy=ev["tau_e"],
             energy_mean=ev["energy_mean"], energy_halves=ev["means"], stationarity_z=ev["z"],
-            energy_final=mc.energy / self.n_particles, energy_drift=run["drift"],
+            energy_final=sampler.energy(b) / self.n_particles, energy_drift=run["drift"],
             anneal_temperatures=[float(t) for t in self.ladder], wall_time_s=self.wall_time_s,
-            settings=asdict(self.settings), energy_trace=mc.energy_trace, overlap_lags=ev["lags"], overlap=ev["q"])
+            settings=asdict(self.settings), energy_trace=sampler.energy_trace(b), overlap_lags=ev["lags"],
+            overlap=ev["q"])
 
 
 def equilibrium_structure(temperature, n_particles: int = 1290, seed: int = 0, *, system=None,
                           initial=None, settings: SwapSettings | None = None, max_sweeps: int | None = None,
-                          strict: bool = False, progress: bool = False, checkpoint=None, **overrides):
+                          strict: bool = False, progress: bool = False, checkpoint=None, backend: str | None = None,
+                          **overrides):
     """An equilibrium configuration of the 2D ternary mixture at ``temperature`` by swap Monte Carlo.
 
     Protocol (numbers from ``conf/swap/default.yaml``): random start (grid sites, shuffled types) or
@@ -1351,19 +1540,22 @@ def equilibrium_structure(temperature, n_particles: int = 1290, seed: int = 0, *
             met and ``max_sweeps`` now allows more sweeps: then the production run is extended. A
             checkpoint of other arguments (T, N, seed, settings other than max_sweeps, start) raises
             ValueError. The caller deletes the file once the structure is stored.
+        backend: the sampler, "numba" (``SwapMonteCarlo``) or "opencl" (the batched kernel with one chain);
+            default ``settings.backend``. The protocol is the same (``EquilibrationChain``).
 
     Returns:
         positions (N, 2) float64 wrapped into [0, box) [sigma], types (N,) int64 (0, 1, 2), box [sigma],
         report: EquilibrationReport (``criterion_met`` says whether the structure may be used).
     """
     chain = EquilibrationChain(temperature, n_particles, seed, system=system, initial=initial, settings=settings,
-                               max_sweeps=max_sweeps, progress=progress, checkpoint=checkpoint, **overrides)
-    report = chain.report(chain.equilibrate())
+                               max_sweeps=max_sweeps, progress=progress, checkpoint=checkpoint, backend=backend,
+                               **overrides)
+    report = chain.report(chain.equilibrate()[0])
     if not report.criterion_met:
         msg = (f"equilibrium_structure(T={chain.temperature:g}, N={chain.n_particles}, seed={seed}): criterion NOT "
                f"met after {report.sweeps_production} sweeps: {'; '.join(report.reasons)}")
         if strict:
             raise NotEquilibratedError(msg)
         warnings.warn(msg + " (flagged: report.criterion_met is False)", RuntimeWarning, stacklevel=2)
-    mc = chain.mc
-    return mc.positions, mc.types, mc.box, report
+    sampler = chain.sampler
+    return sampler.positions(0), sampler.types(0), sampler.box, report

@@ -135,6 +135,7 @@ class BatchedSwapMonteCarlo:
         self.settings = settings or load_swap_settings()
         self.system: PairPotential = resolve_system(system)
         self.temperature = temperature
+        self._steps = None  # per chain, set by reset
         self.max_displacement = float(self.settings.max_displacement)
         seed = int(seed)
         if not 0 <= seed < 2**64:
@@ -155,6 +156,10 @@ class BatchedSwapMonteCarlo:
         self._pairs = cl.Buffer(self.ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=np.ascontiguousarray(pairs))
         self._n_pairs = len(pairs)
         self._geo = None
+        # local work size of the move kernel (None: the driver's choice); performance only, the chains do not
+        # depend on it (each work-item is one cell of one chain with its own random numbers)
+        self.work_group = None
+        self._trace_buf, self._trace_capacity = None, 0
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -170,7 +175,13 @@ class BatchedSwapMonteCarlo:
 
     @property
     def max_displacement(self) -> float:
-        return self._d
+        """The displacement step d [sigma] of every chain (ValueError if the chains' steps differ: read
+        ``steps``). Setting it sets every chain's step."""
+        if self._steps is None:
+            return self._d
+        if np.any(self._steps != self._steps[0]):
+            raise ValueError("the chains have different displacement steps; read BatchedSwapMonteCarlo.steps")
+        return float(self._steps[0])
 
     @max_displacement.setter
     def max_displacement(self, value):
@@ -178,6 +189,23 @@ class BatchedSwapMonteCarlo:
         if not (np.isfinite(value) and value > 0):
             raise ValueError(f"max_displacement must be positive and finite, got {value}")
         self._d = value
+        if self._steps is not None:
+            self.steps = np.full(self._steps.size, value)
+
+    @property
+    def steps(self) -> np.ndarray:
+        """(B,) displacement step d of each chain [sigma] (a copy)."""
+        self._require_state()
+        return self._steps.copy()
+
+    @steps.setter
+    def steps(self, values):
+        g = self._require_state()
+        values = np.asarray(values, dtype=np.float64).reshape(-1)
+        if values.size != g["B"] or not np.all(np.isfinite(values) & (values > 0)):
+            raise ValueError(f"steps must be {g['B']} positive finite numbers, got {values}")
+        self._steps = values.copy()
+        self._cl.enqueue_copy(self.queue, self._buf["steps"], self._steps)
 
     def reset(self, positions, types, box):
         """Load B structures: positions (B, N, 2) or (N, 2), types (B, N) or (N,), one box side for all.
@@ -221,6 +249,8 @@ class BatchedSwapMonteCarlo:
         wrapped[wrapped >= box] = 0.0
         self._geo = dict(B=n_chains, N=positions.shape[1], m=m, box=box, cs=box / m)
         self._allocate()
+        self._trace_buf, self._trace_capacity = None, 0
+        self.steps = np.full(n_chains, self._d)
         self._write_state(wrapped, positions, types, counters=None, sweeps=0)
         self._energy = self._exact_energies()
         self._cl.enqueue_copy(self.queue, self._buf["energy"], self._energy)
@@ -235,7 +265,7 @@ class BatchedSwapMonteCarlo:
                      cell_fill=(B * 4 * M, np.int32),
                      sx=(B * N, np.float64), sy=(B * N, np.float64), st=(B * N, np.int32), sidx=(B * N, np.int32),
                      sdx=(B * N, np.float64), sdy=(B * N, np.float64), cell_de=(B * M, np.float64),
-                     counters=(B * M * 4, np.uint64), energy=(B, np.float64))
+                     counters=(B * M * 4, np.uint64), energy=(B, np.float64), steps=(B, np.float64))
         self._buf = {k: cl.Buffer(self.ctx, mf.READ_WRITE, size=int(n) * np.dtype(t).itemsize)
                      for k, (n, t) in sizes.items()}
 
@@ -256,37 +286,56 @@ class BatchedSwapMonteCarlo:
         return self._geo
 
     # ------------------------------------------------------------------ running
-    def run(self, n_sweeps: int):
-        """Run ``n_sweeps`` sweeps (N attempted moves per chain each) at ``self.temperature``."""
+    def run(self, n_sweeps: int, record_every: int | None = None):
+        """Run ``n_sweeps`` sweeps (N attempted moves per chain each) at ``self.temperature``.
+
+        ``record_every``: if given, returns the (n_sweeps // record_every, B) total energies [epsilon] after
+        sweeps record_every, 2 record_every, ... of this call (recorded on the device; one read at the end).
+        """
         g = self._require_state()
         n_sweeps = int(n_sweeps)
         if n_sweeps < 0:
             raise ValueError(f"n_sweeps must be >= 0, got {n_sweeps}")
+        rec = int(record_every) if record_every is not None else 0
+        if record_every is not None and rec < 1:
+            raise ValueError(f"record_every must be a positive integer, got {record_every}")
+        n_rec = n_sweeps // rec if rec else 0
+        if n_rec > self._trace_capacity:
+            self._trace_capacity = max(n_rec, 2 * self._trace_capacity)
+            self._trace_buf = self._cl.Buffer(self.ctx, self._cl.mem_flags.READ_WRITE,
+                                              size=g["B"] * self._trace_capacity * 8)
+        trace_buf = self._trace_buf if self._trace_buf is not None else self._buf["energy"]
         if self.sweeps_done + n_sweeps > MAX_SWEEPS:
             raise ValueError(f"the counter-based generator allows at most {MAX_SWEEPS} sweeps per chain")
         bf = self._buf
         i32, f64, u32 = np.int32, np.float64, np.uint32
         B, N, m, box, cs = g["B"], g["N"], g["m"], g["box"], g["cs"]
         seed_lo, seed_hi = u32(self.seed & 0xFFFFFFFF), u32(self.seed >> 32)
-        beta, d = f64(1.0 / self.temperature), f64(self._d)
+        beta = f64(1.0 / self.temperature)
         f = f64(self.settings.swap_fraction)
         n_active = (m // 2) ** 2
         binning, phase_k, finish = (self._kernels[k] for k in ("bin_chains", "sweep_phase", "finish_chains"))
-        for _ in range(n_sweeps):
+        for k in range(n_sweeps):
             sweep = u32(self.sweeps_done)
+            slot = (k + 1) // rec - 1 if rec and (k + 1) % rec == 0 else -1
             binning(self.queue, (B,), None, i32(N), i32(m), f64(box), f64(cs), seed_lo, seed_hi, sweep,
                     bf["pos"], bf["types"], bf["offsets"], bf["cell_start"], bf["cell_fill"], bf["sx"], bf["sy"],
                     bf["st"], bf["sidx"], bf["sdx"], bf["sdy"])
             for phase in range(4):
-                phase_k(self.queue, (n_active, B), None, i32(N), i32(m), f64(box), f64(cs), seed_lo, seed_hi,
-                        sweep, i32(phase), beta, d, f, i32(self._n_pairs), self._pairs, self._params,
+                phase_k(self.queue, (n_active, B), self.work_group, i32(N), i32(m), f64(box), f64(cs), seed_lo, seed_hi,
+                        sweep, i32(phase), beta, bf["steps"], f, i32(self._n_pairs), self._pairs, self._params,
                         bf["cell_start"], bf["sx"], bf["sy"], bf["st"], bf["sdx"], bf["sdy"],
                         bf["cell_de"], bf["counters"])
             finish(self.queue, (B,), None, i32(N), i32(m), f64(box), bf["pos"], bf["unwrapped"], bf["types"], bf["sx"],
-                   bf["sy"], bf["st"], bf["sidx"], bf["sdx"], bf["sdy"], bf["cell_de"], bf["energy"])
+                   bf["sy"], bf["st"], bf["sidx"], bf["sdx"], bf["sdy"], bf["cell_de"], bf["energy"], trace_buf,
+                   i32(slot), i32(self._trace_capacity))
             self.sweeps_done += 1
+        if n_rec:
+            out = np.empty((g["B"], self._trace_capacity), np.float64)
+            self._cl.enqueue_copy(self.queue, out, self._trace_buf)
+            return np.ascontiguousarray(out[:, :n_rec].T)
         self.queue.finish()
-        return self
+        return None
 
     # ------------------------------------------------------------------ energies
     def _exact_energies(self) -> np.ndarray:
@@ -379,7 +428,7 @@ class BatchedSwapMonteCarlo:
         return dict(positions=self.positions, unwrapped=self.unwrapped_positions, types=self.types,
                     box=np.float64(g["box"]), energies=self.energies, counters=self.counters,
                     sweeps_done=np.int64(self.sweeps_done), seed=np.uint64(self.seed),
-                    temperature=np.float64(self.temperature), max_displacement=np.float64(self._d))
+                    temperature=np.float64(self.temperature), steps=self.steps)
 
     def load_state_dict(self, d) -> "BatchedSwapMonteCarlo":
         """Restore a ``state_dict``: the continued chains equal uninterrupted ones move for move."""
@@ -388,9 +437,125 @@ class BatchedSwapMonteCarlo:
         self.reset(positions, types, float(d["box"]))
         self.seed = int(d["seed"])
         self.temperature = float(d["temperature"])
-        self.max_displacement = float(d["max_displacement"])
+        if "steps" in d:
+            self.steps = np.asarray(d["steps"], dtype=np.float64)
+        else:  # state dicts before per-chain steps
+            self.max_displacement = float(d["max_displacement"])
         self._write_state(positions, np.asarray(d["unwrapped"], dtype=np.float64), types.astype(np.int32),
                           counters=np.asarray(d["counters"], dtype=np.uint64), sweeps=int(d["sweeps_done"]))
         energies = np.ascontiguousarray(d["energies"], dtype=np.float64)
         self._cl.enqueue_copy(self.queue, self._buf["energy"], energies)
+        return self
+
+
+class OpenCLChains:
+    """The OpenCL backend of :class:`tglassmlp.physics.swap_mc.EquilibrationChain`: B chains in one
+    ``BatchedSwapMonteCarlo`` (one kernel launch per phase for all of them). The interface is that of
+    ``swap_mc.NumbaChains``; energies are recorded on the device every ``settings.record_every`` sweeps, the
+    traces (E/N per chain) and the counters since the last ``reset_counters`` are kept here.
+
+    Differences from the numba backend (the protocol is the same): moves are cell-local (see the module doc), so
+    a chain's acceptance includes the displacements rejected for leaving their cell and d adapts to that; the
+    kernel counts swaps per chain but not per swap pair (``acceptance(b)[2]`` is {}).
+    """
+
+    backend = "opencl"
+    single_layout = False
+
+    def __init__(self, temperature, system=None, *, settings: SwapSettings | None = None, seed: int = 0,
+                 n_chains: int = 1, device=None):
+        self.settings = settings or load_swap_settings()
+        self.batch = BatchedSwapMonteCarlo(temperature, system, settings=self.settings, seed=seed, device=device)
+        self.n_chains = int(n_chains)
+        self._traces: list = []
+        self._counts0 = np.zeros((self.n_chains, 4), np.int64)
+
+    @property
+    def n_particles(self) -> int:
+        return int(self.batch._require_state()["N"])
+
+    @property
+    def box(self) -> float:
+        return self.batch.box
+
+    @property
+    def temperature(self) -> float:
+        return self.batch.temperature
+
+    @temperature.setter
+    def temperature(self, value):
+        self.batch.temperature = value
+
+    @property
+    def sweeps_done(self) -> int:
+        return self.batch.sweeps_done
+
+    @property
+    def steps(self) -> np.ndarray:
+        return self.batch.steps
+
+    def set_steps(self, steps):
+        self.batch.steps = steps
+
+    def reset(self, positions, types, box):
+        if len(positions) != self.n_chains:
+            raise ValueError(f"OpenCLChains.reset: {len(positions)} starts for {self.n_chains} chains")
+        self.batch.reset(positions, types, box)
+        self.reset_counters()
+
+    def run(self, n_sweeps: int):
+        rec = int(self.settings.record_every)
+        energies = self.batch.run(n_sweeps, record_every=rec)
+        if energies is not None:
+            self._traces.append(energies / self.n_particles)
+
+    def _counts(self) -> np.ndarray:
+        return self.batch.counters - self._counts0
+
+    def displacement_counts(self) -> np.ndarray:
+        return self._counts()[:, :2]
+
+    def reset_counters(self):
+        self._counts0 = self.batch.counters
+        self._traces = []
+
+    def check_energy(self) -> float:
+        return self.batch.check_energy()
+
+    def _trace(self) -> np.ndarray:
+        return np.concatenate(self._traces) if self._traces else np.empty((0, self.n_chains))
+
+    def energy_trace(self, b: int) -> np.ndarray:
+        return self._trace()[:, b].copy()
+
+    def energy(self, b: int) -> float:
+        return float(self.batch.energies[b])
+
+    def positions(self, b: int) -> np.ndarray:
+        return self.batch.positions[b]
+
+    def types(self, b: int) -> np.ndarray:
+        return self.batch.types[b]
+
+    def unwrapped_positions(self) -> np.ndarray:
+        return self.batch.unwrapped_positions
+
+    def acceptance(self, b: int):
+        c = self._counts()[b].astype(float)
+        acc_d = c[1] / c[0] if c[0] else float("nan")
+        acc_s = c[3] / c[2] if c[2] else float("nan")
+        return float(acc_d), float(acc_s), {}
+
+    def state_dict(self) -> dict:
+        out = {f"ocl_{k}": v for k, v in self.batch.state_dict().items()}
+        out.update(ocl_trace=self._trace(), ocl_counts0=self._counts0.copy())
+        return out
+
+    def load_state_dict(self, d):
+        self.batch.load_state_dict({k[4:]: v for k, v in d.items() if k.startswith("ocl_")})
+        if self.batch.n_chains != self.n_chains:
+            raise ValueError(f"checkpoint holds {self.batch.n_chains} chains, this run has {self.n_chains}")
+        trace = np.asarray(d["ocl_trace"], dtype=np.float64)
+        self._traces = [trace] if trace.size else []
+        self._counts0 = np.asarray(d["ocl_counts0"], dtype=np.int64).copy()
         return self

@@ -64,7 +64,8 @@ def shard_structure(temperature: float, index: int, *, directory_of, seed_of, n_
             warnings.simplefilter("ignore", RuntimeWarning)  # the per-structure flags say it
             structures, report = equilibrium_structures(
                 temperature, harvest + 1, n_particles, seed_of(temperature, chain * per_chain), initial=initial,
-                checkpoint=path, system=system, settings=settings, max_sweeps=max_sweeps, progress=progress)
+                checkpoint=path, system=system, settings=settings, max_sweeps=max_sweeps, progress=progress,
+                n_chains=1)
     pos, types, box = structures[harvest]
     if progress:
         print(f"[harvest] shard {index} = chain {chain} harvest {harvest} ({time.perf_counter() - t0:.1f} s)")
