@@ -28,6 +28,19 @@ def latest_sweep(root: str | os.PathLike, needs: str = "manifest") -> Path | Non
     return max(sweeps, key=lambda p: (p.stat().st_mtime, p.name)) if sweeps else None
 
 
+def download_run_model(client, run_id: str, dest: str | os.PathLike) -> Path:
+    """A finished run's ``model/`` artefacts (the model directory) downloaded into the folder ``dest`` (made
+    here); returns ``dest``. Goes through the client, so a remote tracking server works too."""
+    import shutil
+
+    dest = Path(dest)
+    with tempfile.TemporaryDirectory(prefix="tglassmlp-model-") as tmp:
+        local = Path(client.download_artifacts(run_id, "model", tmp))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(local, dest, dirs_exist_ok=True)
+    return dest
+
+
 def load_run_member(client, run_id: str, dest: str | os.PathLike, *, source: str | None = None,
                     require_state_points: bool = True) -> EnsembleMember:
     """One network of a finished run (:class:`~tglassmlp.model.artifact.EnsembleMember`, named by the run id)
