@@ -108,7 +108,7 @@ def record_sweep(tracking, parent_run_id: str, manifest: Mapping[str, Any], over
     Returns:
         {'summary': the summary metrics, 'version': the registered version (str) or None, 'name'}.
     """
-    from tglassmlp.ensemble.sources import download_run_model
+    from tglassmlp.ensemble.sources import download_run_model, quiet_downloads
     from tglassmlp.tracking import retry
 
     rows = selection_rows(manifest)
@@ -125,22 +125,14 @@ def record_sweep(tracking, parent_run_id: str, manifest: Mapping[str, Any], over
     tracking.set_tags(tags, run_id=parent_run_id)
 
     selected = [str(r) for r in manifest.get("selected") or []]
-    saved = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # one bar per 4-file download would bury the log
-    try:
-        with tempfile.TemporaryDirectory(prefix="tglassmlp-sweep-") as tmp:
-            tracking.log_artifact(_write_selection_csv(Path(tmp) / "selection.csv", rows), run_id=parent_run_id)
-            folder = Path(tmp) / ENSEMBLE_ARTIFACT
-            write_manifest(folder / MANIFEST_NAME, manifest)
-            for rid in selected:
-                download_run_model(tracking.client, rid, folder / MEMBERS_DIR / rid)
-            retry(lambda: tracking.client.log_artifacts(parent_run_id, str(folder), ENSEMBLE_ARTIFACT),
-                  "log the ensemble folder")
-    finally:
-        if saved is None:
-            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
-        else:
-            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = saved
+    with quiet_downloads(), tempfile.TemporaryDirectory(prefix="tglassmlp-sweep-") as tmp:
+        tracking.log_artifact(_write_selection_csv(Path(tmp) / "selection.csv", rows), run_id=parent_run_id)
+        folder = Path(tmp) / ENSEMBLE_ARTIFACT
+        write_manifest(folder / MANIFEST_NAME, manifest)
+        for rid in selected:
+            download_run_model(tracking.client, rid, folder / MEMBERS_DIR / rid)
+        retry(lambda: tracking.client.log_artifacts(parent_run_id, str(folder), ENSEMBLE_ARTIFACT),
+              "log the ensemble folder")
 
     version = None
     if registered_model and selected:
@@ -200,7 +192,10 @@ def download_registered_ensemble(client, name: str, alias: str | None = SELECTED
     if not source.startswith(prefix):
         raise ManifestError(f"registered model {name} version {mv.version}: source {source!r} is not a run's artefact "
                             "folder (runs:/<run id>/ensemble, written by train.py's sweep callback)")
-    local = Path(client.download_artifacts(mv.run_id, source[len(prefix):], str(dest or tempfile.mkdtemp())))
+    from tglassmlp.ensemble.sources import quiet_downloads
+
+    with quiet_downloads():
+        local = Path(client.download_artifacts(mv.run_id, source[len(prefix):], str(dest or tempfile.mkdtemp())))
     try:
         manifest = load_manifest(local / MANIFEST_NAME)
     except FileNotFoundError:

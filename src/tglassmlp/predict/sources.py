@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tglassmlp.ensemble.manifest import ManifestError, read_manifest, selected_run_ids, top_ranked_run_ids
-from tglassmlp.ensemble.sources import latest_sweep, load_run_member
+from tglassmlp.ensemble.sources import latest_sweep, load_run_member, quiet_downloads
 from tglassmlp.model.artifact import MODEL_FILES, EnsembleMember, ModelDirectoryError, load_model_dir
 from tglassmlp.predict.errors import PredictionInputError
 from tglassmlp.predict.members import Ensemble
@@ -46,7 +46,7 @@ def _members_from_runs(client, uri: str, run_ids: Sequence[str], where: str) -> 
             client.get_run(rid)
         except MlflowException as exc:
             raise PredictionInputError(f"{where}: run {rid} is not in the MLflow store {uri} ({exc.error_code})") from None
-        with tempfile.TemporaryDirectory(prefix="tglassmlp-model-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="tglassmlp-model-") as tmp, quiet_downloads():
             try:
                 members.append(load_run_member(client, rid, tmp, source=f"mlflow:{uri}", require_state_points=False))
             except ModelDirectoryError as exc:

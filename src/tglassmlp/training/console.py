@@ -45,10 +45,19 @@ def verbose_requested(cfg) -> bool:
         return False
 
 
-def quiet_loggers() -> None:
-    """Set the loggers of :data:`QUIET_LOGGERS` to WARNING (quiet mode only)."""
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+@contextmanager
+def quiet_loggers(enabled: bool = True) -> Iterator[None]:
+    """Inside the block, the loggers of :data:`QUIET_LOGGERS` at WARNING (when ``enabled``); their levels are
+    restored after it (a test session or a reused joblib worker keeps its own)."""
+    saved = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    if enabled:
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 @contextmanager

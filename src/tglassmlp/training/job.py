@@ -188,18 +188,23 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None,
         {'run_id', 'experiment_id', 'seed', 'metrics' (the test metrics), 'state_dict' (the network's),
          'tracking_uri', 'ui_link'}.
     """
+    from tglassmlp.training.console import quiet_loggers, verbose_requested
+
+    quiet = not verbose_requested(cfg)
+    with quiet_loggers(quiet):
+        return _train(cfg, run_dir, extra_tags, quiet)
+
+
+def _train(cfg: DictConfig, run_dir, extra_tags, quiet: bool) -> dict[str, Any]:
+    """:func:`train` with the console settled (``quiet``: :mod:`tglassmlp.training.console`)."""
     import torch
     from hydra.utils import instantiate
 
-    from tglassmlp.model.network import parameter_count  # noqa: F401  (documented sizes)
     from tglassmlp.tracking import VIEW_KEY, hydra_job_info, read_sweep_parent, set_default_view
-    from tglassmlp.training.console import quiet_loggers, quiet_warnings, verbose_requested
+    from tglassmlp.training.console import quiet_warnings
     from tglassmlp.training.logger import MlflowRunLogger
 
     started = time.monotonic()
-    quiet = not verbose_requested(cfg)
-    if quiet:
-        quiet_loggers()
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     seed = resolve_seed(cfg)
