@@ -251,3 +251,39 @@ def test_an_old_store_still_feeds_predict(request, tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("old/predict").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert len(client.search_runs([exp])) == 3  # the old experiment is read, never written
+
+
+def test_quiet_console_is_local_and_selective():
+    """Quiet mode changes logger levels only inside its block and ignores only the listed warnings."""
+    import logging
+    import warnings
+
+    from tglassmlp.training.console import QUIET_LOGGERS, quiet_loggers, quiet_warnings
+
+    before = {n: logging.getLogger(n).level for n in QUIET_LOGGERS}
+    with quiet_loggers():
+        assert all(logging.getLogger(n).level == logging.WARNING for n in QUIET_LOGGERS)
+    assert {n: logging.getLogger(n).level for n in QUIET_LOGGERS} == before
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_warnings():
+            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", DeprecationWarning)
+            warnings.warn("The number of training batches (3) is smaller than the logging interval", UserWarning)
+            warnings.warn("something else is deprecated", DeprecationWarning)
+        with quiet_warnings(enabled=False):
+            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", DeprecationWarning)
+    assert [str(w.message) for w in seen] == ["something else is deprecated",
+                                              "`isinstance(treespec, LeafSpec)` is deprecated, use ..."]
+
+
+def test_experiment_names_and_links():
+    from tglassmlp.tracking import experiment_name, legacy_experiment_names, ui_link
+
+    assert experiment_name("demo", "train") == "demo/train"
+    with pytest.raises(ValueError, match="purpose"):
+        experiment_name("demo", "plots")
+    assert legacy_experiment_names("demo/train") == ["demo/train", "demo"]
+    assert legacy_experiment_names("a/b/predict") == ["a/b/predict", "a/b"]
+    assert legacy_experiment_names("demo") == ["demo"]
+    assert ui_link("3", "sqlite:////x.db") == "http://127.0.0.1:5000/#/experiments/3/runs?viewStateShareKey=tglassmlp"
+    assert ui_link("3", "http://host:8080/", view=None) == "http://host:8080/#/experiments/3/runs"
