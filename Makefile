@@ -25,6 +25,8 @@ test: $(STAMP)
 # is too small for it), then analyze.py: dynamic-heterogeneity tables and the paper's figures that the demo data
 # support (outputs/analysis/demo). The predictions also go to one GSD file for OVITO
 # (outputs/predictions/tglassmlp_demo/demo.gsd: propensity and its spread per level as particle properties).
+# It ends with the sweep's table (per seed: held-out Pearson, label ceiling rho_max, selected), the paths and the
+# link to the MLflow runs table (tglassmlp.ensemble.report).
 # Without data/demo (a partial checkout) it runs the physics demo on the GlassBench structure instead.
 demo: $(STAMP)
 	@if ls data/demo/T*/s*.h5 >/dev/null 2>&1; then \
@@ -33,7 +35,9 @@ demo: $(STAMP)
 			structures=data/demo 'levels=[0.95,0.9,0.8,0.7,0.65,0.6,0.5]' overwrite=true && \
 		$(BIN)/python -m tglassmlp.predict.gsd_export outputs/predictions/tglassmlp_demo/demo.gsd \
 			outputs/predictions/tglassmlp_demo/*.pred.h5 && \
-		$(BIN)/python analyze.py predictions=files; \
+		$(BIN)/python analyze.py predictions=files && \
+		$(BIN)/python -m tglassmlp.ensemble.report --path predictions=outputs/predictions/tglassmlp_demo \
+			--path OVITO=outputs/predictions/tglassmlp_demo/demo.gsd --path analysis=outputs/analysis/demo; \
 	else \
 		echo "data/demo not found: running the physics demo instead (make demo-data generates the dataset)"; \
 		$(BIN)/python simulate.py; \
@@ -52,9 +56,10 @@ demo-data: $(STAMP)
 transfer-demo: $(STAMP)
 	$(BIN)/python transfer.py
 
-# The MLflow UI on the default tracking store (runs table: the link that train.py prints at the end)
+# The MLflow UI on the default tracking store: experiments <study>/train, <study>/predict, <study>/analyze; open
+# the link that train.py (and make demo) print at the end: the runs table with the columns that compare networks
 ui: $(STAMP)
-	@echo "MLflow UI: open http://127.0.0.1:5000/#/experiments/<id>/runs (the id is printed at the end of every train.py run)"
+	@echo "MLflow UI: open the link printed at the end of train.py / make demo (http://127.0.0.1:5000/#/experiments/<id>/runs?viewStateShareKey=tglassmlp)"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host 127.0.0.1 --port 5000
 
 benchmarks: $(STAMP)

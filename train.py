@@ -32,7 +32,9 @@ def main(cfg: DictConfig) -> float | None:
     except (DatasetNotFoundError, TrackingStoreError) as exc:
         # a clear one-line reason rather than a traceback for the two set-up errors a user can fix
         sys.exit(f"train.py: {exc}")
-    print(f"MLflow run {result['run_id']}: browse with `make ui`, then open {result['ui_link']}")
+    if not result["multirun"]:  # a sweep prints its summary and link once, at its end
+        how = "" if result["tracking_uri"].startswith(("http://", "https://")) else "`make ui`, then "
+        print(f"MLflow run {result['run_id']}: {how}{result['ui_link']}")
     # the objective of a sweeper: mean Pearson correlation over the test state points
     return result["metrics"].get("test/avg/pearson")
 

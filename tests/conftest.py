@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +101,46 @@ def transfer_config_factory():
 def analyze_config_factory():
     """overrides -> the composed ``analyze`` config."""
     return lambda overrides=(): compose_config("analyze", overrides)
+
+
+# --------------------------------------------------------------------------------------------- MLflow server
+@contextmanager
+def mlflow_server(db: Path, artifacts: Path | None = None, timeout: float = 120.0):
+    """A real ``mlflow server`` on loopback (one worker) over the sqlite database ``db``; yields its http URI.
+
+    ``artifacts``: the server's ``--artifacts-destination`` (artefacts of experiments it creates are uploaded
+    and downloaded through it, ``mlflow-artifacts:/...``); None: MLflow's default. The server is killed (its
+    whole process group) on exit.
+    """
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{db}",
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    if artifacts is not None:
+        cmd += ["--artifacts-destination", str(artifacts)]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                              cwd=str(db.parent))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.time() < deadline and server.poll() is None, "mlflow server did not answer /health"
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(30)

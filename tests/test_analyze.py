@@ -90,6 +90,10 @@ def test_analyze_end_to_end(dataset, sweep, tmp_path):
 
     root, _ = dataset
     db = tmp_path / "mlflow.db"
+    # a store of the layout before experiments by purpose: the study's one experiment holds its training runs
+    old = MlflowClient(f"sqlite:///{db}")
+    old_exp = old.create_experiment("test_analysis", artifact_location=(tmp_path / "old").as_uri())
+    old.set_terminated(old.create_run(old_exp, tags={"seed": "0"}).info.run_id, "FINISHED")
     cfg = _compose([f"data_root={root}", f"out_dir={tmp_path / 'out'}", f"networks.sweep_dir={sweep}",
                     f"cache_dir={tmp_path / 'cache'}", f"logger.tracking_uri=sqlite:///{db}",
                     f"logger.artifact_location={tmp_path / 'artifacts'}", "study=test_analysis",
@@ -153,6 +157,9 @@ def test_analyze_end_to_end(dataset, sweep, tmp_path):
     client = MlflowClient(f"sqlite:///{db}")
     run = client.get_run(result["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["mlflow.runName"] == "analysis-demo"
+    # the analysis goes to <study>/analyze, beside the old experiment, which keeps its runs only
+    assert run.info.experiment_id == client.get_experiment_by_name("test_analysis/analyze").experiment_id
+    assert [r.data.tags["seed"] for r in client.search_runs([old_exp])] == ["0"]
     assert run.data.metrics["MD/T0.500_c0.80/chi4"] == pytest.approx(float(md_row["chi4"]), rel=1e-5)
     assert run.data.metrics["MD/T0.500_c0.80/oz_window_q"] == pytest.approx(float(md_row["oz_window_q"]), rel=1e-5)
     r0 = pred_06[0]

@@ -26,13 +26,15 @@ SYNTHETIC_TIMES = np.geomspace(0.1, 30.0, 12)
 
 
 def make_synthetic_dataset(root, temperatures=(0.5, 0.6), n_structures=6, n=90, box=10.0, seed=0,
-                           no_md_temperatures=()):
+                           no_md_temperatures=(), n_runs=0, run_noise=0.1):
     """Shards with random structures and fake propensities with a known dependence on one descriptor.
 
     propensity_i(t) = exp(-(t / tau_T) exp(0.8 z_i)), z_i = the structure's standardised SYNTHETIC_COLUMN:
     particles with a larger local density relax faster. Even structure indices store their descriptors,
     odd ones do not (the data module computes and caches them). ``no_md_temperatures`` get structures
-    without times/propensity (like swap-MC structures below T_min).
+    without times/propensity (like swap-MC structures below T_min). ``n_runs`` > 0 also stores per-run values
+    ``bond_breaking`` (R, T_n, N): the propensity above plus independent Gaussian noise of std ``run_noise``
+    (clipped to [0, 1]), whose mean over runs is then the stored propensity (as in simulate.py's shards).
     """
     col = descriptor_names().index(SYNTHETIC_COLUMN)
     for t in temperatures:
@@ -41,8 +43,13 @@ def make_synthetic_dataset(root, temperatures=(0.5, 0.6), n_structures=6, n=90, 
             desc = structural_descriptors(pos, types, box)
             z = (desc[:, col] - desc[:, col].mean()) / desc[:, col].std()
             prop = np.exp(-(SYNTHETIC_TIMES[:, None] / SYNTHETIC_TAU[t]) * np.exp(0.8 * z)[None, :])
-            fields = {"positions": pos, "types": types, "inherent_positions": pos, "times": SYNTHETIC_TIMES,
-                      "propensity": prop.astype(np.float32)}
+            fields = {"positions": pos, "types": types, "inherent_positions": pos, "times": SYNTHETIC_TIMES}
+            if n_runs:
+                noise = np.random.default_rng([seed, k, int(t * 1000)]).normal(0.0, run_noise, (n_runs, *prop.shape))
+                runs = np.clip(prop[None] + noise, 0.0, 1.0).astype(np.float32)
+                fields["bond_breaking"] = runs
+                prop = runs.mean(axis=0)
+            fields["propensity"] = prop.astype(np.float32)
             field_attrs = None
             if k % 2 == 0:
                 fields["descriptors"] = desc.astype(np.float32)

@@ -80,8 +80,11 @@ def test_three_parallel_sweeps_on_one_sqlite_store_lose_no_run(request, tmp_path
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("parallel")
+    exp = client.get_experiment_by_name("parallel/train")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = {r.info.run_id: r for r in runs if r.data.tags.get("kind") == "sweep"}
+    assert len(parents) == N_SWEEPS and all(p.info.status == "FINISHED" for p in parents.values())
+    runs = [r for r in runs if r.info.run_id not in parents]
     assert len(runs) == N_JOBS * N_SWEEPS, [(r.info.run_name, r.info.status) for r in runs]
     assert sorted(int(r.data.tags["seed"]) for r in runs) == list(range(N_JOBS * N_SWEEPS))
     by_sweep: dict[str, list] = {}
@@ -96,6 +99,8 @@ def test_three_parallel_sweeps_on_one_sqlite_store_lose_no_run(request, tmp_path
         assert {"model/state_dict.pt", "model/scaler.npz", "model/network.yaml"} <= arts
         assert r.data.tags["ensemble.selected"] in ("true", "false")
         by_sweep.setdefault(r.data.tags["sweep_id"], []).append(int(r.data.tags["seed"]))
+        # the joblib workers found their sweep's parent run (written by the launching process)
+        assert parents[r.data.tags["mlflow.parentRunId"]].data.tags["sweep_id"] == r.data.tags["sweep_id"]
     assert sorted(sorted(s) for s in by_sweep.values()) == [
         list(range(N_JOBS * k, N_JOBS * (k + 1))) for k in range(N_SWEEPS)]
 

@@ -476,7 +476,7 @@ def test_predict_py_with_times_and_mlflow(request, glassbench_models, tmp_path):
     from tglassmlp.tracking import make_client
 
     client = make_client(uri)
-    exp = client.get_experiment_by_name("test_predict")
+    exp = client.get_experiment_by_name("test/predict")  # experiments by purpose: <study>/predict
     (run,) = client.search_runs([exp.experiment_id])
     assert run.info.status == "FINISHED" and run.data.tags["job"] == "predict"
     assert "constraint/converged_fraction" in run.data.metrics and run.data.params["n_networks"] == "2"
@@ -495,7 +495,7 @@ def test_predict_config_composes_and_names_a_missing_ensemble(tmp_path):
         cfg = compose(config_name="predict", overrides=["ensemble_source=manifest", "track=false",
                                                         f"paths.output_dir={tmp_path}"])
     assert cfg.constraint.max_iterations == 6 and cfg.constraint.step == 0.75 and cfg.constraint.sign == "converging"
-    assert cfg.logger.experiment_name == "tglassmlp_demo_predict"
+    assert cfg.logger.experiment_name == "tglassmlp_demo/predict"
     with pytest.raises(PredictionInputError, match="set ensemble_source.manifest="):
         predict(cfg)
     assert not (tmp_path / "predictions").exists()  # nothing written before the ensemble is known

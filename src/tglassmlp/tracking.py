@@ -1,5 +1,18 @@
-"""MLflow conventions of the project: one experiment per study, one run per training job.
+"""MLflow conventions of the project: experiments by purpose, one parent run per sweep, one run per job.
 
+* Experiments: ``<study>/train`` (the training runs of every sweep of the study), ``<study>/predict`` and
+  ``<study>/analyze`` (:func:`experiment_name`), so that the UI's experiment list reads like the study. Stores
+  written before this layout have one experiment ``<study>`` with everything in it; the readers fall back
+  on it (:func:`legacy_experiment_names`).
+* A multirun of train.py has a parent run (tag ``kind`` = ``sweep``), created before the jobs start
+  (:class:`tglassmlp.callbacks.PrepareTrackingStore`) and recorded in ``<sweep dir>/mlflow_parent.json``
+  (:func:`write_sweep_parent`), which every job reads to make its run a child (tag ``mlflow.parentRunId``):
+  the jobs may run in other processes (joblib, SLURM) that share only the sweep folder and the store. At the
+  end of the sweep it receives the selection table and the registered ensemble
+  (:mod:`tglassmlp.ensemble.registry`). A single train.py run has no parent.
+* The runs table opens on the columns that compare networks: an experiment tag ``mlflow.sharedViewState.<key>``
+  holds a view (columns, order, expanded parents) that the printed link selects with ``?viewStateShareKey=``
+  (:func:`set_default_view`, :meth:`MlflowTracking.ui_link`); MLflow's own default shows no metric column.
 * Store: ``sqlite:///outputs/mlflow.db`` by default (a database, not a ./mlruns folder); artefacts under
   ``outputs/mlflow-artifacts/<experiment id>/<run id>/artifacts``. A relative sqlite path is made absolute
   (a job that changes directory still writes to the same database).
@@ -19,6 +32,7 @@ here, once).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -36,6 +50,18 @@ T = TypeVar("T")
 
 #: MLflow refuses longer param values (MLflow >= 2.x allows 6000 characters).
 MAX_PARAM_LENGTH = 6000
+#: the purposes of a study's experiments (``<study>/<purpose>``)
+PURPOSES = ("train", "predict", "analyze")
+#: tag of MLflow's nested runs (the UI groups children under their parent)
+PARENT_RUN_TAG = "mlflow.parentRunId"
+#: where a multirun records its parent run (in the sweep folder)
+SWEEP_PARENT_FILE = "mlflow_parent.json"
+#: the key of the runs-table view that the printed links open (experiment tag mlflow.sharedViewState.<key>)
+VIEW_KEY = "tglassmlp"
+#: the columns of that view: the numbers that compare networks, then what the selection made of them
+KEY_COLUMNS = ("metrics.`test/pearson_mean`", "metrics.`test/rho_max_mean`", "metrics.`test/pearson_over_ceiling`",
+               "metrics.`selection/score`", "metrics.`selection/selected`", "metrics.`selection/n_selected`",
+               "params.`seed`", "tags.`ensemble.selection_basis`")
 
 
 class TrackingStoreError(RuntimeError):
@@ -173,7 +199,8 @@ def provenance_tags(root: str | os.PathLike | None = None) -> dict[str, str]:
 
 
 def hydra_job_info() -> dict[str, str]:
-    """sweep_id, job number and output directory of the current Hydra job ({} outside Hydra)."""
+    """sweep_id, job number, output directory, overrides and 'multirun' ('true'/'false') of the current Hydra
+    job ({} outside Hydra)."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -187,6 +214,7 @@ def hydra_job_info() -> dict[str, str]:
         "hydra_job_num": str(hc.job.num) if multirun else "0",
         "output_dir": str(Path(hc.runtime.output_dir).resolve()),
         "overrides": " ".join(hc.overrides.task),
+        "multirun": str(multirun).lower(),
     }
 
 
@@ -200,33 +228,114 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
     return {prefix: value}
 
 
+# ------------------------------------------------------------------------------------------ experiments, sweeps
+def experiment_name(study: str, purpose: str) -> str:
+    """``<study>/<purpose>``: the experiment of a study's training runs, predictions or analyses."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"experiment purpose must be one of {PURPOSES}, got {purpose!r}")
+    return f"{study}/{purpose}"
+
+
+def legacy_experiment_names(name: str) -> list[str]:
+    """The experiments to look in for ``name``, newest layout first: ``<study>/train`` is also looked up as
+    ``<study>`` (stores written before the experiments by purpose held every run of a study there)."""
+    study, _, purpose = str(name).rpartition("/")
+    return [name, study] if study and purpose in PURPOSES else [name]
+
+
+def find_experiment(client, name: str):
+    """The first existing, active experiment of :func:`legacy_experiment_names` (None when none exists)."""
+    for candidate in legacy_experiment_names(name):
+        exp = client.get_experiment_by_name(candidate)
+        if exp is not None and exp.lifecycle_stage != "deleted":
+            if candidate != name:
+                log.info("MLflow: no experiment %r in this store; using %r (the layout before experiments by "
+                         "purpose)", name, candidate)
+            return exp
+    return None
+
+
+def write_sweep_parent(sweep_dir: str | os.PathLike, run_id: str, experiment_id: str, tracking_uri: str) -> Path:
+    """Record a multirun's parent run in its sweep folder (atomically), for the jobs to find."""
+    from tglassmlp.atomic import write_json_atomic
+
+    path = Path(sweep_dir) / SWEEP_PARENT_FILE
+    write_json_atomic(path, {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": tracking_uri})
+    return path
+
+
+def read_sweep_parent(sweep_dir: str | os.PathLike | None) -> dict[str, str] | None:
+    """{'run_id', 'experiment_id', 'tracking_uri'} of a sweep's parent run; None when it has none (a sweep
+    started without :class:`~tglassmlp.callbacks.PrepareTrackingStore`, or not a sweep)."""
+    if not sweep_dir:
+        return None
+    path = Path(sweep_dir) / SWEEP_PARENT_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as exc:
+        log.warning("%s cannot be read (%s); the jobs' runs will have no parent", path, exc)
+        return None
+
+
+def set_default_view(client, experiment_id: str, columns=KEY_COLUMNS, expanded: tuple[str, ...] = (),
+                     order_by: str = "attributes.start_time", key: str = VIEW_KEY,
+                     name: str = "tglassmlp: compare networks") -> None:
+    """Store a runs-table view (the selected ``columns``, newest runs first, the ``expanded`` parent runs) as
+    the experiment tag ``mlflow.sharedViewState.<key>``: the saved-view record of the MLflow 3 UI (an envelope
+    {name, createdAt, updatedAt, state: JSON of the view}), listed among the experiment's saved views and
+    opened by ``#/experiments/<id>/runs?viewStateShareKey=<key>``."""
+    view = {"selectedColumns": list(columns), "runsExpanded": {r: True for r in expanded},
+            "orderByKey": order_by, "orderByAsc": False}
+    now = int(time.time() * 1000)
+    record = json.dumps({"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(view)})
+    retry(lambda: client.set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{key}", record),
+          "set the runs-table view")
+
+
+def ui_link(experiment_id: str | None, tracking_uri: str | None = None, port: int = 5000,
+            view: str | None = VIEW_KEY) -> str:
+    """Link to an experiment's runs table: on the server itself for an http(s) store, else on ``make ui``
+    (127.0.0.1:``port``). ``view``: the stored view to open (:func:`set_default_view`), None for MLflow's."""
+    uri = str(tracking_uri or "")
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{port}"
+    link = f"{base}/#/experiments/{experiment_id}/runs"
+    return f"{link}?viewStateShareKey={view}" if view else link
+
+
 # ------------------------------------------------------------------------------------------------ runs
 class MlflowTracking:
     """The MLflow side of one training job (configured by ``conf/logger/mlflow.yaml``).
 
     Args:
         tracking_uri: store URI (sqlite:///PATH.db, http://HOST:PORT, ...).
-        experiment_name: the study name (one experiment per study).
+        experiment_name: the experiment (``<study>/train`` etc., :func:`experiment_name`).
         artifact_location: folder for the experiment's artefacts when the experiment is created here (sqlite
             stores; a server decides for itself). None: MLflow's default (./mlruns under the working dir).
         run_name: MLflow run name; None gives ``seed<seed>``.
         log_figures: save the figures as artefacts.
+        parent_run_id: runs created here become children of this run (tag ``mlflow.parentRunId``), unless
+            their tags name a parent themselves.
 
     Nothing touches the store before :meth:`prepare`, so the object can be built in config tests.
     """
 
     def __init__(self, tracking_uri: str, experiment_name: str, artifact_location: str | None = None,
-                 run_name: str | None = None, log_figures: bool = True):
+                 run_name: str | None = None, log_figures: bool = True, parent_run_id: str | None = None):
         self.tracking_uri = str(tracking_uri)
         self.experiment_name = str(experiment_name)
         self.artifact_location = artifact_location
         self.run_name = run_name
         self.log_figures = bool(log_figures)
+        self.parent_run_id = parent_run_id
         self.client = None
         self.experiment_id: str | None = None
         self.run_id: str | None = None
 
     def _artifact_uri(self) -> str | None:
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return None  # a server keeps (and serves) the artefacts itself: clients upload them through it
         if self.artifact_location is None or "://" in str(self.artifact_location):
             return self.artifact_location
         return Path(self.artifact_location).resolve().as_uri()
@@ -246,6 +355,8 @@ class MlflowTracking:
         self.prepare()
         name = self.run_name or run_name
         tags = {str(k): str(v) for k, v in tags.items() if v is not None}
+        if self.parent_run_id and PARENT_RUN_TAG not in tags:
+            tags[PARENT_RUN_TAG] = str(self.parent_run_id)
         if name:
             tags[MLFLOW_RUN_NAME] = name
         run = retry(lambda: self.client.create_run(self.experiment_id, tags=tags, run_name=name), "create run")
@@ -323,6 +434,7 @@ class MlflowTracking:
         """Mark the current run FINISHED / FAILED / KILLED (:meth:`end_run`)."""
         self.end_run(None, status)
 
-    def ui_link(self, port: int = 5000) -> str:
-        """Link to the experiment's training-runs table (MLflow 3 opens experiments in a GenAI overview)."""
-        return f"http://127.0.0.1:{port}/#/experiments/{self.experiment_id}/runs"
+    def ui_link(self, port: int = 5000, view: str | None = None) -> str:
+        """Link to the experiment's runs table (:func:`ui_link`; MLflow 3 would open experiments in a GenAI
+        overview); ``view``: a view stored by :func:`set_default_view` (training experiments)."""
+        return ui_link(self.experiment_id, self.tracking_uri, port, view)

@@ -15,7 +15,7 @@ Table I) or, by default, every temperature of the dataset below the run's own T_
 any structure to score on, the ranking falls back to the run's ``test/avg/self_consistency`` (and says so
 in ``basis``). :func:`rank_and_select` ranks by score and selects score < threshold (optionally the
 ``fallback_top_k`` best when none passes); :func:`tag_selection` records the outcome on the runs
-(metric ``selection/self_consistency``, tags ``ensemble.selected``, ``ensemble.selection_basis``,
+(metrics ``selection/score`` and ``selection/selected``, tags ``ensemble.selected``, ``ensemble.selection_basis``,
 ``ensemble.threshold``); :func:`selection_manifest` is the manifest (``<sweep dir>/ensemble.json``, schema
 and reader: :mod:`tglassmlp.ensemble.manifest`).
 """
@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 #: ``basis`` of a score computed on structures below T_min (the paper's test; the only one that selects in
 #: :func:`select_sweep`)
 STRUCTURES_BASIS = "structures below T_min"
+#: tag ``kind`` of a sweep's parent run (:class:`tglassmlp.callbacks.PrepareTrackingStore`)
+SWEEP_KIND = "sweep"
+#: the headline test metrics of a training run (tglassmlp.training.job), kept in the manifest's entries
+HEADLINE_METRICS = ("test/pearson_mean", "test/rho_max_mean", "test/pearson_over_ceiling")
 #: ``basis`` of the fallback score: the run's own test-set self-consistency (at training temperatures)
 TEST_METRIC_BASIS = "test/avg/self_consistency"
 
@@ -189,7 +193,8 @@ def score_runs(client, run_ids: Sequence[str], records: Callable[[Iterable[float
         entries.append({"run_id": rid, "seed": run.data.tags.get("seed") if seeds is None else seeds.get(rid),
                         "score": score, "basis": basis, "per_state_point": per_point,
                         "t_min": min(t for t, _ in member.state_points["train"]),
-                        "metrics": {k: v for k, v in run.data.metrics.items() if k.startswith("test/avg/")}})
+                        "metrics": {k: v for k, v in run.data.metrics.items()
+                                    if k.startswith("test/avg/") or k in HEADLINE_METRICS}})
         del member  # the next network replaces it: an ensemble of large networks never sits in memory at once
     return entries
 
@@ -249,13 +254,15 @@ def rank_and_select(entries: list[dict], threshold: float, fallback_top_k: int |
 
 
 def tag_selection(tracking, entries: Sequence[dict], choice: Mapping[str, Any], threshold: float) -> None:
-    """Record the selection on each run: metric ``selection/self_consistency`` (when finite), tags
-    ``ensemble.selected``, ``ensemble.selection_basis`` (with '; fallback top-k' when the fallback chose) and
+    """Record the selection on each run: metrics ``selection/score`` (the self-consistency score, when finite)
+    and ``selection/selected`` (1 or 0; sortable in the runs table), tags ``ensemble.selected``, ``ensemble.selection_basis`` (with '; fallback top-k' when the fallback chose) and
     ``ensemble.threshold``. ``tracking``: a prepared :class:`tglassmlp.tracking.MlflowTracking`."""
     for e in entries:
         tracking.run_id = e["run_id"]
+        metrics = {"selection/selected": 1.0 if e["selected"] else 0.0}
         if math.isfinite(e["score"]):
-            tracking.log_metrics({"selection/self_consistency": e["score"]})
+            metrics["selection/score"] = e["score"]
+        tracking.log_metrics(metrics)
         basis = e["basis"] if not choice["fallback"] else f"{e['basis']}; fallback top-k"
         tracking.set_tags({"ensemble.selected": str(e["selected"]).lower(), "ensemble.selection_basis": basis,
                            "ensemble.threshold": f"{threshold:g}"})
@@ -294,7 +301,9 @@ def select_sweep(tracking_uri: str, experiment_name: str, sweep_id: str, data_ro
     tracking = MlflowTracking(tracking_uri, experiment_name)
     exp = tracking.prepare()
     client = tracking.client
-    runs = client.search_runs([exp], filter_string=f"tags.sweep_id = '{sweep_id}' and attributes.status = 'FINISHED'")
+    runs = client.search_runs([exp], filter_string=f"tags.sweep_id = '{sweep_id}' and attributes.status = 'FINISHED'",
+                              max_results=50000)
+    runs = [r for r in runs if r.data.tags.get("kind") != SWEEP_KIND]  # the sweep's parent run is no network
     if points is None:
         available = sorted(temperatures_in(data_root)) if Path(data_root).is_dir() else []
         levels = [float(c) for c in levels]
@@ -312,18 +321,31 @@ def select_sweep(tracking_uri: str, experiment_name: str, sweep_id: str, data_ro
     result = selection_manifest(tracking, sweep_id, entries, choice, threshold, levels, points)
     if manifest is not None:
         write_manifest(manifest, result)
-    log.info("ensemble selection: %s (manifest %s)", result["note"], manifest)
+    log.debug("ensemble selection: %s (manifest %s)", result["note"], manifest)  # the caller prints the summary
     return result
 
 
-def format_summary(result: dict, manifest) -> str:
-    """What a researcher wants to read after a sweep: the ranking, what was selected, where things are."""
-    lines = ["", f"Ensemble of {len(result['ranking'])} run(s): {result['note']}", f"  manifest: {manifest}",
-             f"  {'seed':>4} {'run id':<32} {'|mean - c|':>11} {'test Pearson':>12} {'selected':>8}"]
+def format_summary(result: dict, manifest, *, ui_link: str | None = None, registered: str | None = None,
+                   paths: Sequence[tuple[str, Any]] = ()) -> str:
+    """What a researcher wants to read after a sweep: per seed the held-out Pearson against its label ceiling
+    rho_max, the self-consistency score and whether it was selected; then where things are."""
+    lines = ["", f"Ensemble of {len(result['ranking'])} run(s): {result['note']}",
+             f"  {'seed':>4}  {'test Pearson':>12}  {'rho_max':>7}  {'Pearson/rho_max':>15}  {'|mean - c|':>10}  "
+             f"{'selected':>8}  run id"]
     for e in result["ranking"]:
-        pearson = e["metrics"].get("test/avg/pearson", float("nan"))
-        lines.append(f"  {str(e['seed']):>4} {e['run_id']:<32} {e['score']:11.3g} {pearson:12.3f} "
-                     f"{'yes' if e['selected'] else 'no':>8}")
-    lines.append(f"  scored on: {result['ranking'][0]['basis'] if result['ranking'] else '-'}")
-    lines.append(f"  MLflow UI: `make ui`, then http://127.0.0.1:5000/#/experiments/{result['experiment_id']}/runs")
+        m = e.get("metrics", {})
+        pearson = m.get("test/pearson_mean", m.get("test/avg/pearson", math.nan))
+        ceiling = m.get("test/rho_max_mean", math.nan)
+        ratio = m.get("test/pearson_over_ceiling", math.nan)
+        lines.append(f"  {str(e['seed']):>4}  {pearson:12.3f}  {ceiling:7.3f}  {ratio:15.2f}  {e['score']:10.3g}  "
+                     f"{'yes' if e['selected'] else 'no':>8}  {e['run_id']}")
+    lines.append(f"  scored on: {result['ranking'][0]['basis'] if result['ranking'] else '-'}"
+                 f" (threshold {result.get('threshold', math.nan):g})")
+    lines.append(f"  manifest:  {manifest}")
+    if registered:
+        lines.append(f"  registry:  {registered}")
+    for name, where in paths:
+        lines.append(f"  {name + ':':<10} {where}")
+    link = ui_link or f"http://127.0.0.1:5000/#/experiments/{result['experiment_id']}/runs"
+    lines.append(f"  MLflow UI: `make ui`, then {link}" if "127.0.0.1:5000" in link else f"  MLflow UI: {link}")
     return "\n".join(lines)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from tglassmlp.ensemble.manifest import MANIFEST_NAME
@@ -26,6 +27,19 @@ def latest_sweep(root: str | os.PathLike, needs: str = "manifest") -> Path | Non
         raise ValueError(f"latest_sweep: needs must be one of {sorted(SWEEP_NEEDS)}, got {needs!r}")
     sweeps = [p for p in Path(root).glob(SWEEP_GLOB) if p.is_dir() and any(p.glob(SWEEP_NEEDS[needs]))]
     return max(sweeps, key=lambda p: (p.stat().st_mtime, p.name)) if sweeps else None
+
+
+def download_run_model(client, run_id: str, dest: str | os.PathLike) -> Path:
+    """A finished run's ``model/`` artefacts (the model directory) downloaded into the folder ``dest`` (made
+    here); returns ``dest``. Goes through the client, so a remote tracking server works too."""
+    import shutil
+
+    dest = Path(dest)
+    with tempfile.TemporaryDirectory(prefix="tglassmlp-model-") as tmp:
+        local = Path(client.download_artifacts(run_id, "model", tmp))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(local, dest, dirs_exist_ok=True)
+    return dest
 
 
 def load_run_member(client, run_id: str, dest: str | os.PathLike, *, source: str | None = None,
@@ -55,19 +69,26 @@ def load_run_network(client, run_id: str, dest: str | os.PathLike):
     return member.network, member.scaler, member.state_points
 
 
-def load_run_members(client, run_ids: Sequence[str]) -> list[EnsembleMember]:
-    """Networks of finished runs (:func:`load_run_member` each, in order), without MLflow's download bars."""
-    out = []
-    # MLflow draws a progress bar per download; dozens of 4-file downloads would bury the log
+@contextmanager
+def quiet_downloads() -> Iterator[None]:
+    """No MLflow download bars inside the block: MLflow draws one per download, and dozens of 4-file model
+    downloads would bury the log (``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR``, restored after)."""
     saved = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     try:
-        for rid in run_ids:
-            with tempfile.TemporaryDirectory(prefix="tglassmlp-model-") as tmp:
-                out.append(load_run_member(client, rid, tmp))
+        yield
     finally:
         if saved is None:
             os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
         else:
             os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = saved
+
+
+def load_run_members(client, run_ids: Sequence[str]) -> list[EnsembleMember]:
+    """Networks of finished runs (:func:`load_run_member` each, in order), without MLflow's download bars."""
+    out = []
+    with quiet_downloads():
+        for rid in run_ids:
+            with tempfile.TemporaryDirectory(prefix="tglassmlp-model-") as tmp:
+                out.append(load_run_member(client, rid, tmp))
     return out

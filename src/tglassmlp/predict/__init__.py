@@ -8,7 +8,8 @@
 Pipeline (:func:`predict_structures`, one structure at a time, so memory does not grow with their number):
 
 1. **Ensemble** (:class:`Ensemble`): networks with their descriptor standardisation, from an ensemble manifest
-   (:class:`ManifestEnsemble`), an MLflow experiment and tag filter (:class:`MlflowEnsemble`) or a folder of
+   (:class:`ManifestEnsemble`), an MLflow experiment and tag filter (:class:`MlflowEnsemble`), a version of a
+   registered model in the MLflow Model Registry (:class:`RegistryEnsemble`) or a folder of
    model directories (:class:`DirectoryEnsemble`). A model directory is what ``train.py`` logs as the run
    artefact ``model/``: ``network.yaml`` (constructor arguments), ``state_dict.pt``, ``scaler.npz``
    (:class:`~tglassmlp.observables.DescriptorScaler`) and optionally ``state_points.json``.
@@ -50,13 +51,14 @@ from tglassmlp.model.artifact import MODEL_FILES, EnsembleMember, ModelDirectory
 from tglassmlp.predict.members import Ensemble
 from tglassmlp.predict.prediction import EnsemblePrediction, constrained_prediction
 from tglassmlp.predict.run import format_summary, predict_structures
-from tglassmlp.predict.sources import SELECTED_FILTER, DirectoryEnsemble, ManifestEnsemble, MlflowEnsemble
+from tglassmlp.predict.sources import (SELECTED_FILTER, DirectoryEnsemble, ManifestEnsemble, MlflowEnsemble,
+                                      RegistryEnsemble)
 from tglassmlp.predict.structures import (GLASSBENCH_SUFFIXES, SHARD_SUFFIXES, InputStructure, check_structure,
                                           find_structures, load_structure)
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "GLASSBENCH_SUFFIXES", "MODEL_FILES", "SELECTED_FILTER", "SHARD_SUFFIXES",
            "DirectoryEnsemble", "Ensemble", "EnsembleMember", "EnsemblePrediction", "InputStructure",
-           "ManifestEnsemble", "MeanConstraint", "MlflowEnsemble", "ModelDirectoryError", "PredictionInputError", "check_structure",
+           "ManifestEnsemble", "MeanConstraint", "MlflowEnsemble", "RegistryEnsemble", "ModelDirectoryError", "PredictionInputError", "check_structure",
            "constrained_prediction", "find_structures", "format_summary", "levels_at", "load_model_dir",
            "load_structure", "predict", "predict_structures", "read_prediction", "save_model_dir",
            "settings_hash", "tts_from_data", "tts_from_dict", "tts_from_json", "write_prediction"]

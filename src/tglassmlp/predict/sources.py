@@ -1,5 +1,6 @@
 """Where an ensemble comes from: an ensemble manifest (:class:`ManifestEnsemble`), an MLflow experiment and
-tag filter (:class:`MlflowEnsemble`) or a folder of model directories (:class:`DirectoryEnsemble`); each has
+tag filter (:class:`MlflowEnsemble`), a registered model version (:class:`RegistryEnsemble`) or a folder of
+model directories (:class:`DirectoryEnsemble`); each has
 ``load() -> Ensemble`` (the ``ensemble_source`` config group).
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tglassmlp.ensemble.manifest import ManifestError, read_manifest, selected_run_ids, top_ranked_run_ids
-from tglassmlp.ensemble.sources import latest_sweep, load_run_member
+from tglassmlp.ensemble.sources import latest_sweep, load_run_member, quiet_downloads
 from tglassmlp.model.artifact import MODEL_FILES, EnsembleMember, ModelDirectoryError, load_model_dir
 from tglassmlp.predict.errors import PredictionInputError
 from tglassmlp.predict.members import Ensemble
@@ -45,7 +46,7 @@ def _members_from_runs(client, uri: str, run_ids: Sequence[str], where: str) -> 
             client.get_run(rid)
         except MlflowException as exc:
             raise PredictionInputError(f"{where}: run {rid} is not in the MLflow store {uri} ({exc.error_code})") from None
-        with tempfile.TemporaryDirectory(prefix="tglassmlp-model-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="tglassmlp-model-") as tmp, quiet_downloads():
             try:
                 members.append(load_run_member(client, rid, tmp, source=f"mlflow:{uri}", require_state_points=False))
             except ModelDirectoryError as exc:
@@ -117,9 +118,11 @@ class MlflowEnsemble:
 
     Args:
         tracking_uri: the MLflow store.
-        experiment_name: the study's experiment.
+        experiment_name: the study's training experiment (``<study>/train``; in a store written before the
+            experiments by purpose, ``<study>`` is used when ``<study>/train`` does not exist).
         filter: MLflow search filter on the runs (``attributes.status = 'FINISHED'`` is always added).
-        top_k: keep at most this many, best ``selection/self_consistency`` first (None: all matches).
+        top_k: keep at most this many, best ``selection/score`` (older runs: ``selection/self_consistency``)
+            first (None: all matches).
     """
 
     def __init__(self, tracking_uri: str, experiment_name: str, filter: str = SELECTED_FILTER,
@@ -132,8 +135,10 @@ class MlflowEnsemble:
     def load(self) -> Ensemble:
         from mlflow.exceptions import MlflowException
 
+        from tglassmlp.tracking import find_experiment
+
         client, uri = _open_store(self.tracking_uri)
-        exp = client.get_experiment_by_name(self.experiment_name)
+        exp = find_experiment(client, self.experiment_name)
         if exp is None:
             names = sorted(e.name for e in client.search_experiments())
             raise PredictionInputError(f"MLflow store {uri} has no experiment {self.experiment_name!r} "
@@ -149,14 +154,67 @@ class MlflowEnsemble:
                 f"no finished run of experiment {self.experiment_name!r} in {uri} matches {self.filter!r} "
                 f"({n_all} runs in the experiment); the self-consistency selection tags ensemble.selected = true, "
                 "or choose runs with ensemble_source.filter / a manifest with ensemble_source=manifest")
-        runs = sorted(runs, key=lambda r: (r.data.metrics.get("selection/self_consistency", math.inf),
+        runs = sorted(runs, key=lambda r: (r.data.metrics.get("selection/score",
+                                                              r.data.metrics.get("selection/self_consistency", math.inf)),
                                            r.info.start_time))
         if self.top_k is not None:
             runs = runs[:self.top_k]
         members = _members_from_runs(client, uri, [r.info.run_id for r in runs],
                                      f"experiment {self.experiment_name!r}")
-        return Ensemble(members, {"kind": "mlflow", "tracking_uri": uri, "experiment": self.experiment_name,
+        return Ensemble(members, {"kind": "mlflow", "tracking_uri": uri, "experiment": exp.name,
                                   "filter": self.filter, "top_k": self.top_k})
+
+
+class RegistryEnsemble:
+    """A version of a registered model in the MLflow Model Registry: the ensemble that a train.py sweep
+    registered (:mod:`tglassmlp.ensemble.registry`: its manifest and the selected networks' model
+    directories), downloaded through the MLflow client (a remote tracking server works as a local store does).
+
+    Args:
+        tracking_uri: the store (or server) that holds the registry.
+        name: the registered model (train.py: ``<study>.ensemble``).
+        alias: the alias to read (train.py moves ``selected`` to the newest sweep's ensemble).
+        version: a version number instead of the alias (None: the alias).
+    """
+
+    def __init__(self, tracking_uri: str, name: str, alias: str | None = "selected", version: int | str | None = None):
+        if not str(name or "").strip():
+            raise PredictionInputError("ensemble_source.name is empty (the registered model, e.g. <study>.ensemble)")
+        if version is None and not alias:
+            raise PredictionInputError("ensemble_source: give an alias or a version of the registered model")
+        self.tracking_uri = str(tracking_uri)
+        self.name = str(name)
+        self.alias = None if alias is None else str(alias)
+        self.version = None if version is None else str(version)
+
+    def load(self) -> Ensemble:
+        from mlflow.exceptions import MlflowException
+
+        from tglassmlp.ensemble.registry import download_registered_ensemble
+
+        client, uri = _open_store(self.tracking_uri)
+        which = f"version {self.version}" if self.version is not None else f"alias {self.alias!r}"
+        with tempfile.TemporaryDirectory(prefix="tglassmlp-registry-") as tmp:
+            try:
+                manifest, dirs, mv = download_registered_ensemble(client, self.name, self.alias, self.version, tmp)
+            except MlflowException as exc:
+                try:
+                    known = sorted(m.name for m in client.search_registered_models())
+                except MlflowException:
+                    known = []
+                raise PredictionInputError(f"registered model {self.name!r} ({which}) is not in {uri}: "
+                                           f"{exc.message} (registered models: {known})") from None
+            except ManifestError as exc:
+                raise PredictionInputError(str(exc)) from None
+            try:
+                members = [load_model_dir(d, name=d.name, source=f"registry:{uri}:{self.name}/{mv.version}")
+                           for d in dirs]
+            except ModelDirectoryError as exc:
+                raise PredictionInputError(f"registered model {self.name} version {mv.version}: {exc}") from None
+        log.info("registered model %s version %s (%s): %d network(s) of sweep %s", self.name, mv.version, which,
+                 len(members), manifest.get("sweep_id"))
+        return Ensemble(members, {"kind": "registry", "tracking_uri": uri, "name": self.name, "alias": self.alias,
+                                  "version": str(mv.version), "run_id": mv.run_id, "sweep_id": manifest.get("sweep_id")})
 
 
 class DirectoryEnsemble:

@@ -6,9 +6,17 @@
     python train.py debug=fast                   # any run in under a minute
 
 Order of work (:func:`train`): check the tracking store (fail fast), seed, read the data and fit the
-standardisation, build network / loss / module / trainer from the config, open the MLflow run, fit, test,
-save artefacts (state dict, scaler, resolved config, figures), close the run. An exception marks the run
-FAILED; a killed process leaves it RUNNING, which later jobs ignore.
+standardisation, build network / loss / module / trainer from the config, open the MLflow run (a child of the
+sweep's parent run in a multirun), fit, test, compute the label ceiling rho_max of the test structures, save
+artefacts (state dict, scaler, resolved config, figures), close the run. An exception marks the run FAILED; a
+killed process leaves it RUNNING, which later jobs ignore.
+
+Metrics that compare networks (the runs table's view, :data:`tglassmlp.tracking.KEY_COLUMNS`):
+``test/pearson_mean`` (= ``test/avg/pearson``: the per-structure Pearson averaged over structures and test
+state points), ``test/rho_max_mean`` (the label-noise ceiling of the same structures and labels,
+``docs/label-ceiling.md``), ``test/pearson_over_ceiling`` (Pearson / rho_max per state point, averaged), and
+after the sweep ``selection/score`` and ``selection/selected``. Per state point: ``test/<T..._c...>/<metric>``
+with ``rho_max`` and ``pearson_over_rho_max`` beside ``pearson``.
 """
 
 from __future__ import annotations
@@ -16,9 +24,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import random
 import re
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -102,7 +112,7 @@ def build(cfg: DictConfig, seed: int):
     dm = instantiate(cfg.data)
     dm.setup("fit")
     if cfg.model.get("n_descriptors") not in (None, dm.n_features):
-        log.info("model.n_descriptors = %s in the config; the data have %d standardised columns: using %d",
+        log.debug("model.n_descriptors = %s in the config; the data have %d standardised columns: using %d",
                  cfg.model.n_descriptors, dm.n_features, dm.n_features)
     # re-seed so that the initial weights depend on the seed only, not on what data loading drew
     pl.seed_everything(seed, workers=True)
@@ -133,9 +143,14 @@ def call_with_objects(node: DictConfig, **objects):
     return get_method(node._target_)(**args, **objects)
 
 
-def build_trainer(cfg: DictConfig, module, run_dir: Path, logger=None):
-    """The Lightning Trainer of ``cfg.trainer``; max_epochs defaults to the schedule's total."""
+def build_trainer(cfg: DictConfig, module, run_dir: Path, logger=None, quiet: bool = False,
+                  parallel: bool = False):
+    """The Lightning Trainer of ``cfg.trainer``; max_epochs defaults to the schedule's total. ``quiet``
+    (:mod:`tglassmlp.training.console`): no model summary, the training bar only, and no bar at all for
+    ``parallel`` jobs (a multirun)."""
     from hydra.utils import instantiate
+
+    from tglassmlp.training.console import training_bar_only
 
     callbacks = []
     for name, cb_cfg in (cfg.get("callbacks") or {}).items():
@@ -149,6 +164,12 @@ def build_trainer(cfg: DictConfig, module, run_dir: Path, logger=None):
     trainer_cfg = OmegaConf.create(OmegaConf.to_container(cfg.trainer, resolve=True))  # an unlocked copy
     trainer_cfg.max_epochs = int(max_epochs)
     trainer_cfg.default_root_dir = str(run_dir)
+    if quiet:
+        trainer_cfg.enable_model_summary = False
+        if parallel:
+            trainer_cfg.enable_progress_bar = False
+        elif trainer_cfg.get("enable_progress_bar", True):
+            callbacks.append(training_bar_only())
     return call_with_objects(trainer_cfg, callbacks=callbacks, logger=logger if logger is not None else False)
 
 
@@ -167,17 +188,28 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None,
         {'run_id', 'experiment_id', 'seed', 'metrics' (the test metrics), 'state_dict' (the network's),
          'tracking_uri', 'ui_link'}.
     """
+    from tglassmlp.training.console import quiet_loggers, verbose_requested
+
+    quiet = not verbose_requested(cfg)
+    with quiet_loggers(quiet):
+        return _train(cfg, run_dir, extra_tags, quiet)
+
+
+def _train(cfg: DictConfig, run_dir, extra_tags, quiet: bool) -> dict[str, Any]:
+    """:func:`train` with the console settled (``quiet``: :mod:`tglassmlp.training.console`)."""
     import torch
     from hydra.utils import instantiate
 
-    from tglassmlp.model.network import parameter_count  # noqa: F401  (documented sizes)
-    from tglassmlp.tracking import hydra_job_info
+    from tglassmlp.tracking import VIEW_KEY, hydra_job_info, read_sweep_parent, set_default_view
+    from tglassmlp.training.console import quiet_warnings
     from tglassmlp.training.logger import MlflowRunLogger
 
+    started = time.monotonic()
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     seed = resolve_seed(cfg)
     job = hydra_job_info()
+    multirun = job.get("multirun") == "true"
     if run_dir is None:
         run_dir = job.get("output_dir") or tempfile.mkdtemp(prefix="tglassmlp-train-")
     run_dir = Path(run_dir)
@@ -188,26 +220,126 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None,
     instantiate(cfg.data).shard_paths()
     tracking = instantiate(cfg.logger)
     tracking.prepare()
+    parent = read_sweep_parent(job.get("sweep_id")) if multirun else None
+    if parent is not None and parent.get("experiment_id") == tracking.experiment_id:
+        tracking.parent_run_id = parent["run_id"]
+    elif not multirun:
+        try:  # the runs-table view of the printed link (a sweep's parent stores its own, with the sweep expanded)
+            set_default_view(tracking.client, tracking.experiment_id)
+        except Exception as exc:  # noqa: BLE001 - a convenience of the UI only
+            log.debug("could not store the runs-table view: %s", exc)
 
     dm, network, _, module = build(cfg, seed)
     n_params = sum(p.numel() for p in network.parameters() if p.requires_grad)
     tags = {"seed": seed, "sweep_id": job.get("sweep_id", f"direct:{run_dir.resolve()}"),
             "dataset_hash": dm.dataset_hash(), "study": cfg.get("study"), "hydra_job_num": job.get("hydra_job_num"),
-            "output_dir": str(run_dir.resolve()), "overrides": job.get("overrides")}
+            "output_dir": str(run_dir.resolve()), "overrides": job.get("overrides"), "kind": "train"}
     tags.update(extra_tags or {})
+    label = f"seed {seed}" + (f" (job {job['hydra_job_num']})" if multirun else "")
+    log.info("%s: training %d epochs on %d train / %d test samples (%d state points, %d structures, %d descriptor "
+             "columns), %d parameters", label, module.total_epochs, len(dm.train_samples), len(dm.test_samples),
+             len(dm.state_points), len(dm.structures), dm.n_features, n_params)
     with tracking.run(tags, run_name=f"seed{seed}"):
         tracking.log_params(curated_params(cfg, dm, module, n_params, seed))
-        trainer = build_trainer(cfg, module, run_dir, MlflowRunLogger(tracking))
-        trainer.fit(module, datamodule=dm)
-        trainer.test(module, datamodule=dm, verbose=False)
+        trainer = build_trainer(cfg, module, run_dir, MlflowRunLogger(tracking), quiet=quiet, parallel=multirun)
+        with quiet_warnings(quiet):
+            trainer.fit(module, datamodule=dm)
+            trainer.test(module, datamodule=dm, verbose=False)
+        headline = headline_metrics(module.test_metrics, label_ceilings(dm))
+        tracking.log_metrics({k: v for k, v in headline.items() if math.isfinite(v)})
+        module.test_metrics.update(headline)
         metrics = dict(module.test_metrics)
         save_artifacts(cfg, tracking, dm, network, module, run_dir)
-    log.info("MLflow run %s (experiment %s). Browse: mlflow ui --backend-store-uri %s --host 127.0.0.1 "
-             "--port 5000, then open %s", tracking.run_id, tracking.experiment_id, tracking.tracking_uri,
-             tracking.ui_link())
+    link = tracking.ui_link(view=VIEW_KEY)
+    log.info("%s: done in %s: test Pearson %.3f, ceiling rho_max %.3f (%.2f of it); run %s", label,
+             _duration(time.monotonic() - started), metrics.get("test/pearson_mean", math.nan),
+             metrics.get("test/rho_max_mean", math.nan), metrics.get("test/pearson_over_ceiling", math.nan),
+             tracking.run_id)
     return {"run_id": tracking.run_id, "experiment_id": tracking.experiment_id, "seed": seed, "metrics": metrics,
             "state_dict": {k: v.detach().clone() for k, v in network.state_dict().items()},
-            "tracking_uri": tracking.tracking_uri, "ui_link": tracking.ui_link()}
+            "tracking_uri": tracking.tracking_uri, "ui_link": link, "multirun": multirun}
+
+
+def _duration(seconds: float) -> str:
+    minutes, sec = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{sec:02d}s" if minutes else f"{sec}s"
+
+
+def label_ceilings(dm, samples=None, n_splits: int = 50, seed: int = 0) -> dict[str, float]:
+    """{state point name: rho_max} of the test samples (default ``dm.test_samples``): the label-noise ceiling of
+    the per-structure Pearson (``docs/label-ceiling.md``), from the same structures and labels the test Pearson
+    uses. Each structure's runs are its shard's ``bond_breaking`` (R, T_n, N) interpolated in log t at the
+    sample's label time t* (as the labels are; reference particles only), and
+    :class:`~tglassmlp.observables.LabelCeiling` averages the per-structure rho_max.
+
+    A state point is left out (no ceiling, logged at debug level) when a structure has no ``bond_breaking``
+    or fewer than 2 runs, its labels have no MD label time (transferred labels), or the runs' mean differs from
+    the labels by more than 1e-4 (labels that are not these runs' mean).
+    """
+    from tglassmlp.data.shards import ShardError, open_shard
+    from tglassmlp.observables.ceiling import LabelCeiling
+    from tglassmlp.observables.labels import interpolate_log_time
+    from tglassmlp.statepoints import state_point_name
+
+    samples = dm.test_samples if samples is None else samples
+    runs_of: dict = {}
+
+    def shard_runs(rec):
+        if rec.path not in runs_of:
+            try:
+                with open_shard(rec.path) as reader:
+                    runs_of[rec.path] = reader.read("bond_breaking") if "bond_breaking" in reader.fields else None
+            except ShardError as exc:
+                log.debug("%s: bond_breaking unreadable (%s)", rec.path, exc)
+                runs_of[rec.path] = None
+        return runs_of[rec.path]
+
+    groups: dict[tuple[float, float], list] = {}
+    for s in samples:
+        groups.setdefault((s.temperature, s.level), []).append(s)
+    out = {}
+    for (t, c), group in sorted(groups.items()):
+        per_structure, why = [], None
+        for s in group:
+            rec = dm.structures[s.structure]
+            runs = shard_runs(rec)
+            if runs is None or rec.times is None or not math.isfinite(s.t_star):
+                why = f"{rec.path}: no per-run bond_breaking or no MD label time"
+                break
+            if runs.shape[0] < 2:
+                why = f"{rec.path}: {runs.shape[0]} run(s)"
+                break
+            at_label = interpolate_log_time(rec.times, np.moveaxis(runs, 0, 1), s.t_star)[:, rec.reference]
+            if not np.allclose(at_label.mean(axis=0), s.labels, rtol=0.0, atol=1e-4):
+                why = f"{rec.path}: the labels are not the mean of its runs"
+                break
+            per_structure.append(at_label)
+        name = state_point_name(t, c)
+        if why is not None:
+            log.debug("no label ceiling for %s (%s)", name, why)
+            continue
+        out[name] = float(LabelCeiling(n_splits=n_splits, seed=seed).compute(per_structure).mean_rho_max[0])
+    return out
+
+
+def headline_metrics(test_metrics: dict[str, float], ceilings: dict[str, float]) -> dict[str, float]:
+    """The metrics that compare networks (module docstring) from the test metrics and the ceilings of
+    :func:`label_ceilings`: ``test/pearson_mean``, per state point ``test/<sp>/rho_max`` and
+    ``test/<sp>/pearson_over_rho_max``, and ``test/rho_max_mean``, ``test/pearson_over_ceiling`` (means over
+    the state points that have a ceiling)."""
+    out = {"test/pearson_mean": float(test_metrics.get("test/avg/pearson", math.nan))}
+    ratios = []
+    for name, rho in ceilings.items():
+        out[f"test/{name}/rho_max"] = rho
+        pearson = test_metrics.get(f"test/{name}/pearson", math.nan)
+        if math.isfinite(pearson) and rho > 0:
+            out[f"test/{name}/pearson_over_rho_max"] = pearson / rho
+            ratios.append(pearson / rho)
+    if ceilings:
+        out["test/rho_max_mean"] = float(np.mean(list(ceilings.values())))
+    if ratios:
+        out["test/pearson_over_ceiling"] = float(np.mean(ratios))
+    return out
 
 
 def save_artifacts(cfg: DictConfig, tracking, dm, network, module, run_dir: Path) -> None:
