@@ -8,7 +8,7 @@ Target (issue): one network's full schedule in under 30 minutes on 2 CPU cores.
 The network, losses, optimiser, module and Trainer are the training's own: the train config
 (``conf/train.yaml`` composed with Hydra) is instantiated as :func:`tglassmlp.training.build` does, the module is
 :class:`~tglassmlp.model.module.TGlassMLPModule` and the items come from
-:class:`~tglassmlp.data.datamodule.PropensityDataset` through the same DataLoader (batch size 1, shuffled).
+:class:`~tglassmlp.training.datamodule.PropensityDataset` through the same DataLoader (batch size 1, shuffled).
 Only the shards are skipped: StructureRecord / Sample objects are built in memory from synthetic arrays
 (descriptors (600, 172) from a few smooth latent fields + noise, standardised; positions uniform in the
 paper's box L = 32.8962; labels in [0, 1] whose mean follows the level c).
@@ -64,7 +64,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from tglassmlp.data.datamodule import PropensityDataset, Sample, StructureRecord  # noqa: E402
+from tglassmlp.training.datamodule import PropensityDataset, Sample, StructureRecord  # noqa: E402
 from tglassmlp.model.loss import TrainingStage  # noqa: E402
 from tglassmlp.paths import config_dir  # noqa: E402
 from tglassmlp.tracking import git_commit as _git_commit  # noqa: E402

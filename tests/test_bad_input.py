@@ -470,7 +470,7 @@ def test_simulate_refuses_bad_structure_files(workspace, kind, i, fraction):
 @FEW
 @given(kind=st.sampled_from(["truncated", "nan", "garbage"]), fraction=st.floats(0.05, 0.95))
 def test_datamodule_names_a_damaged_shard(workspace, kind, fraction):
-    from tglassmlp.data.datamodule import PropensityDataModule
+    from tglassmlp.training.datamodule import PropensityDataModule
 
     root = scratch(workspace, "dm")
     times = np.geomspace(0.1, 10.0, 6)
@@ -500,7 +500,7 @@ def test_datamodule_names_a_damaged_shard(workspace, kind, fraction):
 @given(args=st.sampled_from([{"train_fraction": 0.0}, {"train_fraction": 1.5}, {"root": "/nonexistent/x"},
                              {"temperatures": [0.123]}]))
 def test_datamodule_refuses_impossible_settings(workspace, args):
-    from tglassmlp.data.datamodule import DatasetNotFoundError, PropensityDataModule
+    from tglassmlp.training.datamodule import DatasetNotFoundError, PropensityDataModule
 
     key = next(iter(args))
     kwargs = {"root": workspace["root"], "cache_dir": None, **args}
@@ -518,7 +518,7 @@ def test_train_config_errors_come_before_any_compute(workspace, override, monkey
     from hydra.errors import InstantiationException
 
     import tglassmlp.training.job as train_module
-    from tglassmlp.data.datamodule import DatasetNotFoundError
+    from tglassmlp.training.datamodule import DatasetNotFoundError
     from tglassmlp.tracking import TrackingStoreError
 
     monkeypatch.setattr(train_module, "build", lambda *a, **k: pytest.fail("build() reached"))

@@ -10,7 +10,7 @@ import torch
 
 from conftest import random_configuration
 from tglassmlp.data import read_shard, shard_path, write_shard
-from tglassmlp.data.datamodule import (
+from tglassmlp.training.datamodule import (
     DatasetNotFoundError,
     PropensityDataModule,
     format_level,
@@ -178,7 +178,7 @@ def test_missing_root_says_how_to_make_data(tmp_path):
 
 def test_unequilibrated_structures_are_never_used_silently(tmp_path, caplog):
     from tglassmlp.data import update_shard
-    from tglassmlp.data.datamodule import temperatures_in
+    from tglassmlp.training.datamodule import temperatures_in
 
     root = make_synthetic_dataset(tmp_path / "d", temperatures=(0.6,), n_structures=3, n=40, box=7.0)
     flagged = shard_path(root, 0.6, 1)

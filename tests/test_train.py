@@ -175,7 +175,7 @@ def test_seed_zero_is_honoured_and_reproducible(request, synthetic_root, tmp_pat
 def test_set_up_errors_come_before_any_compute(synthetic_root, tmp_path, monkeypatch):
     """A missing dataset or an unreachable store fails before the data are read or a network is built."""
     import tglassmlp.training.job as train_module
-    from tglassmlp.data.datamodule import DatasetNotFoundError
+    from tglassmlp.training.datamodule import DatasetNotFoundError
     from tglassmlp.tracking import TrackingStoreError
 
     monkeypatch.setattr(train_module, "build", lambda *a, **k: pytest.fail("build() reached"))

@@ -3,7 +3,7 @@
 Baseline. At every state point (T, c) a linear model  y_i = S_i . b + b0  (S_i the standardised descriptors of
 a type-0 particle, y_i its propensity) is fitted by ridge regression on the training structures of T and
 evaluated on the test structures, with the descriptors, the standardisation and the train/test split of
-:class:`~tglassmlp.data.datamodule.PropensityDataModule` (the samples are taken from a set-up data module, so
+:class:`~tglassmlp.training.datamodule.PropensityDataModule` (the samples are taken from a set-up data module, so
 they are the ones a tGlassMLP run trains and is tested on). Objective, n = training particles:
 
     min_b  (1/n) sum_i (y_i - b0 - S_i . b)^2 + alpha |b|^2          (b0 unpenalised)
@@ -417,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from tglassmlp.data.datamodule import DatasetNotFoundError, PropensityDataModule
+    from tglassmlp.training.datamodule import DatasetNotFoundError, PropensityDataModule
     from tglassmlp.defaults import group_config
 
     try:

@@ -197,7 +197,7 @@ def training_structures(networks: list[SavedNetwork], data_root) -> set[Path]:
     (``state_points.json``), the train part of train.py's split (``data.train_fraction``, ``data.split_seed`` of
     the run config; PropensityDataModule.split) of the structures there. The first network's settings stand for
     all (one sweep)."""
-    from tglassmlp.data.datamodule import PropensityDataModule, temperatures_in
+    from tglassmlp.training.datamodule import PropensityDataModule, temperatures_in
     from tglassmlp.data.shards import parse_shard_path
 
     split = (networks[0].config or {}).get("data", {}) or {}
@@ -220,7 +220,7 @@ def network_fields(probe: NetworkProbe, data_root, levels, tts,
     Returns ({T: PropensityField with members}, {T: {'attention': (M, K, M_S) averaged over structures,
     'bottleneck': [(M, K, N, 2) per structure], 'truth': [(K, N) per structure or None]}}).
     """
-    from tglassmlp.data.datamodule import temperatures_in
+    from tglassmlp.training.datamodule import temperatures_in
 
     trained = training_structures(probe.networks, data_root)
     fields, internals = {}, {}

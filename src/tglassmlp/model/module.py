@@ -116,7 +116,7 @@ class TGlassMLPModule(pl.LightningModule):
             region waits for all its threads, and on a machine whose cores also run other work a step then
             took ~85 ms instead of ~0.9 ms (measured with one core busy); use 2 only on otherwise idle cores.
 
-    Batches are the dicts of :class:`~tglassmlp.data.datamodule.PropensityDataset` (batches of one sample).
+    Batches are the dicts of :class:`~tglassmlp.training.datamodule.PropensityDataset` (batches of one sample).
     After ``trainer.test``: ``test_records`` holds every evaluated sample (for figures), ``test_metrics`` the
     summary.
     """

@@ -49,7 +49,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from tglassmlp.atomic import write_json_atomic, write_text_atomic
-from tglassmlp.data.datamodule import MDLabels, PropensityDataModule, StructureRecord
+from tglassmlp.training.datamodule import MDLabels, PropensityDataModule, StructureRecord
 from tglassmlp.ensemble.manifest import write_manifest
 from tglassmlp.observables.descriptors import load_descriptor_settings
 from tglassmlp.ensemble.sources import load_run_members
