@@ -208,7 +208,7 @@ def test_module_reuses_label_correlations_without_changing_the_loss(dm):
 
 
 def test_compiled_training_step_gives_the_eager_loss_and_gradients(dm):
-    """module.compile=true (torch.compile of forward + loss) must not change what is optimised: its float32
+    """model.compile=true (torch.compile of forward + loss) must not change what is optimised: its float32
     loss and gradients are as close to a float64 evaluation as the eager float32 ones (fused kernels sum in
     another order, so bit equality is not expected)."""
     from tglassmlp.model import GlassMLPLoss, TGlassMLP
@@ -262,7 +262,7 @@ def test_several_samples_per_step_give_the_same_training(dm, tmp_path):
 
 
 def test_fused_kernel_trains_like_the_torch_step(dm, tmp_path):
-    """module.fused (the numba kernel, tglassmlp.model.fused) against the torch step through a real Trainer.fit
+    """model.fused (the numba kernel, tglassmlp.model.fused) against the torch step through a real Trainer.fit
     over both loss phases: same optimiser-step count, same logged losses, same weights up to float32 rounding
     carried through Adam; fused=true on a network the kernel does not implement is an error that says why."""
     import pytorch_lightning as pl
@@ -291,7 +291,7 @@ def test_fused_kernel_trains_like_the_torch_step(dm, tmp_path):
         assert float(t_fused.callback_metrics[key]) == pytest.approx(float(t_torch.callback_metrics[key]), rel=1e-4)
     for (name, p), q in zip(m_torch.network.named_parameters(), m_fused.network.parameters()):
         torch.testing.assert_close(q, p, rtol=0, atol=1e-5, msg=name)
-    with pytest.raises(FusedUnsupportedError, match="module.fused=true: .*ELU"):
+    with pytest.raises(FusedUnsupportedError, match="model.fused=true: .*ELU"):
         fit(True, activation="tanh")
 
 

@@ -242,7 +242,7 @@ class TGlassMLPModule(pl.LightningModule):
             fused.check_optimizer(getattr(optimizer, "optimizer", optimizer))
         except FusedUnsupportedError as exc:
             if self.fused is True:
-                raise FusedUnsupportedError(f"module.fused=true: {exc}") from None
+                raise FusedUnsupportedError(f"model.fused=true: {exc}") from None
             log.info("training with the torch step (the fused kernel does not apply: %s)", exc)
             return
         threads = set_kernel_threads(self.fused_threads or torch.get_num_threads())

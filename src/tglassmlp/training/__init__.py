@@ -4,8 +4,8 @@ the LightningDataModule that feeds it (:mod:`~tglassmlp.training.datamodule`), i
 Everything that imports Lightning lives here or in :mod:`tglassmlp.model.module`: :mod:`tglassmlp.data` reads
 files without it."""
 
-from tglassmlp.training.job import (build, build_trainer, call_with_objects, curated_params, resolve_seed,
-                                    rewrite_range_overrides, save_artifacts, train)
+from tglassmlp.training.job import (build, build_trainer, call_with_objects, curated_params, module_node,
+                                    resolve_seed, rewrite_range_overrides, save_artifacts, train)
 
-__all__ = ["build", "build_trainer", "call_with_objects", "curated_params", "resolve_seed",
+__all__ = ["build", "build_trainer", "call_with_objects", "curated_params", "module_node", "resolve_seed",
            "rewrite_range_overrides", "save_artifacts", "train"]
