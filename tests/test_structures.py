@@ -110,3 +110,25 @@ def test_transfer_fingerprint_sees_changed_descriptor_settings_only(transfer_con
     del old["data"]["descriptors"]
     assert fingerprint(OmegaConf.create(old)) == base
     assert fingerprint(transfer_config_factory(["descriptors.cutoff=15"])) != base
+
+
+def test_transfer_fingerprint_survives_the_config_renames(transfer_config_factory):
+    """A procedure started before conf/model/ held the LightningModule (network at `model`, module settings at a
+    top-level `module`) and before the data module moved to tglassmlp.training resumes: its stored fingerprint was
+    computed from that layout, which fingerprint() still reads untranslated. What the network or the module
+    learns with still counts."""
+    from omegaconf import OmegaConf
+
+    from tglassmlp.transfer import fingerprint
+
+    cfg = transfer_config_factory()
+    old = OmegaConf.to_container(cfg, resolve=True)
+    model = old.pop("model")
+    old["model"] = model.pop("network")
+    old["module"] = model
+    old["data"]["_target_"] = "tglassmlp.data.datamodule.PropensityDataModule"
+    assert "network" not in old["model"] and old["module"]["_target_"].endswith("TGlassMLPModule")
+    assert fingerprint(OmegaConf.create(old)) == fingerprint(cfg)
+    base = fingerprint(cfg)
+    assert fingerprint(transfer_config_factory(["model.network.mlp2_hidden=[8,8]"])) != base
+    assert fingerprint(transfer_config_factory(["model.fused=false"])) != base
