@@ -82,8 +82,8 @@ def test_unknown_key_is_refused(compose_cfg):
         compose_cfg("simulate", ["isoconfigurational.n_rnus=3"])
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in (config_dir() / "experiment").glob("simulate_*.yaml")))
+@pytest.mark.parametrize("name", sorted(p.stem for p in (config_dir() / "simulation_experiment").glob("*.yaml")))
 def test_simulate_presets_compose(compose_cfg, name):
-    cfg = compose_cfg("simulate", [f"experiment={name}"])
+    cfg = compose_cfg("simulate", [f"simulation_experiment={name}"])
     OmegaConf.resolve(cfg)
-    assert cfg.structure is None and cfg.dataset.isoconfigurational.n_runs >= 1
+    assert cfg.structure is None and cfg.simulation_dataset.isoconfigurational.n_runs >= 1

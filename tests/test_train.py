@@ -54,8 +54,8 @@ def local_overrides(root, tmp_path, request=None):
 
 # --------------------------------------------------------------------------------------------- configs
 def _options(group):
-    # experiments named simulate_* are simulate.py presets (tested in test_configs.py)
-    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml") if not p.stem.startswith("simulate_"))
+    # every preset of conf/experiment/ is train.py's (simulate.py's are conf/simulation_experiment/, test_configs.py)
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
 
 
 def _joblib_installed():

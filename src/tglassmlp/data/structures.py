@@ -161,7 +161,8 @@ def structure_descriptors(structure: Structure, cache_dir: str | os.PathLike | N
     cache (``cache_dir``, None: none), else computed (then cached).
 
     A shard's stored ``descriptors`` record their column names only (``descriptor_names``: the L grid), not
-    the cutoff: a dataset stored with ``dataset.store_descriptors`` is read with the settings it was made with.
+    the cutoff: a dataset stored with ``simulation_dataset.store_descriptors`` is read with the settings it was
+    made with.
     """
     settings = load_descriptor_settings() if settings is None else settings
     names = descriptor_names(settings.l_grid)
