@@ -92,6 +92,12 @@ def test_shard_has_every_stage_and_reruns_skip(tmp_path, small_structure):
 
     np.testing.assert_allclose(shard["descriptors"], structural_descriptors(
         shard["inherent_positions"], shard["types"], BOX_SMALL), rtol=1e-5, atol=1e-5)
+    # the settings they were computed with are recorded (readers with other settings recompute)
+    from tglassmlp.data.structures import descriptor_settings_hash
+    from tglassmlp.observables.descriptors import load_descriptor_settings
+
+    assert shard.field_attrs["descriptors"]["descriptor_settings_hash"] == descriptor_settings_hash(
+        load_descriptor_settings(cfg.descriptors))
     assert open(first["shard"], "rb").read() == before  # untouched
     np.testing.assert_allclose(second["msd"], first["msd"])
     # the shippable copy keeps structures and labels, drops the trajectories

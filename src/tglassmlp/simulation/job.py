@@ -366,13 +366,15 @@ def _run_stages(cfg, system, structure, temperature, index, swap_seed, md_seed, 
         if "descriptors" in existing:
             summary["skipped"].append("descriptors")
         else:
+            from tglassmlp.data.structures import descriptor_settings_hash
             from tglassmlp.observables import descriptor_names, load_descriptor_settings, structural_descriptors
 
             settings = load_descriptor_settings(cfg.get("descriptors") or "default")
             x_is = read_shard(path, fields=["inherent_positions"])["inherent_positions"]
             desc = structural_descriptors(x_is, types, box, settings=settings, energies=energies, system=system)
             update_shard(path, {"descriptors": desc.astype(np.float32)},
-                         field_attrs={"descriptors": {"descriptor_names": descriptor_names(settings.l_grid)}})
+                         field_attrs={"descriptors": {"descriptor_names": descriptor_names(settings.l_grid),
+                                                      "descriptor_settings_hash": descriptor_settings_hash(settings)}})
             summary["ran"].append("descriptors")
 
     # ---- stage 4 (isoconfigurational MD, bond breaking, propensity): _md_stage, for this and the job's other shards
