@@ -438,7 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "levels": args.levels or list(defaults.get("levels") or (0.9, 0.8, 0.65, 0.5)),
             "train_fraction": float(defaults.get("train_fraction", 0.8)),
             "split_seed": int(defaults.get("split_seed", 0)), "max_structures": args.max_structures,
-            "cache_dir": args.cache_dir, "reference_type": int(defaults.get("reference_type", 0)), "shuffle": False}
+            "cache_dir": args.cache_dir, "shuffle": False,
+            # conf/labels/ owns the reference type (data/demo.yaml only points at it)
+            "reference_type": int(group_config("labels").get("reference_type", 0))}
         kwargs.update(recorded["data"])
         for key, value in (("train_fraction", args.train_fraction), ("split_seed", args.split_seed)):
             if value is not None:

@@ -63,7 +63,7 @@ def resolve_seed(cfg: DictConfig) -> int:
 
 def curated_params(cfg: DictConfig, dm, module, n_parameters: int, seed: int) -> dict[str, Any]:
     """The params recorded in MLflow: model sizes, schedule, data selection, seed (not the whole config)."""
-    # the network's sizes under their MLflow names of before the network moved under model.network (model.mlp1_hidden, ...)
+    # the network's sizes, under the param names they had before the network moved to model.network
     model = OmegaConf.to_container(cfg.model.network, resolve=True)
     params: dict[str, Any] = {f"model.{k}": v for k, v in model.items() if k not in ("_target_", "seed")}
     params["model.n_descriptors"] = dm.n_features
