@@ -48,7 +48,7 @@ demo: $(STAMP)
 DEMO_T := 0.6,0.5,0.45,0.4,0.35
 DEMO_STRUCTURES := range(0,4)
 demo-data: $(STAMP)
-	$(BIN)/python simulate.py -m dataset=demo structure=null temperature=$(DEMO_T) structure_index='$(DEMO_STRUCTURES)'
+	$(BIN)/python simulate.py -m simulation_dataset=demo structure=null temperature=$(DEMO_T) structure_index='$(DEMO_STRUCTURES)'
 	$(BIN)/python -m tglassmlp.data.export outputs/datasets/demo data/demo
 
 # The two-step transfer on the demo data plus the baselines of docs/demo/transfer_comparison.md (~40 min on

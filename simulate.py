@@ -2,8 +2,8 @@
 
     python simulate.py                                   # the physics demo on the GlassBench structure
     python simulate.py structure=PATH temperature=0.4 isoconfigurational.n_runs=20
-    python simulate.py -m dataset=demo structure=null temperature=0.6,0.5 structure_index='range(4)' launcher=joblib
-    python simulate.py verify=true dataset=demo          # check the dataset, list missing/partial/corrupt shards
+    python simulate.py -m simulation_dataset=demo structure=null temperature=0.6,0.5 structure_index='range(4)' launcher=joblib
+    python simulate.py verify=true simulation_dataset=demo          # check the dataset, list missing/partial/corrupt shards
 
 A rerun skips finished shards and resumes partial ones (docs/scale-out.md).
 """

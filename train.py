@@ -23,7 +23,7 @@ sys.argv = rewrite_range_overrides(sys.argv)
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from tglassmlp.data.datamodule import DatasetNotFoundError
+    from tglassmlp.training.datamodule import DatasetNotFoundError
     from tglassmlp.tracking import TrackingStoreError
     from tglassmlp.training.job import train
 

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="transfer")
 def main(cfg: DictConfig) -> None:
-    from tglassmlp.data.datamodule import DatasetNotFoundError
+    from tglassmlp.training.datamodule import DatasetNotFoundError
     from tglassmlp.tracking import TrackingStoreError
     from tglassmlp.transfer import TransferError, run_transfer
 

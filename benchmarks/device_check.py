@@ -8,7 +8,7 @@
 2. MD throughput (particle-steps/s) of one Context holding 1, 20, 100 stacked replicas of one structure, and
    K = 1, 5, 20 structures x 20 replicas (the ``md.structures_per_context`` layout of ``launcher=slurm_gpu``),
    plus the cost of one checkpoint-stride Context rebuild (``md.checkpoint_stride``).
-3. The wall time of the paper-scale MD preset (conf/dataset/paper.yaml, experiment=simulate_paper) on one GPU
+3. The wall time of the paper-scale MD preset (conf/simulation_dataset/paper.yaml, simulation_experiment=paper) on one GPU
    at the best measured rate.
 4. The swap Monte Carlo GPU check, ``benchmarks/device_swap.py`` (its ``run(results_dir, budget_s)``), when
    that file exists, with the share of the budget the MD parts left.
@@ -154,8 +154,8 @@ def throughput(platform, positions, types, box, target_s, log) -> list[dict]:
 
 
 def paper_projection(rate: float, rebuild_steps: float | None) -> dict:
-    """Wall time of conf/dataset/paper.yaml's MD on one device at ``rate`` particle-steps/s."""
-    ds = OmegaConf.load(Path(config_dir()) / "dataset" / "paper.yaml")
+    """Wall time of conf/simulation_dataset/paper.yaml's MD on one device at ``rate`` particle-steps/s."""
+    ds = OmegaConf.load(Path(config_dir()) / "simulation_dataset" / "paper.yaml")
     md = md_config()
     stride = int(md.checkpoint_stride)
     overhead = (rebuild_steps or 0.0) / stride

@@ -1,7 +1,7 @@
 """t_max of the paper preset's MD temperatures from the time-temperature superposition, and the cost it implies.
 
 Table I ('x' cells) asks for MD labels down to <C_B> = 0.5 at T = 0.25, 0.75 at 0.23 and 0.8 at 0.21
-(conf/experiment/paper_tmin021.yaml, ``transfer.md``). Whether conf/dataset/paper.yaml's t_max reaches them
+(conf/experiment/paper_tmin021.yaml, ``transfer.md``). Whether conf/simulation_dataset/paper.yaml's t_max reaches them
 is estimated with ``tglassmlp.observables.tts.TimeTemperatureSuperposition`` fitted to
 
 * the demo dataset's <C_B>(t) curves (data/demo: T = 0.6 ... 0.4, 4 structures each): the master curve's
@@ -56,7 +56,7 @@ def main():
     labels = OmegaConf.load(Path(config_dir()) / "labels" / "default.yaml")
     table = OmegaConf.load(Path(config_dir()) / "experiment" / "paper_tmin021.yaml").transfer.md
     lowest_x = {float(T): min(levels) for T, levels in table.items()}
-    ds = OmegaConf.load(Path(config_dir()) / "dataset" / "paper.yaml")
+    ds = OmegaConf.load(Path(config_dir()) / "simulation_dataset" / "paper.yaml")
     found = temperature_curves(DEMO)
     found.pop("skipped", None)
     curves = {T: (t, c) for T, (t, c, _) in found.items()}

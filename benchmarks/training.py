@@ -8,7 +8,7 @@ Target (issue): one network's full schedule in under 30 minutes on 2 CPU cores.
 The network, losses, optimiser, module and Trainer are the training's own: the train config
 (``conf/train.yaml`` composed with Hydra) is instantiated as :func:`tglassmlp.training.build` does, the module is
 :class:`~tglassmlp.model.module.TGlassMLPModule` and the items come from
-:class:`~tglassmlp.data.datamodule.PropensityDataset` through the same DataLoader (batch size 1, shuffled).
+:class:`~tglassmlp.training.datamodule.PropensityDataset` through the same DataLoader (batch size 1, shuffled).
 Only the shards are skipped: StructureRecord / Sample objects are built in memory from synthetic arrays
 (descriptors (600, 172) from a few smooth latent fields + noise, standardised; positions uniform in the
 paper's box L = 32.8962; labels in [0, 1] whose mean follows the level c).
@@ -20,8 +20,8 @@ Timed variants, for each loss phase ('mse', 'glassmlp') and 1 and 2 torch thread
 * ``loop+loader``-- plain loop (forward, loss, backward, Adam step) over the same DataLoader;
 * ``loop``       -- the same loop over batches collated in advance: the network + loss + optimiser floor;
 * ``lightning x16 fused`` -- what train.py does by default: 16 samples per Lightning step, each one step of the
-                    fused numba kernel (module.fused=auto, :mod:`tglassmlp.model.fused`); the ``lightning`` rows
-                    without 'fused' are the torch step (module.fused=false);
+                    fused numba kernel (model.fused=auto, :mod:`tglassmlp.model.fused`); the ``lightning`` rows
+                    without 'fused' are the torch step (model.fused=false);
 * ``fused loop`` -- the fused kernel alone over batches collated in advance (its floor).
 
 plus ``validate`` (Trainer.validate, forward + loss + per-sample records) for the validation passes that
@@ -64,7 +64,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from tglassmlp.data.datamodule import PropensityDataset, Sample, StructureRecord  # noqa: E402
+from tglassmlp.training.datamodule import PropensityDataset, Sample, StructureRecord  # noqa: E402
 from tglassmlp.model.loss import TrainingStage  # noqa: E402
 from tglassmlp.paths import config_dir  # noqa: E402
 from tglassmlp.tracking import git_commit as _git_commit  # noqa: E402
@@ -160,16 +160,16 @@ def make_samples(latents, state_points) -> list[Sample]:
 def build_module(cfg, kind: str, label_std: float, training_state_points, compile: bool = False,
                  fused: bool = False):
     """Network, loss and module exactly as tglassmlp.training.build makes them; a one-stage schedule of ``kind``
-    at the paper's learning rate of that phase. ``fused``: the numba kernel (train.py's default, module.fused=auto)
+    at the paper's learning rate of that phase. ``fused``: the numba kernel (train.py's default, model.fused=auto)
     instead of the torch step."""
-    network = instantiate(cfg.model, n_descriptors=N_FEATURES)
+    network = instantiate(cfg.model.network, n_descriptors=N_FEATURES)
     loss = instantiate(cfg.loss, label_std=label_std)
     if cfg.get("normalize_state_features", True):
         t, c = zip(*training_state_points)
         network.set_state_normalization(list(t), list(c))
     lr = {"mse": 1e-3, "glassmlp": 4e-5}[kind]
     schedule = {"stages": [{"name": kind, "epochs": 1, "lr": lr, "loss": kind}]}
-    module_cfg = OmegaConf.merge(cfg.module, {"compile": bool(compile), "fused": bool(fused),
+    module_cfg = OmegaConf.merge(module_node(cfg.model), {"compile": bool(compile), "fused": bool(fused),
                                               "fused_threads": torch.get_num_threads()})
     return call_with_objects(module_cfg, network=network, loss=loss, schedule=schedule, label_std=label_std)
 
@@ -310,12 +310,12 @@ class EpochClock(pl.Callback):
 def run_full_schedule(cfg, train_ds, test_ds, run_dir, fused_threads=1) -> dict:
     """Trainer.fit of ONE network over the whole Table II schedule (conf/schedule/paper.yaml: 85 MSE + 50
     full-loss epochs) on the paper-sized synthetic data, validation every check_val_every_n_epoch epochs on the
-    test structures, as train.py runs it (module config from conf/train.yaml; logger and checkpoints off)."""
-    network = instantiate(cfg.model, n_descriptors=N_FEATURES)
+    test structures, as train.py runs it (module config from conf/model/tglassmlp.yaml; logger and checkpoints off)."""
+    network = instantiate(cfg.model.network, n_descriptors=N_FEATURES)
     loss = instantiate(cfg.loss, label_std=BENCH["label_std"])
     t, c = zip(*BENCH["state_points"])
     network.set_state_normalization(list(t), list(c))
-    module_cfg = OmegaConf.merge(cfg.module, {"fused_threads": fused_threads})
+    module_cfg = OmegaConf.merge(module_node(cfg.model), {"fused_threads": fused_threads})
     module = call_with_objects(module_cfg, network=network, loss=loss,
                                schedule=OmegaConf.to_container(cfg.schedule, resolve=True), label_std=BENCH["label_std"])
     train_loader = torch.utils.data.DataLoader(train_ds, batch_size=PER_STEP, shuffle=True, collate_fn=list)
@@ -614,7 +614,7 @@ def full_schedule(args, cfg, structures, samples, state_points, info, command, s
              f"- load average at start {m['load_average_at_start']}, at end {r['load_average_at_end']}",
              f"- data: {len(structures)} synthetic training structures x {len(state_points)} state points = "
              f"{r['samples_per_epoch']} samples per epoch (600 particles x 172 descriptors), {r['validation_samples']} "
-             "validation samples; conf/train.yaml as train.py composes it (module.fused=auto, "
+             "validation samples; conf/train.yaml as train.py composes it (model.fused=auto, "
              f"fused_threads={r['fused_threads']}, data.samples_per_batch = {PER_STEP}), logger and checkpoints off",
              f"- training steps ran on: {r['step_backend']}",
              "", "| epochs | optimiser steps | wall [min] | CPU [min] | validation [min] | MSE epoch [s] (ms/sample) | "
@@ -738,11 +738,11 @@ def findings(result) -> list[str]:
     proj = result["projection"]
     out = ["## Findings", ""]
     threads = sorted({r["threads"] for r in result["rows"]})
-    for key, what in ([(f"{t}thr/lightning x{PER_STEP} fused", f"as train.py runs it by default (module.fused=auto: "
+    for key, what in ([(f"{t}thr/lightning x{PER_STEP} fused", f"as train.py runs it by default (model.fused=auto: "
                         f"the numba kernel), {t} thread(s)") for t in threads]
-                      + [(f"1thr/lightning x{PER_STEP}", "with the torch step (module.fused=false)"),
-                         (f"1thr/lightning x{PER_STEP}+compile", "with the compiled torch step (module.fused=false "
-                          "module.compile=true)"),
+                      + [(f"1thr/lightning x{PER_STEP}", "with the torch step (model.fused=false)"),
+                         (f"1thr/lightning x{PER_STEP}+compile", "with the compiled torch step (model.fused=false "
+                          "model.compile=true)"),
                          ("1thr/lightning", "one sample per Lightning step with the torch step")]):
         if key in proj:
             out.append(f"- Projected full schedule of one network {what} ({key}): {proj[key]['total_wall_min']:.0f} "

@@ -402,7 +402,7 @@ def test_analyze_uses_the_prediction_files(dataset, predicted, tmp_path):
     predictions (chi_4 per network, Pearson against MD), and the train/test split is found through the files'
     ensemble source (a model folder holding the runs' state points and configs)."""
     from tglassmlp.analysis.job import analyze
-    from tglassmlp.data.datamodule import PropensityDataModule
+    from tglassmlp.training.datamodule import PropensityDataModule
 
     root, _ = dataset
     cfg = _compose([f"data_root={root}", f"out_dir={tmp_path / 'out'}", "networks.sweep_dir=null", "mlflow=false",

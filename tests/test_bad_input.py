@@ -363,10 +363,10 @@ def test_read_glassbench_names_file_and_key(workspace, kind, i, fraction):
 
 # ------------------------------------------------------------------------------------------------ simulate
 def simulate_cfg(ws, structure, overrides=()):
-    args = [f"structure={structure}", f"paths.output_dir={ws['out']}", "dataset.name=precious",
-            "dataset.isoconfigurational.n_runs=1", "dataset.isoconfigurational.t_min=0.01",
-            "dataset.default_t_max=0.02", "dataset.isoconfigurational.n_times=2", "md.platform=Reference",
-            "dataset.store_descriptors=false", "dataset.store_trajectories=false", *overrides]
+    args = [f"structure={structure}", f"paths.output_dir={ws['out']}", "simulation_dataset.name=precious",
+            "simulation_dataset.isoconfigurational.n_runs=1", "simulation_dataset.isoconfigurational.t_min=0.01",
+            "simulation_dataset.default_t_max=0.02", "simulation_dataset.isoconfigurational.n_times=2", "md.platform=Reference",
+            "simulation_dataset.store_descriptors=false", "simulation_dataset.store_trajectories=false", *overrides]
     return compose_config("simulate", args)
 
 
@@ -382,10 +382,10 @@ def test_simulate_refuses_impossible_state_points(workspace, temperature, index)
 
 
 @FUZZ
-@given(override=st.sampled_from(["structure_index=-1", "dataset.isoconfigurational.n_runs=-2",
-                                 "dataset.isoconfigurational.n_times=0", "dataset.isoconfigurational.t_min=-1",
-                                 "dataset.default_t_max=nan", "md.dt=0", "dataset.n_particles=1", "seed=-5",
-                                 "num_threads=0", "dataset.name=../escape", "md.precision=quad",
+@given(override=st.sampled_from(["structure_index=-1", "simulation_dataset.isoconfigurational.n_runs=-2",
+                                 "simulation_dataset.isoconfigurational.n_times=0", "simulation_dataset.isoconfigurational.t_min=-1",
+                                 "simulation_dataset.default_t_max=nan", "md.dt=0", "simulation_dataset.n_particles=1", "seed=-5",
+                                 "num_threads=0", "simulation_dataset.name=../escape", "md.precision=quad",
                                  "md.platform=TPU"]))
 def test_simulate_refuses_impossible_settings_naming_the_key(workspace, override):
     from tglassmlp.simulation.job import simulate_shard
@@ -405,7 +405,7 @@ def composed(name: str):
 
 @FEW
 @given(key=st.from_regex(r"[a-z][a-z_]{2,12}", fullmatch=True),
-       group=st.sampled_from(["", "dataset.", "md.", "dataset.isoconfigurational.", "swap.", "system.", "model.",
+       group=st.sampled_from(["", "simulation_dataset.", "md.", "simulation_dataset.isoconfigurational.", "swap.", "system.", "model.",
                               "data.", "trainer."]))
 def test_unknown_config_keys_are_refused_by_name(key, group):
     for name in ("simulate", "train"):
@@ -470,7 +470,7 @@ def test_simulate_refuses_bad_structure_files(workspace, kind, i, fraction):
 @FEW
 @given(kind=st.sampled_from(["truncated", "nan", "garbage"]), fraction=st.floats(0.05, 0.95))
 def test_datamodule_names_a_damaged_shard(workspace, kind, fraction):
-    from tglassmlp.data.datamodule import PropensityDataModule
+    from tglassmlp.training.datamodule import PropensityDataModule
 
     root = scratch(workspace, "dm")
     times = np.geomspace(0.1, 10.0, 6)
@@ -500,7 +500,7 @@ def test_datamodule_names_a_damaged_shard(workspace, kind, fraction):
 @given(args=st.sampled_from([{"train_fraction": 0.0}, {"train_fraction": 1.5}, {"root": "/nonexistent/x"},
                              {"temperatures": [0.123]}]))
 def test_datamodule_refuses_impossible_settings(workspace, args):
-    from tglassmlp.data.datamodule import DatasetNotFoundError, PropensityDataModule
+    from tglassmlp.training.datamodule import DatasetNotFoundError, PropensityDataModule
 
     key = next(iter(args))
     kwargs = {"root": workspace["root"], "cache_dir": None, **args}
@@ -518,7 +518,7 @@ def test_train_config_errors_come_before_any_compute(workspace, override, monkey
     from hydra.errors import InstantiationException
 
     import tglassmlp.training.job as train_module
-    from tglassmlp.data.datamodule import DatasetNotFoundError
+    from tglassmlp.training.datamodule import DatasetNotFoundError
     from tglassmlp.tracking import TrackingStoreError
 
     monkeypatch.setattr(train_module, "build", lambda *a, **k: pytest.fail("build() reached"))

@@ -24,7 +24,7 @@ from tglassmlp.analysis.baseline import (
     state_point_samples,
     write_comparison,
 )
-from tglassmlp.data.datamodule import PropensityDataModule
+from tglassmlp.training.datamodule import PropensityDataModule
 
 
 @pytest.fixture(autouse=True)

@@ -82,8 +82,29 @@ def test_unknown_key_is_refused(compose_cfg):
         compose_cfg("simulate", ["isoconfigurational.n_rnus=3"])
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in (config_dir() / "experiment").glob("simulate_*.yaml")))
+@pytest.mark.parametrize("name", sorted(p.stem for p in (config_dir() / "simulation_experiment").glob("*.yaml")))
 def test_simulate_presets_compose(compose_cfg, name):
-    cfg = compose_cfg("simulate", [f"experiment={name}"])
+    cfg = compose_cfg("simulate", [f"simulation_experiment={name}"])
     OmegaConf.resolve(cfg)
-    assert cfg.structure is None and cfg.dataset.isoconfigurational.n_runs >= 1
+    assert cfg.structure is None and cfg.simulation_dataset.isoconfigurational.n_runs >= 1
+
+
+def test_labels_settings_have_one_owner(compose_cfg):
+    """conf/labels/ owns the reference type and the TTS; analyze.yaml overrides only the Arrhenius range (0.5, which
+    the demo needs: it has no T <= 0.25) and re-declares nothing; the descriptor cache folder is paths' alone.
+    The analysis runs with the settings it had when analyze.yaml carried its own copies (typed in)."""
+    labels = OmegaConf.load(config_dir() / "labels" / "default.yaml")
+    cfg = compose_cfg("analyze")
+    assert "tts" not in cfg and "reference_type" not in cfg
+    assert OmegaConf.to_container(cfg.labels.tts) == {**OmegaConf.to_container(labels.tts), "arrhenius_t_max": 0.5}
+    assert OmegaConf.to_container(cfg.labels.tts) == {"arrhenius_t_max": 0.5, "fit_below": 0.95, "tau_glass": 1.0e12}
+    assert cfg.labels.reference_type == labels.reference_type == 0
+    # _self_ sits before `predictions`: the group's selection is not undone by analyze.yaml's `predictions: null`
+    assert compose_cfg("analyze").predictions is None
+    assert compose_cfg("analyze", ["predictions=files"]).predictions._target_.endswith("read_prediction_fields")
+    # a command-line change of the owner reaches every user
+    assert compose_cfg("analyze", ["labels.tts.fit_below=0.9"]).labels.tts.fit_below == 0.9
+    assert compose_cfg("train", ["labels.reference_type=1"]).data.reference_type == 1
+    caches = {name: compose_cfg(name, ["paths.output_dir=/x"]) for name in ("train", "predict", "analyze")}
+    assert {caches["train"].data.cache_dir, caches["predict"].cache_dir, caches["analyze"].cache_dir} == {
+        "/x/cache/descriptors"}

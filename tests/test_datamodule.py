@@ -10,7 +10,7 @@ import torch
 
 from conftest import random_configuration
 from tglassmlp.data import read_shard, shard_path, write_shard
-from tglassmlp.data.datamodule import (
+from tglassmlp.training.datamodule import (
     DatasetNotFoundError,
     PropensityDataModule,
     format_level,
@@ -210,7 +210,7 @@ def test_missing_root_says_how_to_make_data(tmp_path):
 
 def test_unequilibrated_structures_are_never_used_silently(tmp_path, caplog):
     from tglassmlp.data import update_shard
-    from tglassmlp.data.datamodule import temperatures_in
+    from tglassmlp.training.datamodule import temperatures_in
 
     root = make_synthetic_dataset(tmp_path / "d", temperatures=(0.6,), n_structures=3, n=40, box=7.0)
     flagged = shard_path(root, 0.6, 1)
@@ -240,7 +240,7 @@ def test_module_reuses_label_correlations_without_changing_the_loss(dm):
 
 
 def test_compiled_training_step_gives_the_eager_loss_and_gradients(dm):
-    """module.compile=true (torch.compile of forward + loss) must not change what is optimised: its float32
+    """model.compile=true (torch.compile of forward + loss) must not change what is optimised: its float32
     loss and gradients are as close to a float64 evaluation as the eager float32 ones (fused kernels sum in
     another order, so bit equality is not expected)."""
     from tglassmlp.model import GlassMLPLoss, TGlassMLP
@@ -294,7 +294,7 @@ def test_several_samples_per_step_give_the_same_training(dm, tmp_path):
 
 
 def test_fused_kernel_trains_like_the_torch_step(dm, tmp_path):
-    """module.fused (the numba kernel, tglassmlp.model.fused) against the torch step through a real Trainer.fit
+    """model.fused (the numba kernel, tglassmlp.model.fused) against the torch step through a real Trainer.fit
     over both loss phases: same optimiser-step count, same logged losses, same weights up to float32 rounding
     carried through Adam; fused=true on a network the kernel does not implement is an error that says why."""
     import pytorch_lightning as pl
@@ -323,7 +323,7 @@ def test_fused_kernel_trains_like_the_torch_step(dm, tmp_path):
         assert float(t_fused.callback_metrics[key]) == pytest.approx(float(t_torch.callback_metrics[key]), rel=1e-4)
     for (name, p), q in zip(m_torch.network.named_parameters(), m_fused.network.parameters()):
         torch.testing.assert_close(q, p, rtol=0, atol=1e-5, msg=name)
-    with pytest.raises(FusedUnsupportedError, match="module.fused=true: .*ELU"):
+    with pytest.raises(FusedUnsupportedError, match="model.fused=true: .*ELU"):
         fit(True, activation="tanh")
 
 

@@ -14,7 +14,7 @@ import torch
 
 from conftest import random_configuration
 from tglassmlp.data import shard_path, write_shard
-from tglassmlp.data.datamodule import StructureRecord
+from tglassmlp.training.datamodule import StructureRecord
 from tglassmlp.ensemble import (
     STRUCTURES_BASIS,
     TEST_METRIC_BASIS,

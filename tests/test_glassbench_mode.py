@@ -17,7 +17,7 @@ import pytest
 
 from conftest import compose_config
 from tglassmlp.data import read_glassbench, read_shard
-from tglassmlp.data.datamodule import DatasetNotFoundError
+from tglassmlp.training.datamodule import DatasetNotFoundError
 from tglassmlp.data.glassbench import (GLASSBENCH_TIMES, GlassBenchTreeError, convert_glassbench_tree,
                                        glassbench_name, write_glassbench)
 from tglassmlp.paths import PROJECT_ROOT

@@ -178,9 +178,9 @@ def _simulate_cfg(tmp_path, **overrides):
     from tglassmlp.paths import config_dir
 
     swap = {k: v for k, v in FAST.items() if k not in ("n_particles", "seed", "max_sweeps")}
-    args = ["structure=null", f"paths.output_dir={tmp_path / 'out'}", "dataset.name=test",
-            f"dataset.n_particles={N}", "dataset.default_t_max=null", f"dataset.max_sweeps={FAST['max_sweeps']}",
-            "dataset.store_descriptors=false"] + [f"swap.{k}={v}" for k, v in swap.items()]
+    args = ["structure=null", f"paths.output_dir={tmp_path / 'out'}", "simulation_dataset.name=test",
+            f"simulation_dataset.n_particles={N}", "simulation_dataset.default_t_max=null", f"simulation_dataset.max_sweeps={FAST['max_sweeps']}",
+            "simulation_dataset.store_descriptors=false"] + [f"swap.{k}={v}" for k, v in swap.items()]
     args += [f"{k}={v}" for k, v in overrides.items()]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose(config_name="simulate", overrides=args)
@@ -240,10 +240,10 @@ def test_cascade_preset_composes_to_the_documented_ladder():
     from tglassmlp.paths import config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name="simulate", overrides=["experiment=simulate_cascade", "temperature=0.15"])
+        cfg = compose(config_name="simulate", overrides=["simulation_experiment=cascade", "temperature=0.15"])
     settings = load_swap_settings(**OmegaConf.to_container(cfg.swap, resolve=True))
     assert settings.cascade == (0.25, 0.23, 0.21, 0.18, 0.15) and settings.structures_per_chain > 1
-    assert cfg.structure is None and cfg.dataset.n_particles == 1290
+    assert cfg.structure is None and cfg.simulation_dataset.n_particles == 1290
 
 
 def test_sigkilled_harvest_process_resumes_to_the_same_structures(tmp_path, harvest):

@@ -165,6 +165,23 @@ def test_no_library_module_reads_conf():
     assert conf_readers() == [], "library modules that open conf/ (pass settings objects instead)"
 
 
+def test_reading_data_and_predicting_do_not_import_lightning():
+    """Lightning is train.py's (tglassmlp.training.datamodule, tglassmlp.model.module): reading a shard or
+    predicting with a trained ensemble must not pay its import (~10 s on loaded cores) nor need it installed. A
+    fresh interpreter, so that other tests' imports do not count."""
+    import os
+    import subprocess
+
+    code = ("import sys, tglassmlp.data, tglassmlp.data.structures, tglassmlp.predict, tglassmlp.model.artifact; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)})
+    assert out.stdout.strip() == "[]", out.stdout
+    # the data module is where it went: it imports Lightning at module level
+    tree = ast.parse((PACKAGE / "training" / "datamodule.py").read_text())
+    assert "pytorch_lightning" in {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
+
+
 def test_the_checker_sees_a_cycle_and_an_upward_import():
     graph = {"tglassmlp.physics.a": {"tglassmlp.model.b"}, "tglassmlp.model.b": {"tglassmlp.physics.a"}}
     assert cycles(graph) == [["tglassmlp.model.b", "tglassmlp.physics.a"]]

@@ -208,10 +208,10 @@ def test_checkpoint_names_of_shards(tmp_path):
 
 # ----------------------------------------------------------------------------------------- simulate.py
 def simulate_args(out, structure_file, *extra):
-    return [f"structure={structure_file}", f"paths.output_dir={out}", "dataset.name=ckpt", "temperature=0.5",
-            "dataset.isoconfigurational.n_runs=2", "dataset.isoconfigurational.t_min=0.1",
-            "dataset.default_t_max=50", "dataset.isoconfigurational.n_times=4", "dataset.store_trajectories=true",
-            "dataset.store_descriptors=false", "md.platform=CPU", "num_threads=1", "md.checkpoint_every_s=0",
+    return [f"structure={structure_file}", f"paths.output_dir={out}", "simulation_dataset.name=ckpt", "temperature=0.5",
+            "simulation_dataset.isoconfigurational.n_runs=2", "simulation_dataset.isoconfigurational.t_min=0.1",
+            "simulation_dataset.default_t_max=50", "simulation_dataset.isoconfigurational.n_times=4", "simulation_dataset.store_trajectories=true",
+            "simulation_dataset.store_descriptors=false", "md.platform=CPU", "num_threads=1", "md.checkpoint_every_s=0",
             "md.checkpoint_stride=200", *extra]
 
 
@@ -264,9 +264,9 @@ def test_simulate_md_stage_sigkilled_then_resumed(tmp_path, structure_shard):
     assert not checkpoint.exists() and verify_dataset(root).ok
 
 
-SWAP_QUICK = ["structure=null", "dataset.n_particles=43", "dataset.max_sweeps=200", "swap.melt_sweeps=20",
+SWAP_QUICK = ["structure=null", "simulation_dataset.n_particles=43", "simulation_dataset.max_sweeps=200", "swap.melt_sweeps=20",
               "swap.anneal_steps=1", "swap.anneal_sweeps=20", "swap.adapt_sweeps_at_target=20",
-              "dataset.default_t_max=0.5", "md.platform=Reference"]
+              "simulation_dataset.default_t_max=0.5", "md.platform=Reference"]
 
 
 def test_simulate_k_structures_per_job_equal_one_per_job(tmp_path, structure_shard):

@@ -151,7 +151,7 @@ def test_label_ceiling_of_the_test_structures_against_two_run_split_half(tmp_pat
     """rho_max of the test samples = the mean over test structures of sqrt(2 r / (1 + r)), r the Pearson of
     the two runs' C_B at the label time (two runs: one split, Spearman-Brown to N_R = 2), computed here from
     the shards with numpy."""
-    from tglassmlp.data.datamodule import PropensityDataModule
+    from tglassmlp.training.datamodule import PropensityDataModule
     from tglassmlp.data.shards import read_shard
     from tglassmlp.training.job import headline_metrics, label_ceilings
 

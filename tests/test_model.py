@@ -254,7 +254,7 @@ def test_activation_options():
 
 
 def test_config_instantiates_paper_network():
-    cfg = OmegaConf.load(config_dir() / "model" / "tglassmlp.yaml")
+    cfg = OmegaConf.load(config_dir() / "model" / "tglassmlp.yaml").network
     net = instantiate(cfg)
     assert isinstance(net, TGlassMLP)
     assert sum(p.numel() for p in net.parameters()) == parameter_count(cfg.n_descriptors) == 1460

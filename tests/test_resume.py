@@ -49,8 +49,8 @@ def start_structure(tmp_path_factory):
 
 def sweep(structure, out) -> list[str]:
     return [sys.executable, "simulate.py", "-m", f"structure={structure}", f"paths.output_dir={out}",
-            "dataset.name=resume", "dataset.isoconfigurational.n_runs=2", "dataset.isoconfigurational.t_min=0.05",
-            "dataset.default_t_max=30", "dataset.isoconfigurational.n_times=3", "dataset.store_trajectories=false",
+            "simulation_dataset.name=resume", "simulation_dataset.isoconfigurational.n_runs=2", "simulation_dataset.isoconfigurational.t_min=0.05",
+            "simulation_dataset.default_t_max=30", "simulation_dataset.isoconfigurational.n_times=3", "simulation_dataset.store_trajectories=false",
             "md.platform=CPU", "temperature=0.5,0.6", "structure_index=0,1", "launcher=joblib",
             "hydra.launcher.n_jobs=2"]
 
@@ -144,7 +144,7 @@ def test_killed_shard_process_then_rerun_gives_the_uninterrupted_dataset(tmp_pat
 
     # the CLI verification agrees, and exits 0
     cli = subprocess.run([sys.executable, "simulate.py", "verify=true", f"paths.output_dir={tmp_path / 'run'}",
-                          "dataset.name=resume"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+                          "simulation_dataset.name=resume"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0 and "4 finished" in cli.stdout and "-> OK" in cli.stdout, cli.stdout + cli.stderr
 
 
@@ -197,10 +197,10 @@ def test_sweep_shards_lists_every_job_of_a_multirun(start_structure, glassbench_
     from tglassmlp.simulation.job import sweep_shards
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name="simulate", overrides=[f"structure={start_structure}", "dataset.default_t_max=1",
+        cfg = compose(config_name="simulate", overrides=[f"structure={start_structure}", "simulation_dataset.default_t_max=1",
                                                          f"paths.output_dir={tmp_path}"])
         gb_cfg = compose(config_name="simulate", overrides=[f"structure={glassbench_npz}"])
-    shards = sweep_shards(cfg, ["temperature=0.5,0.6", "structure_index=range(0,3)", "dataset.name=x"])
+    shards = sweep_shards(cfg, ["temperature=0.5,0.6", "structure_index=range(0,3)", "simulation_dataset.name=x"])
     assert [(t, k) for t, k, _ in shards] == [(t, k) for t in (0.5, 0.6) for k in range(3)]
     assert shards[0][2] == ["positions", "types", "inherent_positions", "particle_energies", "descriptors",
                             "times", "bond_breaking", "propensity", "trajectories"]

@@ -20,9 +20,9 @@ N_SMALL, BOX_SMALL = 50, 7.5
 
 
 def make_cfg(tmp_path, structure, **overrides):
-    args = [f"structure={structure}", f"paths.output_dir={tmp_path / 'out'}", "dataset.name=test",
-            "dataset.isoconfigurational.n_runs=2", "dataset.isoconfigurational.t_min=0.05",
-            "dataset.default_t_max=0.5", "dataset.isoconfigurational.n_times=3", "md.platform=Reference"]
+    args = [f"structure={structure}", f"paths.output_dir={tmp_path / 'out'}", "simulation_dataset.name=test",
+            "simulation_dataset.isoconfigurational.n_runs=2", "simulation_dataset.isoconfigurational.t_min=0.05",
+            "simulation_dataset.default_t_max=0.5", "simulation_dataset.isoconfigurational.n_times=3", "md.platform=Reference"]
     args += [f"{k}={v}" for k, v in overrides.items()]
     return compose_config("simulate", args)
 
@@ -92,6 +92,12 @@ def test_shard_has_every_stage_and_reruns_skip(tmp_path, small_structure):
 
     np.testing.assert_allclose(shard["descriptors"], structural_descriptors(
         shard["inherent_positions"], shard["types"], BOX_SMALL), rtol=1e-5, atol=1e-5)
+    # the settings they were computed with are recorded (readers with other settings recompute)
+    from tglassmlp.data.structures import descriptor_settings_hash
+    from tglassmlp.observables.descriptors import load_descriptor_settings
+
+    assert shard.field_attrs["descriptors"]["descriptor_settings_hash"] == descriptor_settings_hash(
+        load_descriptor_settings(cfg.descriptors))
     assert open(first["shard"], "rb").read() == before  # untouched
     np.testing.assert_allclose(second["msd"], first["msd"])
     # the shippable copy keeps structures and labels, drops the trajectories
@@ -139,8 +145,8 @@ def test_bad_inputs(tmp_path, small_structure):
 
 def test_cli_runs_the_glassbench_demo_structure(tmp_path, glassbench_npz):
     result = subprocess.run(
-        [sys.executable, "simulate.py", f"paths.output_dir={tmp_path}", "dataset.isoconfigurational.n_runs=2",
-         "dataset.default_t_max=0.1", "dataset.isoconfigurational.n_times=2", "md.platform=CPU"],
+        [sys.executable, "simulate.py", f"paths.output_dir={tmp_path}", "simulation_dataset.isoconfigurational.n_runs=2",
+         "simulation_dataset.default_t_max=0.1", "simulation_dataset.isoconfigurational.n_times=2", "md.platform=CPU"],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -151,7 +157,7 @@ def test_cli_runs_the_glassbench_demo_structure(tmp_path, glassbench_npz):
 def test_swap_mc_structure_without_md(tmp_path):
     """structure=null: swap Monte Carlo makes the structure; a temperature without MD stops after stage 2."""
     cfg = make_cfg(tmp_path, "null", temperature=1.0, structure_index=3, **{
-        "dataset.n_particles": 86, "dataset.default_t_max": "null", "dataset.max_sweeps": 400,
+        "simulation_dataset.n_particles": 86, "simulation_dataset.default_t_max": "null", "simulation_dataset.max_sweeps": 400,
         "swap.first_block_sweeps": 200, "swap.melt_sweeps": 20, "swap.anneal_sweeps": 20,
         "swap.adapt_sweeps_at_target": 40})
     summary = simulate_shard(cfg)
@@ -171,8 +177,8 @@ def test_killed_swap_mc_stage_resumes_its_chain(tmp_path, monkeypatch):
     import tglassmlp.physics.swap_mc as swap_mc
     from tglassmlp.simulation.job import swap_checkpoint
 
-    opts = {"dataset.n_particles": 86, "dataset.default_t_max": "null", "dataset.max_sweeps": 400,
-            "dataset.store_descriptors": False, "swap.first_block_sweeps": 200, "swap.melt_sweeps": 20,
+    opts = {"simulation_dataset.n_particles": 86, "simulation_dataset.default_t_max": "null", "simulation_dataset.max_sweeps": 400,
+            "simulation_dataset.store_descriptors": False, "swap.first_block_sweeps": 200, "swap.melt_sweeps": 20,
             "swap.anneal_sweeps": 20, "swap.adapt_sweeps_at_target": 40, "swap.checkpoint_every_s": 0}
     reference = read_shard(simulate_shard(make_cfg(tmp_path / "a", "null", temperature=1.0, **opts))["shard"])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from test_datamodule import make_synthetic_dataset
 from test_tracking import fresh_store
 from conftest import compose_config, mlflow_server
 from tglassmlp.model.module import state_point_metrics
+from tglassmlp.model.network import TGlassMLP
 from tglassmlp.paths import PROJECT_ROOT, config_dir
 from tglassmlp.training.job import build, build_trainer, rewrite_range_overrides, train
 
@@ -51,8 +53,8 @@ def local_overrides(root, tmp_path, request=None):
 
 # --------------------------------------------------------------------------------------------- configs
 def _options(group):
-    # experiments named simulate_* are simulate.py presets (tested in test_configs.py)
-    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml") if not p.stem.startswith("simulate_"))
+    # every preset of conf/experiment/ is train.py's (simulate.py's are conf/simulation_experiment/, test_configs.py)
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
 
 
 def _joblib_installed():
@@ -73,8 +75,8 @@ CONFIG_CASES = ([[]] + [[f"experiment={e}"] for e in _options("experiment")]
 def test_train_configs_compose_and_instantiate(overrides, synthetic_root, tmp_path):
     cfg = compose_train(overrides + local_overrides(synthetic_root, tmp_path))
     OmegaConf.resolve(cfg)
-    network = instantiate(cfg.model)
-    assert network(torch.zeros(1, 5, cfg.model.n_descriptors), 0.5, 0.5).shape == (1, 5)
+    network = instantiate(cfg.model.network)
+    assert network(torch.zeros(1, 5, cfg.model.network.n_descriptors), 0.5, 0.5).shape == (1, 5)
     instantiate(cfg.loss)
     dm = instantiate(cfg.data)
     assert dm.root == Path(synthetic_root)
@@ -151,6 +153,13 @@ def test_short_training_learns_the_synthetic_dependence(request, synthetic_root,
     from tglassmlp.predict import load_model_dir
 
     member = load_model_dir(tmp_path / "run" / "artifacts" / "model")
+    # network.yaml holds the network's constructor arguments only, not the LightningModule's settings that
+    # conf/model/ nests it in: the layout model directories have always had; MLflow params keep their names
+    saved = OmegaConf.load(tmp_path / "run" / "artifacts" / "model" / "network.yaml")
+    assert saved._target_ == "tglassmlp.model.network.TGlassMLP" and saved.n_descriptors == member.network.n_descriptors
+    assert set(saved) - {"_target_"} <= set(inspect.signature(TGlassMLP).parameters), set(saved)
+    assert run.data.params["model.mlp1_hidden"] == str(list(cfg.model.network.mlp1_hidden))
+    assert "model.fused" not in run.data.params and "model.network" not in run.data.params
     for k, v in result["state_dict"].items():
         torch.testing.assert_close(member.network.state_dict()[k], v.cpu(), rtol=0, atol=0)
     assert member.scaler.n_kept == member.network.n_descriptors
@@ -174,7 +183,7 @@ def test_seed_zero_is_honoured_and_reproducible(request, synthetic_root, tmp_pat
 def test_set_up_errors_come_before_any_compute(synthetic_root, tmp_path, monkeypatch):
     """A missing dataset or an unreachable store fails before the data are read or a network is built."""
     import tglassmlp.training.job as train_module
-    from tglassmlp.data.datamodule import DatasetNotFoundError
+    from tglassmlp.training.datamodule import DatasetNotFoundError
     from tglassmlp.tracking import TrackingStoreError
 
     monkeypatch.setattr(train_module, "build", lambda *a, **k: pytest.fail("build() reached"))

@@ -16,7 +16,7 @@ from conftest import compose_config
 from test_datamodule import labels_by_hand, make_synthetic_dataset
 from test_tracking import fresh_store
 from tglassmlp.data import shard_path
-from tglassmlp.data.datamodule import MDLabels, PropensityDataModule, StructureRecord
+from tglassmlp.training.datamodule import MDLabels, PropensityDataModule, StructureRecord
 from tglassmlp.ensemble import NoSelfConsistentNetworkError, load_run_network, rank_and_select, select_sweep
 from tglassmlp.observables import labels_at_levels
 from tglassmlp.transfer import (
@@ -209,7 +209,7 @@ def test_changed_training_config_is_refused_on_resume(tmp_path):
 
 
 def test_missing_temperatures_fail_before_anything_is_created(tmp_path):
-    from tglassmlp.data.datamodule import DatasetNotFoundError
+    from tglassmlp.training.datamodule import DatasetNotFoundError
 
     root = make_synthetic_dataset(tmp_path / "d", temperatures=(0.6,), n_structures=2, n=40, box=7.0)
     cfg = compose_transfer([f"data.root={root}", f"paths.output_dir={tmp_path}/out",

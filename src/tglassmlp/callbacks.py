@@ -165,7 +165,7 @@ class ExpectSweepShards(_HydraCallback):
 
             shards = sweep_shards(config, config.hydra.overrides.task)
             if shards:
-                n = expect_shards(dataset_root(config), shards, dataset=str(config.dataset.name))
+                n = expect_shards(dataset_root(config), shards, dataset=str(config.simulation_dataset.name))
                 log.info("manifest: %d expected shard(s) recorded in %s", n, dataset_root(config))
         except Exception as exc:  # noqa: BLE001 - bookkeeping only; each job records itself anyway
             log.warning("could not record the sweep's expected shards (%s: %s); jobs still record their own",

@@ -3,7 +3,7 @@
 Baseline. At every state point (T, c) a linear model  y_i = S_i . b + b0  (S_i the standardised descriptors of
 a type-0 particle, y_i its propensity) is fitted by ridge regression on the training structures of T and
 evaluated on the test structures, with the descriptors, the standardisation and the train/test split of
-:class:`~tglassmlp.data.datamodule.PropensityDataModule` (the samples are taken from a set-up data module, so
+:class:`~tglassmlp.training.datamodule.PropensityDataModule` (the samples are taken from a set-up data module, so
 they are the ones a tGlassMLP run trains and is tested on). Objective, n = training particles:
 
     min_b  (1/n) sum_i (y_i - b0 - S_i . b)^2 + alpha |b|^2          (b0 unpenalised)
@@ -451,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from tglassmlp.data.datamodule import DatasetNotFoundError, PropensityDataModule
+    from tglassmlp.training.datamodule import DatasetNotFoundError, PropensityDataModule
     from tglassmlp.defaults import group_config
 
     try:
@@ -472,7 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "levels": args.levels or list(defaults.get("levels") or (0.9, 0.8, 0.65, 0.5)),
             "train_fraction": float(defaults.get("train_fraction", 0.8)),
             "split_seed": int(defaults.get("split_seed", 0)), "max_structures": args.max_structures,
-            "cache_dir": args.cache_dir, "reference_type": int(defaults.get("reference_type", 0)), "shuffle": False}
+            "cache_dir": args.cache_dir, "shuffle": False,
+            # conf/labels/ owns the reference type (data/demo.yaml only points at it)
+            "reference_type": int(group_config("labels").get("reference_type", 0))}
         kwargs.update(recorded["data"])
         for key, value in (("train_fraction", args.train_fraction), ("split_seed", args.split_seed)):
             if value is not None:

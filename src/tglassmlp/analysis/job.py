@@ -237,7 +237,7 @@ def training_structures(networks: list[SavedNetwork], data_root) -> set[Path]:
     (``state_points.json``), the train part of train.py's split (``data.train_fraction``, ``data.split_seed`` of
     the run config; PropensityDataModule.split) of the structures there. The first network's settings stand for
     all (one sweep)."""
-    from tglassmlp.data.datamodule import PropensityDataModule, temperatures_in
+    from tglassmlp.training.datamodule import PropensityDataModule, temperatures_in
     from tglassmlp.data.shards import parse_shard_path
 
     split = (networks[0].config or {}).get("data", {}) or {}
@@ -260,7 +260,7 @@ def network_fields(probe: NetworkProbe, data_root, levels, tts,
     Returns ({T: PropensityField with members}, {T: {'attention': (M, K, M_S) averaged over structures,
     'bottleneck': [(M, K, N, 2) per structure], 'truth': [(K, N) per structure or None]}}).
     """
-    from tglassmlp.data.datamodule import temperatures_in
+    from tglassmlp.training.datamodule import temperatures_in
 
     trained = training_structures(probe.networks, data_root)
     fields, internals = {}, {}
@@ -516,10 +516,10 @@ def analyze(cfg: DictConfig | Mapping) -> dict[str, Any]:
         tracking.prepare()
 
     # 1. MD ------------------------------------------------------------------------------------------------
-    md = md_fields(cfg.data_root, int(cfg.reference_type))
+    md = md_fields(cfg.data_root, int(cfg.labels.reference_type))
     if not md:
         raise FileNotFoundError(f"{cfg.data_root}: no shard with MD propensities")
-    tts = TimeTemperatureSuperposition(**OmegaConf.to_container(cfg.tts, resolve=True)).compute(
+    tts = TimeTemperatureSuperposition(**OmegaConf.to_container(cfg.labels.tts, resolve=True)).compute(
         {T: (f.times, f.levels) for T, f in md.items()})
     md_time = {T: observe(f.values(), [s.positions for s in f.structures], f.box, settings, bootstrap=True)
                for T, f in md.items()}
@@ -544,7 +544,7 @@ def analyze(cfg: DictConfig | Mapping) -> dict[str, Any]:
         notes.append(f"- networks: {len(nets)} from `{sweep}` (selection: {cfg.networks.selection}); "
                      + ("their internals only (attention, bottleneck: Figs. 9-11); the predictions are the files"
                         if has_files else "plain network outputs, without the iterative mean constraint of App. B"))
-        probe = NetworkProbe(nets, int(cfg.reference_type), cfg.get("cache_dir"), cfg.get("descriptors"))
+        probe = NetworkProbe(nets, int(cfg.labels.reference_type), cfg.get("cache_dir"), cfg.get("descriptors"))
         pred, internals = network_fields(probe, cfg.data_root, levels, tts, md_levels)
         attention = attention_scales(internals, levels)
     elif cfg.networks.sweep_dir not in (None, "", "none", "null"):

@@ -72,6 +72,7 @@ class FieldSpec:
         compress: gzip the dataset (large, compressible arrays).
         bounds: closed interval the values must lie in, if any.
         dataset_attrs: names of attributes the dataset must carry, with their meaning.
+        optional_dataset_attrs: names of attributes the dataset may carry, with their meaning.
     """
 
     name: str
@@ -86,6 +87,7 @@ class FieldSpec:
     compress: bool = False
     bounds: tuple[float, float] | None = None
     dataset_attrs: tuple[tuple[str, str], ...] = ()
+    optional_dataset_attrs: tuple[tuple[str, str], ...] = ()
 
     @property
     def shape_text(self) -> str:
@@ -129,7 +131,11 @@ _FIELD_LIST = (
     FieldSpec("descriptors", ("N", "D"), "f", "float32", ("float32",), "mixed",
               "coarse-grained structural descriptors of the inherent structure (see `descriptor_names`)",
               compress=True,
-              dataset_attrs=(("descriptor_names", "(D,) column names, one per descriptor column"),)),
+              dataset_attrs=(("descriptor_names", "(D,) column names, one per descriptor column"),),
+              optional_dataset_attrs=(("descriptor_settings_hash",
+                                       "16 hex digits identifying the descriptor settings and code the columns were "
+                                       "computed with (`tglassmlp.data.structures.descriptor_settings_hash`); "
+                                       "readers with other settings recompute"),)),
 )
 
 #: Every known dataset, in canonical order.
@@ -219,6 +225,7 @@ def format_table_markdown() -> str:
         if spec.compress:
             extra.append("gzip")
         extra += [f"attribute `{name}`: {text}" for name, text in spec.dataset_attrs]
+        extra += [f"optional attribute `{name}`: {text}" for name, text in spec.optional_dataset_attrs]
         meaning = cell(spec.description + ("" if not extra else " (" + "; ".join(extra) + ")"))
         lines.append(f"| `{spec.name}` | {spec.shape_text} | {dtype} | {spec.units} | "
                      f"{'yes' if spec.required else 'no'} | {meaning} |")
@@ -388,7 +395,7 @@ def _check_values(name: str, values: np.ndarray, where: str, *, offset: str = ""
 
 
 def _check_dataset_attrs(name: str, attrs: Mapping[str, Any], dims: Mapping[str, int], where: str) -> dict:
-    """Required per-dataset attributes (today only the descriptors' column names)."""
+    """Per-dataset attributes (today the descriptors' column names, required, and settings hash, optional)."""
     spec = FIELDS[name]
     out = {}
     for attr, _ in spec.dataset_attrs:
@@ -405,7 +412,16 @@ def _check_dataset_attrs(name: str, attrs: Mapping[str, Any], dims: Mapping[str,
                 raise ShardError(f"{where}: field '{name}': '{attr}' has duplicate entries")
             value = names
         out[attr] = value
-    unknown = set(attrs) - {a for a, _ in spec.dataset_attrs}
+    for attr, _ in spec.optional_dataset_attrs:
+        if attr not in attrs:
+            continue
+        value = attrs[attr]
+        value = value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else value
+        if attr == "descriptor_settings_hash" and not (isinstance(value, str) and re.fullmatch(r"[0-9a-f]{16}", value)):
+            raise ShardError(f"{where}: field '{name}': attribute '{attr}' must be 16 lowercase hex digits, "
+                             f"got {value!r}")
+        out[attr] = value
+    unknown = set(attrs) - {a for a, _ in spec.dataset_attrs + spec.optional_dataset_attrs}
     if unknown:
         raise ShardError(f"{where}: field '{name}' has unknown attribute(s) {sorted(unknown)}")
     return out
@@ -539,8 +555,8 @@ def _write_dataset(h5: h5py.File, name: str, array: np.ndarray, attrs: Mapping[s
         if key == "descriptor_names":
             raw = [str(v).encode("utf-8") for v in value]
             ds.attrs[key] = np.array(raw, dtype=f"S{max(1, max((len(r) for r in raw), default=1))}")
-        else:  # pragma: no cover - registry has no other dataset attributes yet
-            ds.attrs[key] = value
+        else:  # descriptor_settings_hash: a str (HDF5 variable-length UTF-8)
+            ds.attrs[key] = str(value)
 
 
 def _write_atomic(path: Path, fields: Mapping[str, np.ndarray], field_attrs: Mapping[str, Mapping],

@@ -54,7 +54,8 @@ class Structure:
         index: structure index (shard name ``s<k>.h5`` / attribute, GlassBench file name), or None.
         source: where it came from (GlassBench ``source``, ``shard:<name>``).
         inherent_positions: (N, 2) [sigma] or None. particle_energies: (N,) of the inherent structure [epsilon]
-            or None. descriptors: (N, D) stored descriptors or None, with descriptor_names (D,).
+            or None. descriptors: (N, D) stored descriptors or None, with descriptor_names (D,) and
+            descriptor_settings_hash (the settings they were computed with; None when the shard records none).
         times: (T_n,) [tau] and propensity: (T_n, N) of the isoconfigurational MD, or None.
     """
 
@@ -70,6 +71,7 @@ class Structure:
     particle_energies: np.ndarray | None = None
     descriptors: np.ndarray | None = None
     descriptor_names: list[str] | None = None
+    descriptor_settings_hash: str | None = None
     times: np.ndarray | None = None
     propensity: np.ndarray | None = None
 
@@ -122,7 +124,8 @@ def read_structure(path: str | os.PathLike, fields: Iterable[str] = STRUCTURE_FI
                          **{f: (np.asarray(shard[f], dtype=np.float64) if f in shard else None)
                             for f in ("inherent_positions", "particle_energies", "descriptors", "times",
                                       "propensity")},
-                         descriptor_names=(list(attrs["descriptor_names"]) if "descriptor_names" in attrs else None))
+                         descriptor_names=(list(attrs["descriptor_names"]) if "descriptor_names" in attrs else None),
+                         descriptor_settings_hash=attrs.get("descriptor_settings_hash"))
     raise ValueError(f"unknown structure file type '{path.suffix}' for {path}: expected a GlassBench .npz, "
                      f"a tglassmlp .h5 shard or a LAMMPS dump {LAMMPS_SUFFIXES}")
 
@@ -133,6 +136,16 @@ def descriptor_settings_hash(settings: DescriptorSettings) -> str:
     text = json.dumps({"settings": dataclasses.asdict(settings), "code_version": DESCRIPTOR_CODE_VERSION},
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(kind: str, message: str, *args) -> None:
+    """log.warning once per process and ``kind`` (a dataset of 300 shards gives one line, not 300)."""
+    if kind not in _WARNED:
+        _WARNED.add(kind)
+        log.warning(message, *args)
 
 
 def descriptor_cache_key(path: str | os.PathLike, settings: DescriptorSettings) -> str:
@@ -160,16 +173,30 @@ def structure_descriptors(structure: Structure, cache_dir: str | os.PathLike | N
     ``conf/descriptors/default.yaml``): the stored field when its columns are those of ``settings``, else the
     cache (``cache_dir``, None: none), else computed (then cached).
 
-    A shard's stored ``descriptors`` record their column names only (``descriptor_names``: the L grid), not
-    the cutoff: a dataset stored with ``dataset.store_descriptors`` is read with the settings it was made with.
+    Stored ``descriptors`` are used when their columns are those of ``settings`` and the shard's
+    ``descriptor_settings_hash`` (written by simulate.py) equals :func:`descriptor_settings_hash` of ``settings``;
+    another hash (another cutoff, perimeter method, descriptor code version, ...) means cache or recompute, with
+    one warning per process. Shards written before the hash was recorded carry column names only: their stored
+    descriptors are used, with one warning per process (docs/data-format.md).
     """
     settings = load_descriptor_settings() if settings is None else settings
     names = descriptor_names(settings.l_grid)
     if structure.descriptors is not None:
-        if structure.descriptor_names == names:
+        stored_hash, wanted_hash = structure.descriptor_settings_hash, descriptor_settings_hash(settings)
+        if structure.descriptor_names != names:
+            log.info("%s: the stored descriptors have other columns than the settings ask for; using the cache or "
+                     "recomputing", structure.path)
+        elif stored_hash == wanted_hash:
             return np.asarray(structure.descriptors, dtype=np.float64), names
-        log.info("%s: the stored descriptors have other columns than the settings ask for; using the cache or "
-                 "recomputing", structure.path)
+        elif stored_hash is None:
+            _warn_once("unhashed", "%s: the stored descriptors record no descriptor_settings_hash (a shard from "
+                       "before it was recorded): used as they are, assuming the present descriptor settings "
+                       "(further such shards are not reported)", structure.path)
+            return np.asarray(structure.descriptors, dtype=np.float64), names
+        else:
+            _warn_once(f"stale:{stored_hash}", "%s: the stored descriptors were computed with other descriptor "
+                       "settings (hash %s, these settings %s): using the cache or recomputing (further shards "
+                       "with hash %s are not reported)", structure.path, stored_hash, wanted_hash, stored_hash)
     cached = None
     if cache_dir is not None:
         cached = Path(cache_dir) / f"{descriptor_cache_key(structure.path, settings)}.npy"

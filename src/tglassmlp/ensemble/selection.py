@@ -78,7 +78,7 @@ def read_structures(root, temperatures: Iterable[float], cache_dir=None, max_str
             leave out, with a warning, structures flagged as not equilibrated and shards without an inherent
             structure yet; a temperature without usable shards gives an empty list.
     """
-    from tglassmlp.data.datamodule import PropensityDataModule, temperatures_in
+    from tglassmlp.training.datamodule import PropensityDataModule, temperatures_in
 
     temps = sorted({round(float(t), 3) for t in temperatures})
     if not temps:
@@ -295,7 +295,7 @@ def select_sweep(tracking_uri: str, experiment_name: str, sweep_id: str, data_ro
             at every level (structures not equilibrated or without inherent structure left out).
         fallback_top_k: when no run passes, select the K best-ranked; None: select nothing, keep the ranking.
     """
-    from tglassmlp.data.datamodule import temperatures_in
+    from tglassmlp.training.datamodule import temperatures_in
     from tglassmlp.tracking import MlflowTracking
 
     tracking = MlflowTracking(tracking_uri, experiment_name)

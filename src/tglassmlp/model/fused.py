@@ -606,7 +606,7 @@ class FusedTrainingStep:
 
     def step(self, sample: dict, kind: str, target_correlation=None, update: bool = True) -> dict[str, float]:
         """Forward, loss, gradient and (``update``) one Adam step on one sample (a batch-of-one dict of
-        :class:`~tglassmlp.data.datamodule.PropensityDataset`). Returns the loss terms as floats (the keys of the
+        :class:`~tglassmlp.training.datamodule.PropensityDataset`). Returns the loss terms as floats (the keys of the
         torch losses' logging dicts). With ``update=False`` nothing changes; :attr:`last_gradient` holds (P,)."""
         if kind not in LOSS_CODES:
             raise ValueError(f"unknown loss kind {kind!r}; known: {sorted(LOSS_CODES)}")

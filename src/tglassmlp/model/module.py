@@ -116,7 +116,7 @@ class TGlassMLPModule(pl.LightningModule):
             region waits for all its threads, and on a machine whose cores also run other work a step then
             took ~85 ms instead of ~0.9 ms (measured with one core busy); use 2 only on otherwise idle cores.
 
-    Batches are the dicts of :class:`~tglassmlp.data.datamodule.PropensityDataset` (batches of one sample).
+    Batches are the dicts of :class:`~tglassmlp.training.datamodule.PropensityDataset` (batches of one sample).
     After ``trainer.test``: ``test_records`` holds every evaluated sample (for figures), ``test_metrics`` the
     summary.
     """
@@ -242,7 +242,7 @@ class TGlassMLPModule(pl.LightningModule):
             fused.check_optimizer(getattr(optimizer, "optimizer", optimizer))
         except FusedUnsupportedError as exc:
             if self.fused is True:
-                raise FusedUnsupportedError(f"module.fused=true: {exc}") from None
+                raise FusedUnsupportedError(f"model.fused=true: {exc}") from None
             log.info("training with the torch step (the fused kernel does not apply: %s)", exc)
             return
         threads = set_kernel_threads(self.fused_threads or torch.get_num_threads())

@@ -4,7 +4,7 @@ Stages (each written atomically into the shard, see docs/data-format.md; a rerun
 1. ``structure``: the equilibrium configuration, read from a file (GlassBench npz or our shard) or made
    by swap Monte Carlo at T (with its equilibration report; a failed criterion is flagged in the shard);
 2. ``inherent_structure``: local energy minimum and per-particle energies;
-3. ``descriptors`` (where ``dataset.store_descriptors``): the 176 coarse-grained descriptors of the
+3. ``descriptors`` (where ``simulation_dataset.store_descriptors``): the 176 coarse-grained descriptors of the
    inherent structure (otherwise training computes them on load and caches them under outputs/);
 4. ``isoconfigurational``: NVE runs with fresh velocities at the dataset's times (where the dataset asks for
    MD at this temperature), then bond breaking C_B^i(t) per run and the propensity (mean over runs).
@@ -77,7 +77,7 @@ def shard_seeds(seed: int, temperature: float, index: int) -> tuple[int, int]:
 
 def md_times(cfg: DictConfig, temperature: float):
     """Observation times [tau] of the isoconfigurational runs at T, or None where the dataset has no MD."""
-    ds = cfg.dataset
+    ds = cfg.simulation_dataset
     t_max = ds.default_t_max
     for sp in ds.state_points:
         if np.isclose(float(sp.temperature), temperature, rtol=0, atol=1e-9):
@@ -94,26 +94,26 @@ def required_fields(cfg: DictConfig, temperature: float) -> list[str]:
     the descriptors where the dataset stores them, the MD labels (and trajectories, if stored) where the
     dataset has MD at that temperature."""
     fields = [*STRUCTURE_FIELDS, *INHERENT_FIELDS]
-    if cfg.dataset.get("store_descriptors", False):
+    if cfg.simulation_dataset.get("store_descriptors", False):
         fields.append("descriptors")
     if md_times(cfg, temperature) is not None:
         fields += list(MD_FIELDS)
-        if cfg.dataset.get("store_trajectories", False):
+        if cfg.simulation_dataset.get("store_trajectories", False):
             fields.append("trajectories")
     return fields
 
 
 def dataset_root(cfg: DictConfig) -> Path:
-    """``<paths.output_dir>/datasets/<dataset.name>``: where the shards and the manifest of ``cfg`` live."""
-    name = str(cfg.dataset.name)
+    """``<paths.output_dir>/datasets/<simulation_dataset.name>``: where the shards and the manifest of ``cfg`` live."""
+    name = str(cfg.simulation_dataset.name)
     if not name or "/" in name or name in (".", ".."):
-        raise ValueError(f"dataset.name must be a plain folder name, got {name!r}")
+        raise ValueError(f"simulation_dataset.name must be a plain folder name, got {name!r}")
     return Path(cfg.paths.output_dir) / "datasets" / name
 
 
 def _check_dataset_config(cfg: DictConfig) -> None:
     """Refuse impossible dataset / MD settings before any work, naming the key."""
-    ds, iso = cfg.dataset, cfg.dataset.isoconfigurational
+    ds, iso = cfg.simulation_dataset, cfg.simulation_dataset.isoconfigurational
 
     def number(key, value, *, integer=False, minimum=None, strict=True, allow_none=False):
         if value is None and allow_none:
@@ -127,15 +127,15 @@ def _check_dataset_config(cfg: DictConfig) -> None:
             raise ValueError(f"config {key}: must be a{'n integer' if integer else ' finite number'}{bound}, "
                              f"got {value!r}")
 
-    number("dataset.n_particles", ds.n_particles, integer=True, minimum=2, strict=False)
-    number("dataset.isoconfigurational.n_runs", iso.n_runs, integer=True, minimum=0, strict=False)
-    number("dataset.isoconfigurational.n_times", iso.n_times, integer=True, minimum=1, strict=False)
-    number("dataset.isoconfigurational.t_min", iso.t_min, minimum=0)
-    number("dataset.default_t_max", ds.default_t_max, minimum=0, allow_none=True)
+    number("simulation_dataset.n_particles", ds.n_particles, integer=True, minimum=2, strict=False)
+    number("simulation_dataset.isoconfigurational.n_runs", iso.n_runs, integer=True, minimum=0, strict=False)
+    number("simulation_dataset.isoconfigurational.n_times", iso.n_times, integer=True, minimum=1, strict=False)
+    number("simulation_dataset.isoconfigurational.t_min", iso.t_min, minimum=0)
+    number("simulation_dataset.default_t_max", ds.default_t_max, minimum=0, allow_none=True)
     number("md.dt", cfg.md.dt, minimum=0)
     for k, sp in enumerate(ds.state_points):
-        number(f"dataset.state_points[{k}].temperature", sp.temperature, minimum=0)
-        number(f"dataset.state_points[{k}].t_max", sp.t_max, minimum=0, allow_none=True)
+        number(f"simulation_dataset.state_points[{k}].temperature", sp.temperature, minimum=0)
+        number(f"simulation_dataset.state_points[{k}].t_max", sp.t_max, minimum=0, allow_none=True)
     number("seed", cfg.seed, integer=True, minimum=0, strict=False)
 
 
@@ -219,7 +219,7 @@ def simulate_shard(cfg: DictConfig) -> dict:
     with ExitStack() as claims:
         for path in paths:
             claims.enter_context(claim_shard(path))
-        expect_shards(root, [(temperature, k, required) for k in indices], dataset=str(cfg.dataset.name))
+        expect_shards(root, [(temperature, k, required) for k in indices], dataset=str(cfg.simulation_dataset.name))
         if cfg.overwrite:
             md_checkpoint_path(paths).unlink(missing_ok=True)
             for path in paths:
@@ -311,8 +311,9 @@ def _run_stages(cfg, system, structure, temperature, index, swap_seed, md_seed, 
                 root = path.parent.parent
                 positions, types, box, report, record = shard_structure(
                     temperature, index, directory_of=lambda t: shard_path(root, t, 0).parent,
-                    seed_of=lambda t, i: shard_seeds(cfg.seed, t, i)[0], n_particles=int(cfg.dataset.n_particles),
-                    system=system, settings=settings, max_sweeps=cfg.dataset.max_sweeps)
+                    seed_of=lambda t, i: shard_seeds(cfg.seed, t, i)[0],
+                    n_particles=int(cfg.simulation_dataset.n_particles),
+                    system=system, settings=settings, max_sweeps=cfg.simulation_dataset.max_sweeps)
                 equilibrated = int(record["criterion_holds"])
                 attrs.update(source="swap_mc_harvest", equilibrated=equilibrated, equilibration_report=json.loads(
                     json.dumps(dict(report.to_dict(), structure=record), default=float)))
@@ -322,8 +323,9 @@ def _run_stages(cfg, system, structure, temperature, index, swap_seed, md_seed, 
                     warnings.simplefilter("ignore", RuntimeWarning)  # the flag below says it, in the shard
                     # a killed job resumes its chain from here (saved every swap.checkpoint_every_s)
                     positions, types, box, report = equilibrium_structure(
-                        temperature, int(cfg.dataset.n_particles), swap_seed, system=system, settings=settings,
-                        max_sweeps=cfg.dataset.max_sweeps, progress=False, checkpoint=swap_checkpoint(path))
+                        temperature, int(cfg.simulation_dataset.n_particles), swap_seed, system=system,
+                        settings=settings,
+                        max_sweeps=cfg.simulation_dataset.max_sweeps, progress=False, checkpoint=swap_checkpoint(path))
                 equilibrated = int(report.criterion_met)
                 attrs.update(source="swap_mc", equilibrated=equilibrated,
                              equilibration_report=json.loads(json.dumps(report.to_dict(), default=float)))
@@ -360,17 +362,19 @@ def _run_stages(cfg, system, structure, temperature, index, swap_seed, md_seed, 
     summary["inherent_energy"] = float(energies.mean())
 
     # ---- stage 3: structural descriptors (optional: cheap to recompute, large to store)
-    if cfg.dataset.get("store_descriptors", False):
+    if cfg.simulation_dataset.get("store_descriptors", False):
         if "descriptors" in existing:
             summary["skipped"].append("descriptors")
         else:
+            from tglassmlp.data.structures import descriptor_settings_hash
             from tglassmlp.observables import descriptor_names, load_descriptor_settings, structural_descriptors
 
             settings = load_descriptor_settings(cfg.get("descriptors") or "default")
             x_is = read_shard(path, fields=["inherent_positions"])["inherent_positions"]
             desc = structural_descriptors(x_is, types, box, settings=settings, energies=energies, system=system)
             update_shard(path, {"descriptors": desc.astype(np.float32)},
-                         field_attrs={"descriptors": {"descriptor_names": descriptor_names(settings.l_grid)}})
+                         field_attrs={"descriptors": {"descriptor_names": descriptor_names(settings.l_grid),
+                                                      "descriptor_settings_hash": descriptor_settings_hash(settings)}})
             summary["ran"].append("descriptors")
 
     # ---- stage 4 (isoconfigurational MD, bond breaking, propensity): _md_stage, for this and the job's other shards
@@ -405,7 +409,7 @@ def _md_stage(cfg, system, temperature, jobs: list[dict], paths: list[Path], thr
         layout = {"workers": int(threads), "threads": 1} if threads is not None and on_cpu else {}
         runs_all = isoconfigurational_runs_many(
             [(j["_md_input"][1], j["_md_input"][2]) for j in jobs], box, temperature, times,
-            int(cfg.dataset.isoconfigurational.n_runs), [j["_md_input"][4] for j in jobs], system=system,
+            int(cfg.simulation_dataset.isoconfigurational.n_runs), [j["_md_input"][4] for j in jobs], system=system,
             structures_per_context=len(jobs), config=cfg.md, progress=cfg.get("progress") is not False,
             checkpoint=checkpoint, checkpoint_every_s=every_s, **layout)
         for j, runs in zip(jobs, runs_all):
@@ -417,7 +421,7 @@ def _md_stage(cfg, system, temperature, jobs: list[dict], paths: list[Path], thr
                 propensity = c_b.mean(axis=0)
                 new = {"times": times, "bond_breaking": c_b.astype(np.float32),
                        "propensity": propensity.astype(np.float32)}
-                if cfg.dataset.store_trajectories:
+                if cfg.simulation_dataset.store_trajectories:
                     new["trajectories"] = runs
                 update_shard(path, new, {"md_seed": md_seed})
                 j["ran"].append("isoconfigurational")
@@ -440,13 +444,13 @@ def _md_stage(cfg, system, temperature, jobs: list[dict], paths: list[Path], thr
 
 
 def verify(cfg: DictConfig, *, deep: bool = True):
-    """Verify the dataset of ``cfg`` (``<output_dir>/datasets/<dataset.name>``) against its manifest.
+    """Verify the dataset of ``cfg`` (``<output_dir>/datasets/<simulation_dataset.name>``) against its manifest.
 
     Returns the :class:`tglassmlp.data.manifest.VerifyReport` (``.ok``, ``.format()``).
     """
     root = dataset_root(cfg)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset {cfg.dataset.name!r}: no folder {root} (nothing simulated yet, or "
+        raise FileNotFoundError(f"dataset {cfg.simulation_dataset.name!r}: no folder {root} (nothing simulated yet, or "
                                 "another paths.output_dir)")
     return verify_dataset(root, deep=deep)
 
@@ -469,7 +473,7 @@ def sweep_shards(cfg: DictConfig, task_overrides) -> list[tuple[float, int, list
         key = o.key_or_group
         if key in ("temperature", "structure_index"):
             values[key] = list(o.sweep_string_iterator())
-        elif key.split(".")[0] in ("dataset", "structure", "paths", "md", "seed", "experiment"):
+        elif key.split(".")[0] in ("simulation_dataset", "structure", "paths", "md", "seed", "simulation_experiment"):
             log.warning("sweep over %s: the expected shards are not recorded in advance", key)
             return []
 

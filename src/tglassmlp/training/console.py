@@ -23,8 +23,7 @@ from contextlib import contextmanager
 QUIET_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",
                  "lightning_fabric.utilities.seed", "lightning.fabric.utilities.seed",
                  "pytorch_lightning.callbacks.model_summary", "tglassmlp.model.module",
-                 "tglassmlp.observables.descriptors", "tglassmlp.data.datamodule",
-                 "tglassmlp.training.datamodule")
+                 "tglassmlp.observables.descriptors", "tglassmlp.training.datamodule")
 #: (message regex, category) of warnings that say nothing about the run: a deprecation inside Lightning's own
 #: code (pytorch_lightning/utilities/_pytree.py, torch >= 2.10), and the logging-interval hint for epochs of
 #: fewer batches than log_every_n_steps (the demo's 3 batches: epoch metrics are logged regardless)

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from tglassmlp.data.datamodule import DatasetNotFoundError, PropensityDataModule, StructureRecord
+from tglassmlp.training.datamodule import DatasetNotFoundError, PropensityDataModule, StructureRecord
 from tglassmlp.data.glassbench import GlassBenchTreeError, convert_glassbench_tree, glassbench_folder
 from tglassmlp.data.shards import read_shard
 from tglassmlp.data.structures import read_structure
@@ -72,7 +72,7 @@ class TimeCodeLabels:
 
 
 class GlassBenchDataModule(PropensityDataModule):
-    """:class:`~tglassmlp.data.datamodule.PropensityDataModule` over a GlassBench tree (module docstring).
+    """:class:`~tglassmlp.training.datamodule.PropensityDataModule` over a GlassBench tree (module docstring).
 
     Args:
         root: the GlassBench KA2D folder (``glassbench.root``; None: a clear error when the data are needed).

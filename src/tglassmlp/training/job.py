@@ -73,7 +73,8 @@ def resolve_seed(cfg: DictConfig) -> int:
 
 def curated_params(cfg: DictConfig, dm, module, n_parameters: int, seed: int) -> dict[str, Any]:
     """The params recorded in MLflow: model sizes, schedule, data selection, seed (not the whole config)."""
-    model = OmegaConf.to_container(cfg.model, resolve=True)
+    # the network's sizes, under the param names they had before the network moved to model.network
+    model = OmegaConf.to_container(cfg.model.network, resolve=True)
     params: dict[str, Any] = {f"model.{k}": v for k, v in model.items() if k not in ("_target_", "seed")}
     params["model.n_descriptors"] = dm.n_features
     params["model.n_parameters"] = n_parameters
@@ -103,7 +104,9 @@ def build(cfg: DictConfig, seed: int):
     """Data module (set up), network, loss and module from the config, after seeding every RNG.
 
     The network width M_S is taken from the data (the standardised descriptor columns that survive the
-    kept-column rule, :func:`~tglassmlp.observables.descriptors.kept_columns`), overriding ``model.n_descriptors`` with a log line when they differ.
+    kept-column rule, :func:`~tglassmlp.observables.descriptors.kept_columns`), overriding
+    ``model.network.n_descriptors`` with a log line when they differ. ``cfg.model`` is the LightningModule's node
+    (``conf/model/``): its ``network`` is built first, then the module with it.
     """
     import pytorch_lightning as pl
     from hydra.utils import instantiate
@@ -111,20 +114,29 @@ def build(cfg: DictConfig, seed: int):
     pl.seed_everything(seed, workers=True)
     dm = instantiate(cfg.data)
     dm.setup("fit")
-    if cfg.model.get("n_descriptors") not in (None, dm.n_features):
-        log.debug("model.n_descriptors = %s in the config; the data have %d standardised columns: using %d",
-                 cfg.model.n_descriptors, dm.n_features, dm.n_features)
+    net_cfg = cfg.model.network
+    if net_cfg.get("n_descriptors") not in (None, dm.n_features):
+        log.debug("model.network.n_descriptors = %s in the config; the data have %d standardised columns: using %d",
+                 net_cfg.n_descriptors, dm.n_features, dm.n_features)
     # re-seed so that the initial weights depend on the seed only, not on what data loading drew
     pl.seed_everything(seed, workers=True)
-    network = instantiate(cfg.model, n_descriptors=dm.n_features)
+    network = instantiate(net_cfg, n_descriptors=dm.n_features)
     loss = instantiate(cfg.loss, label_std=dm.label_std)
     if cfg.get("normalize_state_features", True):
         t, c = zip(*dm.training_state_points)
         network.set_state_normalization(list(t), list(c))
-    module = call_with_objects(cfg.module, network=network, loss=loss,
+    module = call_with_objects(module_node(cfg.model), network=network, loss=loss,
                                schedule=OmegaConf.to_container(cfg.schedule, resolve=True),
                                label_std=dm.label_std, descriptor_scaler=dm.scaler.to_dict())
     return dm, network, loss, module
+
+
+def module_node(model: DictConfig) -> DictConfig:
+    """The LightningModule's own settings: ``model`` (``conf/model/``) without its nested ``network``, which
+    :func:`build` instantiates itself (M_S comes from the data) and passes as an object."""
+    settings = OmegaConf.to_container(model, resolve=True)
+    settings.pop("network", None)
+    return OmegaConf.create(settings)
 
 
 def call_with_objects(node: DictConfig, **objects):
@@ -351,7 +363,7 @@ def save_artifacts(cfg: DictConfig, tracking, dm, network, module, run_dir: Path
 
     art = run_dir / "artifacts"
     (art / "config").mkdir(parents=True, exist_ok=True)
-    net_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    net_cfg = OmegaConf.to_container(cfg.model.network, resolve=True)
     net_cfg["n_descriptors"] = dm.n_features
     save_model_dir(art / "model", net_cfg, network, dm.scaler,
                    {"train": [list(p) for p in dm.training_state_points], "all": [list(p) for p in dm.state_points],

@@ -30,7 +30,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from tglassmlp.atomic import write_json_atomic, write_text_atomic
-from tglassmlp.data.datamodule import PropensityDataModule
+from tglassmlp.training.datamodule import PropensityDataModule
 from tglassmlp.ensemble.sources import load_run_members
 from tglassmlp.statepoints import format_temperature, state_point_name
 from tglassmlp.transfer.labels import TransferredLabels

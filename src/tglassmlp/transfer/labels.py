@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tglassmlp.atomic import save_npz_atomic
-from tglassmlp.data.datamodule import MDLabels, StructureRecord
+from tglassmlp.training.datamodule import MDLabels, StructureRecord
 from tglassmlp.statepoints import state_point_name
 from tglassmlp.transfer.table import as_table
 
@@ -31,7 +31,7 @@ def file_sha256(path: Path) -> str:
 
 
 class TransferredLabels:
-    """Labels made by step 1 (a :class:`~tglassmlp.data.datamodule.LabelSource`), read from one ``.npz``.
+    """Labels made by step 1 (a :class:`~tglassmlp.training.datamodule.LabelSource`), read from one ``.npz``.
 
     File layout (:meth:`write`): for each state point and structure k, ``label__T<T>_c<c>__s<k>`` (N_0,)
     float32, the mean prediction of the selected networks for the structure's type-0 particles (in the
@@ -127,7 +127,7 @@ class CompositeLabels:
         transferred: the source of the non-MD labels (a :class:`TransferredLabels`).
         md_state_points: {T: [c]} that take MD labels. None: MD wherever every shard at T has MD and
             <C_B>(t) reaches c, transferred otherwise.
-        md: the MD source (default :class:`~tglassmlp.data.datamodule.MDLabels`).
+        md: the MD source (default :class:`~tglassmlp.training.datamodule.MDLabels`).
 
     With ``md_state_points`` given, MD propensities at other state points are never used, even where the
     shards have them: that keeps held-out MD (the demo's T = 0.4) out of training.

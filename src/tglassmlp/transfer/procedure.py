@@ -49,7 +49,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from tglassmlp.atomic import write_json_atomic, write_text_atomic
-from tglassmlp.data.datamodule import MDLabels, PropensityDataModule, StructureRecord
+from tglassmlp.training.datamodule import MDLabels, PropensityDataModule, StructureRecord
 from tglassmlp.ensemble.manifest import write_manifest
 from tglassmlp.observables.descriptors import load_descriptor_settings
 from tglassmlp.ensemble.sources import load_run_members
@@ -72,6 +72,10 @@ STATE_VERSION = 1
 #: config keys that change how a run looks, not what it learns: left out of an ensemble's fingerprint
 _COSMETIC = {"trainer": ("enable_progress_bar", "enable_model_summary", "log_every_n_steps"),
              "data": ("cache_dir", "num_workers")}
+#: renamed ``_target_``s, new -> the name fingerprints were first computed with (the data module moved from
+#: tglassmlp.data to tglassmlp.training): a procedure started before a rename resumes
+_FINGERPRINT_TARGETS = {"tglassmlp.training.datamodule.PropensityDataModule":
+                        "tglassmlp.data.datamodule.PropensityDataModule"}
 
 
 class TransferError(RuntimeError):
@@ -125,6 +129,15 @@ def fingerprint(cfg: DictConfig) -> str:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     keep = {k: resolved.get(k) for k in ("data", "model", "loss", "schedule", "module", "trainer",
                                          "normalize_state_features")}
+    # fingerprinted in the layout they were first computed in, so that renames do not orphan a started
+    # procedure: the network at `model` and the LightningModule's settings at `module` (conf/model/ now holds
+    # the module with the network nested under model.network), the data module under its old _target_
+    if isinstance(keep["model"], dict) and "network" in keep["model"]:
+        model = dict(keep["model"])
+        keep["model"] = model.pop("network")
+        keep["module"] = model
+    if isinstance(keep["data"], dict) and keep["data"].get("_target_") in _FINGERPRINT_TARGETS:
+        keep["data"] = {**keep["data"], "_target_": _FINGERPRINT_TARGETS[keep["data"]["_target_"]]}
     for group, keys in _COSMETIC.items():
         if isinstance(keep.get(group), dict):
             keep[group] = {k: v for k, v in keep[group].items() if k not in keys}
