@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=15 tests
 
-# The main job: a 4-seed ensemble on the shipped demo data, the self-consistency selection (printed), predict.py
-# with that ensemble on every demo structure (the 4 best-ranked networks when none passes the 1e-4 test: the demo
-# is too small for it), then analyze.py: dynamic-heterogeneity tables and the paper's figures that the demo data
+# The main job: a 4-seed ensemble on the shipped demo data, the self-consistency selection (printed; the 4
+# best-ranked networks when none passes the 1e-4 test, as the demo is too small for it: experiment=demo), which
+# registers the ensemble in the MLflow Model Registry (tglassmlp_demo.ensemble, alias 'selected'); predict.py
+# reads it from there and predicts every demo structure, then analyze.py: dynamic-heterogeneity tables and the paper's figures that the demo data
 # support (outputs/analysis/demo). The predictions also go to one GSD file for OVITO
 # (outputs/predictions/tglassmlp_demo/demo.gsd: propensity and its spread per level as particle properties).
 # It ends with the sweep's table (per seed: held-out Pearson, label ceiling rho_max, selected), the paths and the
@@ -31,7 +32,7 @@ test: $(STAMP)
 demo: $(STAMP)
 	@if ls data/demo/T*/s*.h5 >/dev/null 2>&1; then \
 		$(BIN)/python train.py -m experiment=demo seed=0..3 launcher=joblib && \
-		$(BIN)/python predict.py ensemble_source=manifest ensemble_source.manifest=latest ensemble_source.top_k=4 \
+		$(BIN)/python predict.py ensemble_source=registry ensemble_source.name=tglassmlp_demo.ensemble \
 			structures=data/demo 'levels=[0.95,0.9,0.8,0.7,0.65,0.6,0.5]' overwrite=true && \
 		$(BIN)/python -m tglassmlp.predict.gsd_export outputs/predictions/tglassmlp_demo/demo.gsd \
 			outputs/predictions/tglassmlp_demo/*.pred.h5 && \

@@ -62,7 +62,7 @@ from importlib import resources
 import numpy as np
 
 from tglassmlp.physics.configuration import ConfigurationError, validate_configuration
-from tglassmlp.physics.swap_mc import SwapSettings, load_swap_settings
+from tglassmlp.physics.swap_settings import SwapSettings, load_swap_settings
 from tglassmlp.physics.system import N_TYPES, PairPotential, resolve_system
 
 INSTALL_HINT = "apt-get install pocl-opencl-icd ocl-icd-libopencl1"
