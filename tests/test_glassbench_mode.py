@@ -240,9 +240,14 @@ def test_train_glassbench_multirun_writes_the_table(tree, tmp_path):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{db}")
-    exp = client.get_experiment_by_name("tglassmlp_glassbench")
+    exp = client.get_experiment_by_name("tglassmlp_glassbench/train")
     runs = client.search_runs([exp.experiment_id])
     (gb_run,) = [r for r in runs if r.data.tags.get("glassbench.table") == "true"]
+    # grouped under the sweep's parent run, beside the seeds' runs
+    from tglassmlp.callbacks import SWEEP_KIND
+
+    (parent,) = [r for r in runs if r.data.tags.get("kind") == SWEEP_KIND]
+    assert gb_run.data.tags.get("mlflow.parentRunId") == parent.info.run_id
     row = rows[(0.3, 20000.0)]
     assert gb_run.data.metrics["glassbench/T0.300_tc06/pearson_mean"] == pytest.approx(row["pearson_mean"])
     assert gb_run.data.metrics["glassbench/T0.230_tc40/rho_max"] == pytest.approx(rows[(0.23, 1.5e6)]["rho_max"])

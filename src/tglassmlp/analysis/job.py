@@ -559,7 +559,7 @@ def analyze(cfg: DictConfig | Mapping) -> dict[str, Any]:
         if missing:
             notes.append(f"- predictions: no file is at the levels {missing} of `levels` (predict.py levels=[...])")
     ceiling = dict(cfg.get("ceiling") or {})
-    runs = ShardRuns(int(cfg.reference_type), int(ceiling.get("n_splits", 50)), int(ceiling.get("seed", 0)))
+    runs = ShardRuns(int(cfg.labels.reference_type), int(ceiling.get("n_splits", 50)), int(ceiling.get("seed", 0)))
     for T, f in pred.items():
         pred_obs[T] = observe_ensemble(f, settings)
         pearson[T] = pearson_scores(f, md.get(T), runs)

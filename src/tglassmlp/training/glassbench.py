@@ -371,12 +371,15 @@ class GlassBenchTable(_HydraCallback):
         from omegaconf import OmegaConf
 
         from tglassmlp.ensemble.sources import load_run_members
-        from tglassmlp.tracking import MlflowTracking
+        from tglassmlp.tracking import MlflowTracking, read_sweep_parent
 
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         logger = OmegaConf.to_container(config.logger, resolve=True)
+        # the table's run sits under the sweep's parent run (beside the seeds) when the sweep has one
+        parent = read_sweep_parent(sweep_dir)
         tracking = MlflowTracking(logger["tracking_uri"], logger.get("experiment_name") or config.study,
-                                  logger.get("artifact_location"))
+                                  logger.get("artifact_location"),
+                                  parent_run_id=parent["run_id"] if parent else None)
         exp = tracking.prepare()
         runs = tracking.client.search_runs(
             [exp], filter_string=f"tags.sweep_id = '{sweep_dir}' and attributes.status = 'FINISHED'")
