@@ -144,3 +144,47 @@ def mlflow_server(db: Path, artifacts: Path | None = None, timeout: float = 120.
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait(30)
+
+
+def min_image_distances(pos, box) -> np.ndarray:
+    """(N, N) minimum-image distances in a square periodic box (brute force: tests only)."""
+    d = pos[:, None, :] - pos[None, :, :]
+    d -= box * np.round(d / box)
+    return np.sqrt((d ** 2).sum(-1))
+
+
+class Killed(Exception):
+    """Stands in for a kill right after a checkpoint was written (raised from a checkpoint hook)."""
+
+
+def _opencl_device_found() -> bool:
+    try:
+        from tglassmlp.physics.swap_mc_opencl import opencl_devices
+
+        return bool(opencl_devices())
+    except Exception:  # pyopencl missing or no ICD loader
+        return False
+
+
+# one line when the optional OpenCL component is missing (CI installs PoCL, so these run there)
+requires_opencl = pytest.mark.skipif(not _opencl_device_found(),
+                                     reason="OpenCL device not found: apt-get install pocl-opencl-icd ocl-icd-libopencl1")
+
+
+@contextmanager
+def killed_after_checkpoint(monkeypatch, module, n: int):
+    """Within the block, ``module._save_checkpoint`` raises :class:`Killed` right after its n-th write (the
+    file is complete, as after a SIGKILL that lands just after a checkpoint); restored on exit."""
+    real_save, calls = module._save_checkpoint, []
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == n:
+            raise Killed
+
+    monkeypatch.setattr(module, "_save_checkpoint", save_then_die)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(module, "_save_checkpoint", real_save)

@@ -15,6 +15,8 @@ from tglassmlp.physics.swap_mc import equilibrium_structure, load_swap_settings
 from tglassmlp.physics.system import load_system
 from tglassmlp.simulation.chains import chain_of_shard
 
+from conftest import Killed, killed_after_checkpoint, min_image_distances
+
 SYSTEM = load_system()
 # tiny and hot: tau_Q ~ 3e2 sweeps at N = 43, T = 2, so the criterion holds within 6400 sweeps (~2 s)
 T, N = 2.0, 43
@@ -22,14 +24,6 @@ FAST = dict(n_particles=N, seed=5, max_sweeps=12800, melt_sweeps=20, anneal_step
             adapt_sweeps_at_target=20, first_block_sweeps=200, snapshot_every=10)
 
 
-class Killed(Exception):
-    """Stands in for a kill right after a checkpoint was written."""
-
-
-def _min_image_distances(pos, box):
-    d = pos[:, None, :] - pos[None, :, :]
-    d -= box * np.round(d / box)
-    return np.sqrt((d ** 2).sum(-1))
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +41,7 @@ def test_harvested_structures_are_valid_equilibrium_structures(harvest):
         assert b == pytest.approx(box) and pos.shape == (N, 2) and types.dtype == np.int64
         np.testing.assert_array_equal(np.bincount(types, minlength=3), SYSTEM.composition_for(N))
         assert np.all((pos >= 0) & (pos < box))
-        r = _min_image_distances(pos, box) + np.eye(N) * 1e9
+        r = min_image_distances(pos, box) + np.eye(N) * 1e9
         assert np.all(r > closest[types[:, None], types[None, :]]), f"structure {k} has an overlap"
         # the recorded energy is the sampler's tracked one: equal to an independent recomputation
         rec = report.structures[k]
@@ -107,18 +101,8 @@ def test_killed_harvest_resumes_to_the_same_structures(tmp_path, monkeypatch, ha
     harvests) leaves a file from which a rerun gives the uninterrupted run's structures and records."""
     structures, report = harvest
     path = tmp_path / "chain.npz"
-    real_save, calls = swap_mc._save_checkpoint, []
-
-    def save_then_die(*args):
-        real_save(*args)
-        calls.append(1)
-        if len(calls) == kill_after:
-            raise Killed
-
-    monkeypatch.setattr(swap_mc, "_save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
+    with killed_after_checkpoint(monkeypatch, swap_mc, kill_after), pytest.raises(Killed):
         equilibrium_structures(T, 4, checkpoint=path, checkpoint_every_s=0, **FAST)
-    monkeypatch.setattr(swap_mc, "_save_checkpoint", real_save)
     resumed, rep = equilibrium_structures(T, 4, checkpoint=path, checkpoint_every_s=0, **FAST)
     for (p0, t0, _), (p1, t1, _) in zip(structures, resumed):
         np.testing.assert_array_equal(p0, p1)

@@ -15,15 +15,9 @@ import tglassmlp.physics.swap_mc as swap_mc
 from tglassmlp.physics import equilibrium_structures, potential_energy
 from tglassmlp.physics.system import load_system
 
-try:
-    from tglassmlp.physics.swap_mc_opencl import opencl_devices
+from conftest import Killed, killed_after_checkpoint, min_image_distances, requires_opencl
 
-    _HAVE_DEVICE = bool(opencl_devices())
-except Exception:  # pyopencl missing or no ICD loader
-    _HAVE_DEVICE = False
-
-pytestmark = pytest.mark.skipif(not _HAVE_DEVICE,
-                                reason="OpenCL device not found: apt-get install pocl-opencl-icd ocl-icd-libopencl1")
+pytestmark = requires_opencl
 
 SYSTEM = load_system()
 # tiny and hot (as in test_harvest.py); a = 0.15 and 5 tau_Q make the criterion cheap to meet at T = 2 (easy
@@ -32,16 +26,6 @@ T, N = 2.0, 43
 FAST = dict(n_particles=N, seed=5, max_sweeps=3200, melt_sweeps=20, anneal_steps=2, anneal_sweeps=20,
             adapt_sweeps_at_target=20, first_block_sweeps=200, snapshot_every=10, overlap_a=0.15,
             n_decorrelation=5.0)
-
-
-class Killed(Exception):
-    """Stands in for a kill right after a checkpoint was written."""
-
-
-def _min_image_distances(pos, box):
-    d = pos[:, None, :] - pos[None, :, :]
-    d -= box * np.round(d / box)
-    return np.sqrt((d ** 2).sum(-1))
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +46,7 @@ def test_opencl_harvest_gives_valid_structures_and_meets_the_easy_criterion(batc
         assert b == pytest.approx(box) and pos.shape == (N, 2) and types.dtype == np.int64
         np.testing.assert_array_equal(np.bincount(types, minlength=3), SYSTEM.composition_for(N))
         assert np.all((pos >= 0) & (pos < box))
-        r = _min_image_distances(pos, box) + np.eye(N) * 1e9
+        r = min_image_distances(pos, box) + np.eye(N) * 1e9
         assert np.all(r > closest[types[:, None], types[None, :]]), f"structure {k} has an overlap"
         assert rec["energy"] == pytest.approx(potential_energy(pos, types, box) / N, abs=1e-9)
         assert rec["criterion_holds"] == (not rec["reasons"])
@@ -109,18 +93,8 @@ def test_killed_opencl_harvest_resumes_to_the_same_structures(tmp_path, monkeypa
     generator is counter-based)."""
     structures, report = batched
     path = tmp_path / "chains.npz"
-    real_save, calls = swap_mc._save_checkpoint, []
-
-    def save_then_die(*args):
-        real_save(*args)
-        calls.append(1)
-        if len(calls) == kill_after:
-            raise Killed
-
-    monkeypatch.setattr(swap_mc, "_save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
+    with killed_after_checkpoint(monkeypatch, swap_mc, kill_after), pytest.raises(Killed):
         equilibrium_structures(T, 4, backend="opencl", n_chains=2, checkpoint=path, checkpoint_every_s=0, **FAST)
-    monkeypatch.setattr(swap_mc, "_save_checkpoint", real_save)
     resumed, rep = equilibrium_structures(T, 4, backend="opencl", n_chains=2, checkpoint=path,
                                           checkpoint_every_s=0, **FAST)
     for (p0, t0, _), (p1, t1, _) in zip(structures, resumed):

@@ -28,6 +28,8 @@ from tglassmlp.physics.swap_mc import (
     self_overlap,
 )
 
+from conftest import Killed, killed_after_checkpoint
+
 SYSTEM = load_system()
 # kernel dE vs the difference of two numpy total energies (~1e3 epsilon each): relative to max(|dE|, 1)
 DELTA_RTOL = 1e-10
@@ -531,10 +533,6 @@ def test_bad_input_errors():
 
 
 # ------------------------------------------------------------------ checkpoints
-class _Killed(Exception):
-    """Stands in for a kill right after a checkpoint was written."""
-
-
 CKPT = dict(n_particles=43, seed=7, **{**QUICK, "snapshot_every": 10, "max_snapshots": 8}, checkpoint_every_s=0)
 
 
@@ -545,19 +543,8 @@ def test_checkpoint_resume_equals_uninterrupted_run(tmp_path, monkeypatch, kill_
 
     ref_pos, ref_types, _, ref = equilibrium_structure(0.5, max_sweeps=400, **CKPT)
     path = tmp_path / "chain.npz"
-    real_save = swap_mc._save_checkpoint
-    calls = []
-
-    def save_then_die(*args):
-        real_save(*args)
-        calls.append(1)
-        if len(calls) == kill_after:
-            raise _Killed
-
-    monkeypatch.setattr(swap_mc, "_save_checkpoint", save_then_die)
-    with pytest.raises(_Killed):
+    with killed_after_checkpoint(monkeypatch, swap_mc, kill_after), pytest.raises(Killed):
         equilibrium_structure(0.5, max_sweeps=400, checkpoint=path, **CKPT)
-    monkeypatch.setattr(swap_mc, "_save_checkpoint", real_save)
     assert path.is_file() and not list(tmp_path.glob("*.tmp*"))  # the rename left no partial file
     pos, types, _, rep = equilibrium_structure(0.5, max_sweeps=400, checkpoint=path, **CKPT)
     # the resumed chain is the uninterrupted chain, move for move

@@ -17,16 +17,11 @@ from scipy import stats
 from tglassmlp.physics import ConfigurationError, load_system, potential_energy
 from tglassmlp.physics.swap_mc import SwapMonteCarlo, _random_start, load_swap_settings
 
-try:
-    from tglassmlp.physics.swap_mc_opencl import (BatchedSwapMonteCarlo, OpenCLUnavailableError,
-                                                  opencl_devices)
+from tglassmlp.physics.swap_mc_opencl import BatchedSwapMonteCarlo, OpenCLUnavailableError, opencl_devices
 
-    _HAVE_DEVICE = bool(opencl_devices())
-except Exception:  # pyopencl missing or no ICD loader
-    _HAVE_DEVICE = False
+from conftest import requires_opencl
 
-pytestmark = pytest.mark.skipif(not _HAVE_DEVICE,
-                                reason="OpenCL device not found: apt-get install pocl-opencl-icd ocl-icd-libopencl1")
+pytestmark = requires_opencl
 
 SYSTEM = load_system()
 P_MIN = 1e-3
