@@ -181,6 +181,22 @@ def test_stored_descriptors_are_used_only_with_the_settings_they_were_made_with(
     assert sum("no descriptor_settings_hash" in r.getMessage() for r in caplog.records) == 1
 
 
+def test_exported_shards_keep_the_settings_hash_of_their_stored_descriptors(structure, tmp_path):
+    """data.export copies per-field attributes with their field: an exported shard's stored descriptors keep
+    their column names and the hash of the settings they were made with (else they would read as unknown)."""
+    from tglassmlp.data import read_shard
+    from tglassmlp.data.export import export_dataset
+
+    marker = np.full((structure.n_particles, len(descriptor_names(SMALL.l_grid))), 7.0, dtype=np.float32)
+    made = _shard_with_stored_descriptors(structure, tmp_path, "src", marker, structures.descriptor_settings_hash(SMALL))
+    (out,) = export_dataset(tmp_path / "src", tmp_path / "dst", fields=("positions", "types", "inherent_positions",
+                                                                      "descriptors"))
+    exported = read_shard(out)
+    assert exported.field_attrs["descriptors"]["descriptor_settings_hash"] == made.descriptor_settings_hash
+    assert list(exported.field_attrs["descriptors"]["descriptor_names"]) == descriptor_names(SMALL.l_grid)
+    np.testing.assert_array_equal(structure_descriptors(read_structure(out), tmp_path / "cache", SMALL)[0], marker)
+
+
 def test_shard_refuses_a_malformed_descriptor_settings_hash(structure, tmp_path):
     from tglassmlp.data import ShardError
 

@@ -45,7 +45,10 @@ def export_dataset(source, destination, fields=SHIPPED_FIELDS, *, overwrite: boo
         attrs = {k: v for k, v in shard.attrs.items() if k not in ("n_particles", "created", "updated",
                                                                     "format_version")}
         target.parent.mkdir(parents=True, exist_ok=True)
-        written.append(write_shard(target, kept, attrs, overwrite=True))
+        # per-field attributes travel with their field (descriptor names and the settings hash they were
+        # computed with: without the hash, stored descriptors would be read as of unknown settings)
+        field_attrs = {name: dict(a) for name, a in shard.field_attrs.items() if name in kept and a}
+        written.append(write_shard(target, kept, attrs, field_attrs=field_attrs, overwrite=True))
     return written
 
 
