@@ -416,3 +416,32 @@ def test_step1_labels_are_the_mean_of_the_selected_networks(tmp_path, monkeypatc
         spread = np.sqrt(sum((e - mean) ** 2 for e in each) / 3.0)
         np.testing.assert_allclose(labels.get(0.5, 0.8, rec.index), mean, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(labels.get(0.5, 0.8, rec.index, spread=True), spread, rtol=1e-4, atol=1e-6)
+
+
+def test_held_out_ceilings_against_two_run_split_half(tmp_path):
+    """rho_max at a held-out point (held_out.json, the comparison table) = the mean over its structures of
+    sqrt(2 r / (1 + r)), r the Pearson of the two runs' type-0 C_B at the level's crossing time t* (two runs:
+    one split, Spearman-Brown to N_R = 2), with t* and the runs interpolated in log t here from the raw shards."""
+    import math
+
+    from tglassmlp.data import read_shard
+
+    root = make_synthetic_dataset(tmp_path / "data", n_structures=4, n=60, box=8.5, no_md_temperatures=(0.4,),
+                                  n_runs=2, run_noise=0.15)
+    cfg = tiny_config(tmp_path, root, f"sqlite:///{tmp_path}/mlflow.db")
+    procedure = instantiate(cfg.transfer, _convert_="all")
+    paths = sorted((Path(root) / "T0.500").glob("s*.h5"))
+    t_star, _ = labels_by_hand(paths, 0.8)
+    expected = []
+    for p in paths:
+        raw = read_shard(p, fields=["types", "times", "bond_breaking"])
+        log_t = np.log(np.asarray(raw["times"], np.float64))
+        k = int(np.searchsorted(log_t, math.log(t_star)))
+        w = (math.log(t_star) - log_t[k - 1]) / (log_t[k] - log_t[k - 1])
+        runs = np.asarray(raw["bond_breaking"], np.float64)[:, :, np.asarray(raw["types"]) == 0]
+        at = (1 - w) * runs[:, k - 1] + w * runs[:, k]
+        r = np.corrcoef(at[0], at[1])[0, 1]
+        expected.append(math.sqrt(2 * r / (1 + r)))
+    ceilings = procedure.held_out_ceilings(cfg)
+    assert list(ceilings) == ["T0.500_c0.80"]
+    assert ceilings["T0.500_c0.80"] == pytest.approx(float(np.mean(expected)), rel=1e-9)

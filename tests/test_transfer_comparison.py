@@ -20,6 +20,7 @@ from tglassmlp.model.network import TGlassMLP
 from tglassmlp.transfer import TransferredLabels, TransferState
 
 HELD_OUT = [(0.5, 0.8), (0.5, 0.5)]
+CEILINGS = {"T0.500_c0.80": 0.61, "T0.500_c0.50": float("nan")}
 T_MD = 0.6
 
 
@@ -65,6 +66,8 @@ def setup(tmp_path, monkeypatch):
     procedure.manifest = {"selected": ["step2_1"], "ranking": [{"run_id": "step2_1"}, {"run_id": "step2_0"}]}
     targets = {p: (records, md_labels_near(step2, records, *p, noise=0.8, seed=k)) for k, p in enumerate(HELD_OUT)}
     monkeypatch.setattr(procedure, "held_out_targets", lambda _cfg: targets)
+    # the ceilings themselves: test_transfer.py::test_held_out_ceilings_against_two_run_split_half
+    monkeypatch.setattr(procedure, "held_out_ceilings", lambda _cfg: dict(CEILINGS))
     rng = np.random.default_rng(7)
     step1 = {p: {r.index: y + 0.5 * y.std() * rng.normal(size=y.shape) for r, y in zip(*targets[p])}
              for p in HELD_OUT}
@@ -181,6 +184,12 @@ def test_comparison_table_equals_a_direct_computation(setup):
         assert cells[3] == f"{np.mean(ens):.3f}"
         for sp, v in zip(result["held_out"], ens):
             assert procedure.tracking.metrics[f"comparison/{sp}/method{k}/pearson_ensemble"] == v
+    # rho_max beside the Pearsons: a row of the table, the JSON (null where undefined) and a metric where defined
+    ceiling_row = [c.strip() for c in table[2 + len(names)].strip("|").split("|")]
+    assert ceiling_row == ["label ceiling rho_max", "0.610", "-", "0.610"]
+    assert result["rho_max"] == {"T0.500_c0.80": 0.61, "T0.500_c0.50": None}
+    assert procedure.tracking.metrics["comparison/T0.500_c0.80/rho_max"] == 0.61
+    assert "comparison/T0.500_c0.50/rho_max" not in procedure.tracking.metrics
     assert sorted(procedure.tracking.artifacts) == ["comparison.json", "comparison.md", "comparison.png"]
     assert procedure.tracking.ended == ["run:comparison"]
 

@@ -195,9 +195,9 @@ def state_point_samples(dm) -> dict[tuple[float, float], dict[str, list]]:
 
 def state_point_ceilings(dm, n_splits: int = 50, seed: int = 0) -> dict[str, dict[str, Any]]:
     """{state point name: {'rho_max', 'n_runs'}}: the label-noise ceiling of the held-out Pearson, from the test
-    structures' per-run bond breaking at their label times t* (:class:`~tglassmlp.analysis.ceilings.ShardRuns`);
+    structures' per-run bond breaking at their label times t* (:class:`~tglassmlp.data.ceilings.ShardRuns`);
     NaN where a shard keeps no per-run C_B or the labels are not MD labels (t* NaN)."""
-    from tglassmlp.analysis.ceilings import ShardRuns
+    from tglassmlp.data.ceilings import ShardRuns
 
     runs = ShardRuns(dm.reference_type, n_splits, seed)
     items: dict[tuple[float, float], list[tuple[Path, float]]] = {}

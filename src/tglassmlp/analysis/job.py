@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from tglassmlp.analysis.ceilings import ShardRuns
+from tglassmlp.data.ceilings import ShardRuns
 from tglassmlp.analysis.fields import (
     NetworkProbe,
     PropensityField,
@@ -190,7 +190,7 @@ def pearson_scores(field: PropensityField, md_field: PropensityField | None = No
     """rho_P (Eq. 8) per level against the MD truth: per network, the mean over the structures the networks
     were not trained on; then mean and std over networks. Also the same over the training structures.
 
-    With the MD field and a :class:`~tglassmlp.analysis.ceilings.ShardRuns`, also ``rho_max_test`` and
+    With the MD field and a :class:`~tglassmlp.data.ceilings.ShardRuns`, also ``rho_max_test`` and
     ``rho_max_train`` (K,): the label ceiling of the same structures' labels at each level (per-run C_B at the
     level's crossing time t* of the MD curve), and ``n_runs`` (the N_R of those shards, 0 when unknown)."""
     from tglassmlp.metrics import pearson

@@ -288,24 +288,11 @@ def label_ceilings(dm, samples=None, n_splits: int = 50, seed: int = 0) -> dict[
     or fewer than 2 runs, its labels have no MD label time (transferred labels), or the runs' mean differs from
     the labels by more than 1e-4 (labels that are not these runs' mean).
     """
-    from tglassmlp.data.shards import ShardError, open_shard
-    from tglassmlp.observables.ceiling import LabelCeiling
-    from tglassmlp.observables.labels import interpolate_log_time
+    from tglassmlp.data.ceilings import ShardRuns
     from tglassmlp.statepoints import state_point_name
 
     samples = dm.test_samples if samples is None else samples
-    runs_of: dict = {}
-
-    def shard_runs(rec):
-        if rec.path not in runs_of:
-            try:
-                with open_shard(rec.path) as reader:
-                    runs_of[rec.path] = reader.read("bond_breaking") if "bond_breaking" in reader.fields else None
-            except ShardError as exc:
-                log.debug("%s: bond_breaking unreadable (%s)", rec.path, exc)
-                runs_of[rec.path] = None
-        return runs_of[rec.path]
-
+    shard_runs = ShardRuns(dm.reference_type, n_splits, seed)
     groups: dict[tuple[float, float], list] = {}
     for s in samples:
         groups.setdefault((s.temperature, s.level), []).append(s)
@@ -314,14 +301,13 @@ def label_ceilings(dm, samples=None, n_splits: int = 50, seed: int = 0) -> dict[
         per_structure, why = [], None
         for s in group:
             rec = dm.structures[s.structure]
-            runs = shard_runs(rec)
-            if runs is None or rec.times is None or not math.isfinite(s.t_star):
+            at_label = shard_runs.at(rec.path, s.t_star) if rec.times is not None else None
+            if at_label is None:
                 why = f"{rec.path}: no per-run bond_breaking or no MD label time"
                 break
-            if runs.shape[0] < 2:
-                why = f"{rec.path}: {runs.shape[0]} run(s)"
+            if at_label.shape[0] < 2:
+                why = f"{rec.path}: {at_label.shape[0]} run(s)"
                 break
-            at_label = interpolate_log_time(rec.times, np.moveaxis(runs, 0, 1), s.t_star)[:, rec.reference]
             if not np.allclose(at_label.mean(axis=0), s.labels, rtol=0.0, atol=1e-4):
                 why = f"{rec.path}: the labels are not the mean of its runs"
                 break
@@ -330,7 +316,7 @@ def label_ceilings(dm, samples=None, n_splits: int = 50, seed: int = 0) -> dict[
         if why is not None:
             log.debug("no label ceiling for %s (%s)", name, why)
             continue
-        out[name] = float(LabelCeiling(n_splits=n_splits, seed=seed).compute(per_structure).mean_rho_max[0])
+        out[name] = shard_runs.ceiling_of_runs(per_structure)
     return out
 
 

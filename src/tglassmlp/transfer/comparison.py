@@ -22,6 +22,7 @@ comparison.md, comparison.png}``; every network is an MLflow run under the proce
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -152,8 +153,9 @@ def compare_transfer(procedure, cfg: DictConfig, seeds: Sequence[int] = (0, 1), 
                                         "comparison", parent, {"comparison.method": "c"})
         rows["(c) direct: tGlassMLP on all MD points, no transfer step"] = evaluate_members(members_of(runs), targets)
 
+    ceilings = procedure.held_out_ceilings(cfg)
     result = {"transfer_id": procedure.transfer_id, "held_out": [state_point_name(*k) for k in targets],
-              "rows": rows}
+              "rows": rows, "rho_max": {sp: (v if math.isfinite(v) else None) for sp, v in ceilings.items()}}
     write_json_atomic(out_dir / "comparison.json", result)
     text = format_markdown(result)
     write_text_atomic(out_dir / "comparison.md", text)
@@ -162,6 +164,7 @@ def compare_transfer(procedure, cfg: DictConfig, seeds: Sequence[int] = (0, 1), 
     for k, (method, per_point) in enumerate(rows.items()):
         for sp, d in per_point.items():
             metrics[f"comparison/{sp}/method{k}/pearson_ensemble"] = d["pearson_ensemble"]
+    metrics.update({f"comparison/{sp}/rho_max": v for sp, v in result["rho_max"].items() if v is not None})
     procedure.log_metrics(parent, metrics)
     for p in (out_dir / "comparison.json", out_dir / "comparison.md", figure):
         procedure.tracking.log_artifact(p, "comparison", run_id=parent)
@@ -187,10 +190,16 @@ def format_markdown(result: dict) -> str:
                 cell += f" ({d['pearson_networks']:.3f} +- {d['pearson_networks_std']:.3f}, {d['n_networks']} nets)"
             cells.append(cell + f" [{d['n_structures']} str.]")
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {np.mean(ens):.3f} |")
+    ceilings = [result.get("rho_max", {}).get(sp) for sp in points]
+    if any(v is not None for v in ceilings):
+        known = [v for v in ceilings if v is not None]
+        lines.append("| label ceiling rho_max | " + " | ".join("-" if v is None else f"{v:.3f}" for v in ceilings)
+                     + f" | {np.mean(known):.3f} |")
     lines.append("")
     lines.append("Bold: Pearson of the ensemble-mean prediction with the MD propensity, averaged over structures; "
                  "in brackets the mean +- std over networks of each network's Pearson, and the number of "
-                 "structures scored.")
+                 "structures scored. rho_max: the best Pearson any predictor could reach given the noise of labels "
+                 "from the structures' isoconfigurational runs (split-half + Spearman-Brown, docs/label-ceiling.md).")
     return "\n".join(lines) + "\n"
 
 

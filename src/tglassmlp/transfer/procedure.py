@@ -424,8 +424,8 @@ class TwoStepTransfer:
         self.tracking.log_artifact(self.manifest_path, run_id=proc)
 
     # --------------------------------------------------------------------------------------- held out
-    def held_out_targets(self, cfg: DictConfig) -> dict[tuple[float, float], tuple[list, list[np.ndarray]]]:
-        """{(T, c): (records, MD labels per record)} at the held-out points (MD labels as in training)."""
+    def _held_out(self, cfg: DictConfig) -> dict[tuple[float, float], tuple[list, list[np.ndarray], np.ndarray]]:
+        """{(T, c): (records, MD labels per record, label times t* per record)} at the held-out points."""
         out = {}
         for t, cs in self.table.held_out.items():
             recs = self.records(cfg, [t])[t]
@@ -435,8 +435,22 @@ class TwoStepTransfer:
                     log.warning("held-out %s: <C_B>(t) at T = %g does not reach %g; left out",
                                 state_point_name(t, c), t, c)
                     continue
-                out[(t, float(c))] = (recs, labelled[float(c)][0])
+                out[(t, float(c))] = (recs, *labelled[float(c)])
         return out
+
+    def held_out_targets(self, cfg: DictConfig) -> dict[tuple[float, float], tuple[list, list[np.ndarray]]]:
+        """{(T, c): (records, MD labels per record)} at the held-out points (MD labels as in training)."""
+        return {k: (recs, labels) for k, (recs, labels, _) in self._held_out(cfg).items()}
+
+    def held_out_ceilings(self, cfg: DictConfig) -> dict[str, float]:
+        """{state point name: rho_max} at the held-out points: the label-noise ceiling of their Pearson
+        (``docs/label-ceiling.md``) from each structure's per-run bond breaking at its label time t*; NaN where
+        the shards keep no per-run bond breaking."""
+        from tglassmlp.data.ceilings import ShardRuns
+
+        runs = ShardRuns(int(cfg.data.get("reference_type", 0)))
+        return {state_point_name(t, c): runs.ceiling([(r.path, ts) for r, ts in zip(recs, t_star)])
+                for (t, c), (recs, _, t_star) in self._held_out(cfg).items()}
 
     def _evaluate_final(self, cfg: DictConfig, proc: str) -> dict:
         targets = self.held_out_targets(cfg)
@@ -448,6 +462,9 @@ class TwoStepTransfer:
             if all(x is not None for x in step1):
                 result[state_point_name(t, c)]["step1_labels_pearson"] = float(np.mean(
                     per_structure_pearson(step1, md)))
+        for name, rho_max in self.held_out_ceilings(cfg).items():
+            if name in result and math.isfinite(rho_max):
+                result[name]["rho_max"] = rho_max
         path = self.output_dir / "held_out.json"
         write_json_atomic(path, result)
         self.log_metrics(proc, {f"held_out/{k}/{m}": v for k, d in result.items() for m, v in d.items()
