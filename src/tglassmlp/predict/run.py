@@ -77,6 +77,7 @@ def predict_structures(ensemble: Ensemble, structures, out_dir, *, levels=None, 
     labels: dict[str, Path] = {}
     t_start = time.perf_counter()
     rows = []
+    unconverged = []  # (temperature, pairs not converged, pairs, max |Xbar - c|): reported once, after the loop
 
     def load(path: Path) -> InputStructure:
         s = load_structure(path, temperature=temperature, cache_dir=cache_dir, compute_inherent=compute_inherent,
@@ -141,9 +142,13 @@ def predict_structures(ensemble: Ensemble, structures, out_dir, *, levels=None, 
                                  total_s=(time.perf_counter() - t0) / len(group))
             rows.append(row)
         if not_conv:
-            log.warning("%s: the mean constraint did not converge for %d of %d (network, level) pairs (max "
-                        "|Xbar - c| = %.3g)", ", ".join(str(s.path) for s in group), not_conv,
-                        len(ensemble) * target.size, max(r["max_abs_residual"] for r in rows[-len(group):]))
+            unconverged.append((group[0].temperature, not_conv, len(ensemble) * target.size,
+                                max(r["max_abs_residual"] for r in rows[-len(group):])))
+    if unconverged:
+        # one line after the progress bar (the summary table has the converged fraction per file)
+        log.warning("the mean constraint did not converge within %d updates for some (network, level) pairs: %s",
+                    constraint.max_iterations, "; ".join(f"T = {t:g}: {n} of {m} (max |Xbar - c| = {r:.2g})"
+                                                         for t, n, m, r in unconverged))
     result = {"out_dir": str(out_dir.resolve()), "files": [r["file"] for r in rows], "structures": rows,
               "n_networks": len(ensemble), "ensemble": [m.describe() for m in ensemble.members],
               "ensemble_source": ensemble.source, "constraint": constraint.settings(),
