@@ -52,7 +52,7 @@ demo-data: $(STAMP)
 	$(BIN)/python simulate.py -m simulation_dataset=demo structure=null temperature=$(DEMO_T) structure_index='$(DEMO_STRUCTURES)'
 	$(BIN)/python -m tglassmlp.data.export outputs/datasets/demo data/demo
 
-# The two-step transfer on the demo data plus the baselines of docs/demo/transfer_comparison.md (~40 min on
+# The two-step transfer on the demo data plus the baselines of docs/demo/transfer_comparison.md (~10 min on
 # 2 cores; resumable: a rerun skips finished networks)
 transfer-demo: $(STAMP)
 	$(BIN)/python transfer.py
