@@ -360,7 +360,8 @@ class TwoStepTransfer:
         self.tracking.end_run(parent)
         ens["selection"] = str(manifest)
         self.state.save()
-        log.info("%s: %s (manifest %s)", name, choice["note"], manifest)
+        # the outcome itself (choice["note"]) is in the manifest and the run's tags; a fallback was warned already
+        log.info("%s: %d of %d network(s) selected; manifest %s", name, len(choice["selected"]), len(entries), manifest)
         return result
 
     def records(self, cfg: DictConfig, temperatures: Iterable[float]) -> dict[float, list[StructureRecord]]:
