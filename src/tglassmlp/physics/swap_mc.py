@@ -69,7 +69,7 @@ import numpy as np
 from tglassmlp.atomic import save_npz_atomic
 from tglassmlp.physics.configuration import ConfigurationError, validate_configuration
 from tglassmlp.physics.swap_settings import (  # noqa: F401  (re-exported: the sampler's public settings)
-    OVERLAP_FRAMES, SAMPLER_BACKENDS, SwapSettings, _check_swap_pairs, load_swap_settings)
+    OVERLAP_FRAMES, SAMPLER_BACKENDS, SwapSettings, _check_swap_pairs, load_swap_settings, positive_finite)
 from tglassmlp.physics.system import N_TYPES, PairPotential, pair_terms, resolve_system
 
 # Q(t) = 1/e defines the decorrelation time tau_Q
@@ -558,9 +558,7 @@ class SwapMonteCarlo:
                                        ("max_displacement", max_displacement)) if v is not None}
         if "max_displacement" in overrides:
             # an explicit step is allowed outside the adaptation bounds: widen them to include it
-            d = float(overrides["max_displacement"])
-            if not (d > 0 and np.isfinite(d)):
-                raise ValueError(f"max_displacement must be positive and finite, got {d}")
+            d = positive_finite(overrides["max_displacement"], "max_displacement")
             overrides["min_max_displacement"] = min(settings.min_max_displacement, d)
             overrides["max_max_displacement"] = max(settings.max_max_displacement, d)
         self.settings = replace(settings, **overrides) if overrides else settings
@@ -587,10 +585,7 @@ class SwapMonteCarlo:
 
     @temperature.setter
     def temperature(self, value):
-        value = float(value)
-        if not (np.isfinite(value) and value > 0):
-            raise ValueError(f"temperature must be positive and finite, got {value}")
-        self._temperature = value
+        self._temperature = positive_finite(value, "temperature")
 
     def reset(self, positions, types, box):
         """Load a configuration (positions wrapped into the box); clears traces and counters.
@@ -1191,9 +1186,7 @@ class EquilibrationChain:
                  checkpoint=None, key_extra: dict | None = None, backend: str | None = None, n_chains: int = 1,
                  device=None, where: str = "equilibrium_structure", **overrides):
         self.t0 = time.perf_counter()
-        temperature = float(temperature)
-        if not (np.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"{where}: temperature must be positive and finite, got {temperature}")
+        temperature = positive_finite(temperature, "temperature", where)
         settings = settings or load_swap_settings()
         if overrides:
             settings = replace(settings, **overrides)

@@ -62,7 +62,7 @@ from importlib import resources
 import numpy as np
 
 from tglassmlp.physics.configuration import ConfigurationError, validate_configuration
-from tglassmlp.physics.swap_settings import SwapSettings, load_swap_settings
+from tglassmlp.physics.swap_settings import SwapSettings, load_swap_settings, positive_finite
 from tglassmlp.physics.system import N_TYPES, PairPotential, resolve_system
 
 INSTALL_HINT = "apt-get install pocl-opencl-icd ocl-icd-libopencl1"
@@ -168,10 +168,7 @@ class BatchedSwapMonteCarlo:
 
     @temperature.setter
     def temperature(self, value):
-        value = float(value)
-        if not (np.isfinite(value) and value > 0):
-            raise ValueError(f"temperature must be positive and finite, got {value}")
-        self._temperature = value
+        self._temperature = positive_finite(value, "temperature")
 
     @property
     def max_displacement(self) -> float:
@@ -185,9 +182,7 @@ class BatchedSwapMonteCarlo:
 
     @max_displacement.setter
     def max_displacement(self, value):
-        value = float(value)
-        if not (np.isfinite(value) and value > 0):
-            raise ValueError(f"max_displacement must be positive and finite, got {value}")
+        value = positive_finite(value, "max_displacement")
         self._d = value
         if self._steps is not None:
             self.steps = np.full(self._steps.size, value)

@@ -23,6 +23,15 @@ OVERLAP_FRAMES = ("cage", "absolute")
 SAMPLER_BACKENDS = ("numba", "opencl")
 
 
+def positive_finite(value, name: str, where: str = "") -> float:
+    """``float(value)``, or ValueError naming ``name`` (prefixed by ``where:``) unless it is positive and finite:
+    the one check of the temperatures and displacement steps that the samplers take."""
+    value = float(value)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{where + ': ' if where else ''}{name} must be positive and finite, got {value}")
+    return value
+
+
 # ====================================================================================== settings
 @dataclass(frozen=True)
 class SwapSettings:
@@ -88,8 +97,7 @@ class SwapSettings:
             raise ValueError(f"overlap_frame must be one of {OVERLAP_FRAMES}, got {self.overlap_frame!r}")
         if not self.cage_radius > 0:
             raise ValueError(f"cage_radius must be positive, got {self.cage_radius}")
-        if not (self.verlet_skin > 0 and math.isfinite(self.verlet_skin)):
-            raise ValueError(f"verlet_skin must be positive and finite, got {self.verlet_skin}")
+        positive_finite(self.verlet_skin, "verlet_skin")
         if not (isinstance(self.harvest_spacing, (int, float)) and math.isfinite(self.harvest_spacing)
                 and self.harvest_spacing > 0):
             raise ValueError(f"harvest_spacing must be a positive number of tau_Q, got {self.harvest_spacing!r}")
