@@ -188,3 +188,18 @@ def killed_after_checkpoint(monkeypatch, module, n: int):
         yield
     finally:
         monkeypatch.setattr(module, "_save_checkpoint", real_save)
+
+
+def chisquare_merged(counts, expected) -> tuple[float, float, int]:
+    """(chi2, p, degrees of freedom) of observed ``counts`` against ``expected`` counts, states with expected
+    count < 5 merged into one bin (the chi-square approximation's validity; the bin dropped when it is empty)."""
+    from scipy import stats
+
+    counts, expected = np.asarray(counts, float), np.asarray(expected, float)
+    small = expected < 5
+    obs = np.append(counts[~small], counts[small].sum())
+    exp = np.append(expected[~small], expected[small].sum())
+    if exp[-1] == 0:
+        obs, exp = obs[:-1], exp[:-1]
+    chi2, p = stats.chisquare(obs, exp)
+    return float(chi2), float(p), len(obs) - 1

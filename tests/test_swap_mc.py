@@ -14,7 +14,6 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from tglassmlp.physics import ConfigurationError, load_system, potential_energy
 from tglassmlp.physics.swap_mc import (
@@ -28,7 +27,7 @@ from tglassmlp.physics.swap_mc import (
     self_overlap,
 )
 
-from conftest import Killed, killed_after_checkpoint
+from conftest import Killed, chisquare_merged, killed_after_checkpoint
 
 SYSTEM = load_system()
 # kernel dE vs the difference of two numpy total energies (~1e3 epsilon each): relative to max(|dE|, 1)
@@ -333,14 +332,8 @@ def test_swap_chain_matches_exact_boltzmann_weights():
     assert np.all(np.abs(mc.unwrapped_positions - pos) == 0)  # no displacement was made
     counts = np.bincount([index[tuple(t)] for t in trace.tolist()], minlength=len(states))
     expected = weights * counts.sum()
-    # merge states with expected count < 5 into one bin (chi-square validity)
-    small = expected < 5
-    obs = np.append(counts[~small], counts[small].sum())
-    exp = np.append(expected[~small], expected[small].sum())
-    if exp[-1] == 0:
-        obs, exp = obs[:-1], exp[:-1]
-    chi2, p = stats.chisquare(obs, exp)
-    assert p > P_MIN, f"chi2 = {chi2:.1f} for {len(obs) - 1} dof, p = {p:.2g}"
+    chi2, p, dof = chisquare_merged(counts, expected)
+    assert p > P_MIN, f"chi2 = {chi2:.1f} for {dof} dof, p = {p:.2g}"
     assert 0.05 < mc.acceptance_swap < 0.95
 
 
