@@ -49,6 +49,11 @@ def random_configuration(n: int, box: float, seed: int = 0, min_distance: float 
     return pos, types
 
 
+def spread_positions(n: int, box: float, seed: int, min_distance: float = 1.0) -> np.ndarray:
+    """(n, 2) positions of :func:`random_configuration` (types left to the caller)."""
+    return random_configuration(n, box, seed, min_distance)[0]
+
+
 @pytest.fixture
 def small_configuration():
     """40 particles in a 7 x 7 box: the random configuration used by the fast force tests."""

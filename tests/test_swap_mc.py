@@ -27,7 +27,7 @@ from tglassmlp.physics.swap_mc import (
     self_overlap,
 )
 
-from conftest import Killed, chisquare_merged, killed_after_checkpoint
+from conftest import Killed, chisquare_merged, killed_after_checkpoint, spread_positions
 
 SYSTEM = load_system()
 # kernel dE vs the difference of two numpy total energies (~1e3 epsilon each): relative to max(|dE|, 1)
@@ -50,22 +50,6 @@ def brute_energy(pos, types, box):
             d -= box * np.round(d / box)
             e += float(SYSTEM.pair_energy(np.hypot(*d), types[i], types[j]))
     return e
-
-
-def spread_positions(n, box, seed, min_distance=1.0):
-    """Random positions with no pair (minimum image) closer than ``min_distance``."""
-    rng = np.random.default_rng(seed)
-    pos = []
-    while len(pos) < n:
-        p = rng.uniform(0, box, 2)
-        ok = True
-        for q in pos:
-            d = p - q
-            d -= box * np.round(d / box)
-            ok &= bool(d @ d > min_distance**2)
-        if ok:
-            pos.append(p)
-    return np.array(pos)
 
 
 @pytest.fixture(scope="module")

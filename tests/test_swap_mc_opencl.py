@@ -18,7 +18,7 @@ from tglassmlp.physics.swap_mc import SwapMonteCarlo, _random_start, load_swap_s
 
 from tglassmlp.physics.swap_mc_opencl import BatchedSwapMonteCarlo, OpenCLUnavailableError, opencl_devices
 
-from conftest import chisquare_merged, requires_opencl
+from conftest import chisquare_merged, requires_opencl, spread_positions
 
 pytestmark = requires_opencl
 
@@ -26,19 +26,6 @@ SYSTEM = load_system()
 P_MIN = 1e-3
 Z_MAX = 4.0
 TINY_BOX = 5.5  # > 2 cutoffs: one cell per colour (m = 2)
-
-
-def spread_positions(n, box, seed, min_distance=1.0):
-    """Random positions with no pair (minimum image) closer than ``min_distance``."""
-    rng = np.random.default_rng(seed)
-    pos = []
-    while len(pos) < n:
-        p = rng.uniform(0, box, 2)
-        d = np.array(pos).reshape(-1, 2) - p
-        d -= box * np.round(d / box)
-        if np.all(np.einsum("ij,ij->i", d, d) > min_distance**2):
-            pos.append(p)
-    return np.array(pos)
 
 
 def melted(n, seed, temperature=2.0, sweeps=60):
