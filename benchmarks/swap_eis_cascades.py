@@ -11,7 +11,8 @@ rungs), each chain checkpointed in ``outputs/`` (a rerun resumes; a finished cha
     nice -n 10 .venv/bin/python benchmarks/swap_eis_cascades.py --temperatures 0.4 0.35 0.3 --cascades 1 2 3
     .venv/bin/python benchmarks/swap_eis_cascades.py --report
 
-Results: ``benchmarks/results/swap_eis_cascades.{md,json}`` (parts: ``swap_eis_cascades_T<T>_c<k>.json``).
+Results: ``benchmarks/results/swap_eis_cascades.{md,json}`` (parts: ``swap_eis_cascades_T<T>_c<k>.json``; final
+structures: ``swap_eis_structures/T<T>_c<k>.npz``).
 """
 
 from __future__ import annotations
@@ -44,9 +45,15 @@ def part_path(temperature, cascade) -> Path:
     return RESULTS / f"swap_eis_cascades_T{temperature:g}_c{cascade}.json"
 
 
+def final_path(temperature, cascade) -> Path:
+    # committed with the results (~20 kB each), so that a later session continues a cascade one rung down
+    # without its chain checkpoints (those stay in outputs/)
+    return RESULTS / "swap_eis_structures" / f"T{temperature:g}_c{cascade}.npz"
+
+
 def final_structure(temperature, cascade):
-    """The stored final structure of a finished chain (kept beside its checkpoint), or None."""
-    path = ROOT / "outputs" / f"swap_eis_cascades_T{temperature:g}_c{cascade}_final.npz"
+    """The stored final structure of a finished chain, or None."""
+    path = final_path(temperature, cascade)
     if not path.is_file():
         return None
     with np.load(path) as z:
@@ -66,8 +73,8 @@ def run_chain(temperature, cascade, above, max_sweeps) -> dict:
                                                      max_sweeps=max_sweeps, checkpoint=ckpt, progress=True)
     from tglassmlp.atomic import save_npz_atomic
 
-    save_npz_atomic(ROOT / "outputs" / f"swap_eis_cascades_T{temperature:g}_c{cascade}_final.npz",
-                    dict(positions=pos, types=types, box=np.float64(box)))
+    final_path(temperature, cascade).parent.mkdir(parents=True, exist_ok=True)
+    save_npz_atomic(final_path(temperature, cascade), dict(positions=pos, types=types, box=np.float64(box)))
     n = types.size
     x_is = inherent_structure(pos, types, box)
     return dict(temperature=temperature, cascade=cascade, started_from=above, criterion_met=rep.criterion_met,
