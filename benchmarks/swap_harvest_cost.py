@@ -1,12 +1,15 @@
 """Core-hours per independent equilibrated N = 1290 structure: fresh chain vs harvesting (issue 14, cost table).
 
-Inputs (nothing is simulated here; rerun with a new ``--ms-per-sweep`` when the kernel gets faster):
+Inputs (rerun when the kernel gets faster):
 
 * tau_Q(T) [sweeps, cage frame]: measured on equilibrium chains from the GlassBench structure at T = 0.4, 0.3,
   0.25, 0.23 (``benchmarks/results/swap_glassbench_anchor_T<T>.json``); extrapolated to 0.21, 0.18, 0.15 by
   Arrhenius through the two lowest T (lower estimate: the growth is super-Arrhenius) and by a VFT fit
   through all four (``swap_glassbench_anchor.extrapolate``).
-* THROUGHPUT: CPU milliseconds per sweep of one core at N = 1290 (``--ms-per-sweep``). Default: 1.40 ms, the
+* THROUGHPUT: CPU milliseconds per sweep of one core at N = 1290. ``--measure SWEEPS`` measures it in the same
+  run: the GlassBench T = 0.23 structure at T = 0.15 (where the cost is asked), d adapted as in the protocol,
+  then SWEEPS sweeps with swaps timed by the process's CPU time (the machine is shared), median of 3 runs. Or
+  given by hand (``--ms-per-sweep``); default: 1.40 ms, the
   CPU time per sweep measured by process time in this session's N = 1290 chains (1.38 ms in
   swap_harvest_spacing at T = 0.4 and 0.3; 1.44 ms in swap_eis_cascades at 0.4, on a loaded 2-core machine;
   1.25 ms on an idle core in session 4). CPU time, not wall time: the machine was shared.
@@ -18,6 +21,7 @@ Inputs (nothing is simulated here; rerun with a new ``--ms-per-sweep`` when the 
   cage-frame overlap ~0.13 measured at T = 0.4 and 0.3, swap_harvest_spacing.md; assumed to hold in units of
   tau_Q at lower T).
 
+    python benchmarks/swap_harvest_cost.py --measure 20000 [--spacing 3]
     python benchmarks/swap_harvest_cost.py [--ms-per-sweep 1.40] [--spacing 3]
 
 Results: ``benchmarks/results/swap_harvest_cost.{md,json}``.
@@ -32,6 +36,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402
@@ -49,6 +55,30 @@ EXTRAPOLATED_T = (0.21, 0.18, 0.15)
 MS_PER_SWEEP = 1.40
 TARGET_CORE_HOURS = 5.0
 PER_CHAIN = (1, 10, 100)
+GLASSBENCH = ROOT.parent / "shared" / "data" / "glassbench" / "N1290T0.23_202_tc05.npz"
+MEASURE_T = 0.15
+
+
+def measure_ms_per_sweep(sweeps: int, repeats: int = 3) -> dict:
+    """CPU ms per sweep of the numba kernel at N = 1290, T = 0.15, from the GlassBench structure (median)."""
+    import time
+
+    from tglassmlp.data.glassbench import read_glassbench
+    from tglassmlp.physics.swap_mc import SwapMonteCarlo
+
+    gb = read_glassbench(GLASSBENCH)
+    mc = SwapMonteCarlo(MEASURE_T, seed=0)
+    mc.reset(gb.positions, gb.types, gb.box)
+    mc.adapt(load_swap_settings().adapt_sweeps_at_target)
+    runs = []
+    for _ in range(repeats):
+        c0 = time.process_time()
+        mc.run(sweeps)
+        runs.append(1e3 * (time.process_time() - c0) / sweeps)
+    mc.check_energy()
+    return dict(ms_per_sweep=float(np.median(runs)), runs_ms=runs, sweeps=sweeps, temperature=MEASURE_T,
+                n_particles=int(gb.types.size), max_displacement=float(mc.max_displacement),
+                acceptance_displacement=mc.acceptance_displacement, acceptance_swap=mc.acceptance_swap)
 
 
 def measured_tau() -> dict:
@@ -81,19 +111,28 @@ def cost_rows(taus: dict, ms_per_sweep: float, spacing: float, n_eq: float):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ms-per-sweep", type=float, default=MS_PER_SWEEP)
+    ap.add_argument("--measure", type=int, default=0, metavar="SWEEPS",
+                    help="measure the CPU ms per sweep here (SWEEPS sweeps at T = 0.15, 3 runs) instead")
     ap.add_argument("--spacing", type=float, default=None, help="harvest spacing [tau_Q] (default: conf)")
     args = ap.parse_args()
     settings = load_swap_settings()
     spacing = settings.harvest_spacing if args.spacing is None else args.spacing
     n_eq = 2.0 * settings.n_decorrelation
     taus = measured_tau()
+    measured = measure_ms_per_sweep(args.measure) if args.measure else None
+    if measured:
+        args.ms_per_sweep = measured["ms_per_sweep"]
     rows = cost_rows(taus, args.ms_per_sweep, spacing, n_eq)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     head = " | ".join(f"harvest, {k} per chain" for k in PER_CHAIN[1:])
     lines = ["# Core-hours per independent equilibrated N = 1290 structure (benchmarks/swap_harvest_cost.py)", "",
-             f"Throughput: **{args.ms_per_sweep:.2f} ms CPU per sweep** (one core, N = 1290; the parameter "
-             "`--ms-per-sweep` regenerates the table for a faster kernel). Fresh chain: the criterion's minimum "
+             f"Throughput: **{args.ms_per_sweep:.3g} ms CPU per sweep** (one core, N = 1290; "
+             + (f"measured in this run: T = {measured['temperature']:g} from the GlassBench structure, d = "
+                f"{measured['max_displacement']:.3f}, acceptance {measured['acceptance_displacement']:.3f} / "
+                f"{measured['acceptance_swap']:.1e} (displacement / swap), {measured['sweeps']} sweeps x 3, CPU ms "
+                + ", ".join(f"{r:.3f}" for r in measured["runs_ms"]) + ")" if measured else
+                "given with `--ms-per-sweep`)") + ". Fresh chain: the criterion's minimum "
              f"production {n_eq:g} tau_Q from an equilibrated structure one rung up (doubling blocks can add up "
              f"to 2x). Harvesting: that once, then one structure every {spacing:g} tau_Q; 'many per chain' = "
              f"{spacing:g} tau_Q per structure. tau_Q measured at 0.3, 0.25, 0.23 (swap_glassbench_anchor), "
@@ -130,7 +169,7 @@ def main():
               f"{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}"]
     write_text_atomic(RESULTS / "swap_harvest_cost.md", "\n".join(lines) + "\n")
     write_json_atomic(RESULTS / "swap_harvest_cost.json", dict(
-        ms_per_sweep=args.ms_per_sweep, spacing=spacing, n_eq_tau=n_eq, rows=rows, measured_tau=taus,
+        ms_per_sweep=args.ms_per_sweep, throughput_measurement=measured, spacing=spacing, n_eq_tau=n_eq, rows=rows, measured_tau=taus,
         command="python " + " ".join(sys.argv), commit=commit, load_average=list(os.getloadavg()),
         machine=machine_info()))
     print("\n".join(lines))
