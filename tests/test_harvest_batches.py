@@ -179,7 +179,21 @@ def test_job_index_and_sizes_are_checked_before_any_work(tmp_path):
         _run(_batch_cfg(tmp_path, 3))
     with pytest.raises(ValueError, match="swap.chains_per_job: must be an integer >= 1, got 0"):
         _run(_batch_cfg(tmp_path, 0, **{"swap.chains_per_job": 0}))
+    with pytest.raises(ValueError, match=r"md.structures_per_context = 3 and swap.chains_per_job = 2: .* the "
+                                         "smaller must divide"):
+        _run(_batch_cfg(tmp_path, 0, **{"simulation_dataset.default_t_max": 0.1, "md.structures_per_context": 3}))
     assert not (tmp_path / "datasets").exists()
+
+
+def test_a_sweep_expects_every_shard_of_its_batch_jobs(tmp_path):
+    """The manifest's expected shards of ``simulate.py -m structure_index='range(0,8,2)'``: all eight, each once;
+    with MD (K_md = 4 > B) a job is four shards."""
+    from tglassmlp.simulation.job import sweep_shards
+
+    got = sweep_shards(_batch_cfg(tmp_path, 0), ["structure_index=range(0,8,2)"])
+    assert [(t, i) for t, i, _ in got] == [(T, i) for i in range(8)]
+    md = _batch_cfg(tmp_path, 0, **{"simulation_dataset.default_t_max": 0.1, "md.structures_per_context": 4})
+    assert [i for _, i, _ in sweep_shards(md, ["structure_index=0,4"])] == list(range(8))
 
 
 @pytest.mark.parametrize("kill_after", [150, 293, 305])
