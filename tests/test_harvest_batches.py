@@ -198,8 +198,9 @@ def test_a_sweep_expects_every_shard_of_its_batch_jobs(tmp_path):
 
 @pytest.mark.parametrize("kill_after", [150, 293, 305])
 def test_killed_batch_job_resumes_to_the_same_shards(tmp_path, monkeypatch, references, kill_after):
-    """A kill after the k-th of its 321 checkpoints (equilibration, right after harvest 0, between the harvests) in the job
-    of its second harvest; the jobs then rerun in the other order give the uninterrupted run's structures."""
+    """A kill after the k-th of batch 0's 321 checkpoints (equilibration, right after harvest 0, between the
+    harvests) in the job of its second harvest; the jobs then rerun in the other order give the uninterrupted
+    run's structures."""
     with killed_after_checkpoint(monkeypatch, swap_mc, kill_after), pytest.raises(Killed):
         _run(_batch_cfg(tmp_path, 2, **{"swap.checkpoint_every_s": 0}))
     folder = tmp_path / "datasets" / "test" / f"T{T:.3f}"
