@@ -196,12 +196,32 @@ def test_a_sweep_expects_every_shard_of_its_batch_jobs(tmp_path):
     assert [i for _, i, _ in sweep_shards(md, ["structure_index=0,4"])] == list(range(8))
 
 
-@pytest.mark.parametrize("kill_after", [150, 293, 305])
-def test_killed_batch_job_resumes_to_the_same_shards(tmp_path, monkeypatch, references, kill_after):
-    """A kill after the k-th of batch 0's 321 checkpoints (equilibration, right after harvest 0, between the
-    harvests) in the job of its second harvest; the jobs then rerun in the other order give the uninterrupted
-    run's structures."""
-    with killed_after_checkpoint(monkeypatch, swap_mc, kill_after), pytest.raises(Killed):
+@pytest.fixture(scope="module")
+def kill_points(tmp_path_factory):
+    """Checkpoint numbers of batch 0's job of harvest 1 (checkpoint_every_s = 0): halfway through the
+    equilibration, right after harvest 0, halfway between the harvests (counted, not hard-coded, so that a
+    change of the protocol's length moves them along)."""
+    real, harvested = swap_mc._save_checkpoint, []
+
+    def counting(path, sampler, key, run, *args, **kwargs):
+        real(path, sampler, key, run, *args, **kwargs)
+        harvested.append(len(run.get("harvest", {}).get("records", [])))
+
+    swap_mc._save_checkpoint = counting
+    try:
+        _run(_batch_cfg(tmp_path_factory.mktemp("count"), 2, **{"swap.checkpoint_every_s": 0}))
+    finally:
+        swap_mc._save_checkpoint = real
+    first, second = harvested.index(B), harvested.index(2 * B)
+    assert 10 < first < second - 10, harvested
+    return {"equilibration": first // 2, "harvest 0": first + 1, "between harvests": (first + second) // 2 + 1}
+
+
+@pytest.mark.parametrize("where", ["equilibration", "harvest 0", "between harvests"])
+def test_killed_batch_job_resumes_to_the_same_shards(tmp_path, monkeypatch, references, kill_points, where):
+    """A kill after a checkpoint of batch 0 (``kill_points``) in the job of its second harvest; the jobs then
+    rerun in the other order give the uninterrupted run's structures."""
+    with killed_after_checkpoint(monkeypatch, swap_mc, kill_points[where]), pytest.raises(Killed):
         _run(_batch_cfg(tmp_path, 2, **{"swap.checkpoint_every_s": 0}))
     folder = tmp_path / "datasets" / "test" / f"T{T:.3f}"
     assert not list(folder.glob("s*.h5"))
