@@ -24,9 +24,10 @@ Checkpoints: the chain, the schedule, the records and the harvested structures l
 atomically after every harvest and every ``checkpoint_every_s``); a rerun resumes it and returns the same
 structures as an uninterrupted run; a rerun asking for more structures extends the chain.
 
-Cooling cascades and simulate.py's chains: :func:`tglassmlp.simulation.chains.shard_structure` (shard i ->
-chain i // structures_per_chain, harvest i % structures_per_chain; a chain's file is shared by its shards under
-an exclusive lock).
+Cooling cascades and simulate.py's chains: :func:`tglassmlp.simulation.chains.shard_structure` (batches of
+``chains_per_job`` chains, one ``equilibrium_structures`` run each; shard i is structure i % (B x
+structures_per_chain) of batch i // (B x structures_per_chain); a batch's file is shared by its shards under an
+exclusive lock; in a cascade chain b of a batch starts from structure b of the same batch one rung up).
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ def equilibrium_structures(temperature, n_structures: int, n_particles: int = 12
         temperature: k_B T [epsilon].
         n_structures: how many structures (>= 1).
         n_particles, seed, initial, system, settings, max_sweeps, overrides: as in ``equilibrium_structure``
-            (``max_sweeps`` caps the equilibration production only).
+            (``max_sweeps`` caps the equilibration production only); ``initial`` may also be a list of B
+            (positions, types, box), one start per chain (one N and box).
         backend: "numba" (SwapMonteCarlo per chain) or "opencl" (all chains in one batched kernel,
             ``swap_mc_opencl``); default ``settings.backend`` (conf/swap: numba).
         n_chains: B, the chains run in lockstep through one protocol (``swap_mc.EquilibrationChain``); structure

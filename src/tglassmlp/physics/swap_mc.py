@@ -1032,9 +1032,10 @@ def _checkpoint_key(temperature, n_particles, seed, settings, initial, backend: 
     return json.loads(json.dumps(key))  # tuples -> lists, as they come back from the file
 
 
-# settings that say how many structures a chain yields and from where it starts (tglassmlp.physics.harvest),
-# never how an equilibration chain moves
-HARVEST_SETTINGS = ("harvest_spacing", "harvest_max_overlap", "structures_per_chain", "cascade")
+# settings that say how many structures a chain yields, from where it starts and how simulate.py batches chains
+# (tglassmlp.physics.harvest, tglassmlp.simulation.chains), never how an equilibration chain moves (the batch
+# size enters the key as the sampler's n_chains)
+HARVEST_SETTINGS = ("harvest_spacing", "harvest_max_overlap", "structures_per_chain", "cascade", "chains_per_job")
 # arrays a caller keeps with the chain in its checkpoint (e.g. harvested structures) are stored under this prefix
 EXTRA_PREFIX = "extra_"
 
@@ -1214,7 +1215,8 @@ class EquilibrationChain:
 
     Args as in :func:`equilibrium_structure`, plus ``backend`` ("numba" or "opencl"; default
     ``settings.backend``), ``n_chains`` (B >= 1; chain b starts from its own random start, see ``chain_rngs``,
-    or all from ``initial``) and ``device`` (OpenCL device, see ``swap_mc_opencl.pick_device``).
+    or all from ``initial``, or chain b from ``initial[b]`` when ``initial`` is a list of B (positions, types,
+    box) of one N and box) and ``device`` (OpenCL device, see ``swap_mc_opencl.pick_device``).
     """
 
     def __init__(self, temperature, n_particles: int = 1290, seed: int = 0, *, system=None, initial=None,
@@ -1255,7 +1257,16 @@ class EquilibrationChain:
             composition = system.composition_for(n_particles)  # raises for incompatible N
             box = system.box_for(n_particles)
         else:
-            initial = validate_configuration(*initial, where=f"{where}(initial=...)")
+            # one start for every chain, or a list of B starts (chain b from the b-th: cascades of batches)
+            per_chain = isinstance(initial, (list, tuple)) and all(isinstance(s, (list, tuple)) for s in initial)
+            starts = ([validate_configuration(*s, where=f"{where}(initial[{b}]=...)") for b, s in enumerate(initial)]
+                      if per_chain else [validate_configuration(*initial, where=f"{where}(initial=...)")])
+            if per_chain and len(starts) != n_chains:
+                raise ValueError(f"{where}: initial lists {len(starts)} start(s) for n_chains = {n_chains}")
+            if any(s[0].shape != starts[0][0].shape or s[2] != starts[0][2] for s in starts):
+                raise ValueError(f"{where}: the chains' starts must have one N and one box, got N = "
+                                 f"{[s[0].shape[0] for s in starts]}, box = {[s[2] for s in starts]}")
+            initial = starts[0]  # a list of one start is the single start (same chain, same key)
             n_particles = initial[0].shape[0]
         self.n_particles = n_particles
         t_hi = settings.melt_temperature if initial is None else temperature
@@ -1270,6 +1281,9 @@ class EquilibrationChain:
 
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.key = _checkpoint_key(temperature, n_particles, seed, settings, initial, backend, n_chains)
+        if initial is not None and len(starts) > 1:
+            self.key["initial"] = [_checkpoint_key(temperature, n_particles, seed, settings, s)["initial"]
+                                   for s in starts]
         if key_extra:
             self.key.update(json.loads(json.dumps(key_extra)))
         self.extra: dict = {}
@@ -1284,6 +1298,8 @@ class EquilibrationChain:
             if initial is None:
                 starts = [_random_start(n_particles, box, composition, r) for r in rngs]
                 self.sampler.reset(np.stack([p for p, _ in starts]), np.stack([t for _, t in starts]), box)
+            elif len(starts) > 1:
+                self.sampler.reset(np.stack([s[0] for s in starts]), np.stack([s[1] for s in starts]), initial[2])
             else:
                 self.sampler.reset(np.repeat(initial[0][None], n_chains, 0), np.repeat(initial[1][None], n_chains, 0),
                                    initial[2])

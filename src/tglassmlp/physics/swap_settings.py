@@ -66,6 +66,7 @@ class SwapSettings:
     harvest_max_overlap: float
     structures_per_chain: int
     cascade: tuple
+    chains_per_job: int
     verlet_skin: float
     checkpoint_every_s: float
     # which sampler runs the chains of equilibrium_structures (never changes the protocol, only the moves)
@@ -106,6 +107,9 @@ class SwapSettings:
         if (isinstance(self.structures_per_chain, bool) or not isinstance(self.structures_per_chain, (int, np.integer))
                 or self.structures_per_chain < 1):
             raise ValueError(f"structures_per_chain must be an integer >= 1, got {self.structures_per_chain!r}")
+        if (isinstance(self.chains_per_job, bool) or not isinstance(self.chains_per_job, (int, np.integer))
+                or self.chains_per_job < 1):
+            raise ValueError(f"chains_per_job must be an integer >= 1, got {self.chains_per_job!r}")
         try:
             ladder = tuple(float(t) for t in (self.cascade or ()))
         except (TypeError, ValueError):

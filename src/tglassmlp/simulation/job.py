@@ -209,6 +209,11 @@ def simulate_shard(cfg: DictConfig) -> dict:
         _check_md_config(cfg)
     indices = structures_of_job(cfg, structure, index, temperature)
     paths = [shard_path(root, temperature, k) for k in indices]
+    if structure is None:
+        from tglassmlp.simulation.chains import check_chains_per_job
+
+        # a folder keeps one swap.chains_per_job (it decides the chains): refused before anything is written
+        check_chains_per_job(paths[0].parent, cfg.swap.chains_per_job)
     # everything above only reads; nothing on disk changes before the settings are known to be valid
     if threads is not None:
         import numba
@@ -239,24 +244,37 @@ def simulate_shard(cfg: DictConfig) -> dict:
 
 
 def structures_of_job(cfg: DictConfig, structure, index: int, temperature: float) -> list[int]:
-    """Structure indices one job simulates: [index], or with ``md.structures_per_context`` = K > 1 (MD at this
-    T, swap-MC structures) the block index .. index + K - 1, whose MD shares one Context (one GPU).
+    """Structure indices one job simulates: [index], or the block index .. index + J - 1 of swap-MC structures,
+    J the larger of ``md.structures_per_context`` = K (MD at this T: the block's MD shares Contexts of <= K
+    structures, one GPU) and ``swap.chains_per_job`` = B (the block holds one harvest of each of the B chains
+    of a batch, run together: one OpenCL kernel launch for all, :mod:`tglassmlp.simulation.chains`).
 
-    A sweep then runs ``structure_index='range(0, S, K)'``; each shard stays a file of its own (same names,
+    A sweep then runs ``structure_index='range(0, S, J)'``; each shard stays a file of its own (same names,
     manifest records and resume behaviour as with one structure per job).
     """
-    k = int(cfg.md.get("structures_per_context", 1) or 1)
-    if k == 1 or md_times(cfg, temperature) is None:
-        return [index]
+    k = int(cfg.md.get("structures_per_context", 1) or 1) if md_times(cfg, temperature) is not None else 1
+    b = cfg.swap.get("chains_per_job", 1)
+    if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+        raise ValueError(f"config swap.chains_per_job: must be an integer >= 1, got {b!r}")
     if structure is not None:
+        b = 1  # the structure comes from the file: no chains
+    if k == 1 and b == 1:
+        return [index]
+    if k > 1 and structure is not None:
         raise ValueError(f"config md.structures_per_context = {k}: a job runs {k} structures, made by swap Monte "
                          f"Carlo; it cannot take them from one file (structure={cfg.structure}). Set "
                          "structure=null, or md.structures_per_context=1")
-    if index % k:
-        raise ValueError(f"config structure_index = {index}: with md.structures_per_context = {k} a job runs "
-                         f"structures index .. index + {k - 1}, so index must be a multiple of {k} (sweep "
-                         f"structure_index='range(0,S,{k})')")
-    return list(range(index, index + k))
+    size = max(k, b)
+    sizes = " and ".join(f"{key} = {v}" for key, v in (("md.structures_per_context", k), ("swap.chains_per_job", b))
+                         if v > 1)
+    if size % min(k, b):
+        raise ValueError(f"config {sizes}: a job runs the larger number of structures, so the smaller must divide "
+                         "it")
+    if index % size:
+        raise ValueError(f"config structure_index = {index}: with {sizes} a job runs structures index .. index + "
+                         f"{size - 1}, so index must be a multiple of {size} (sweep "
+                         f"structure_index='range(0,S,{size})')")
+    return list(range(index, index + size))
 
 
 def swap_checkpoint(path: Path) -> Path:
@@ -303,9 +321,9 @@ def _run_stages(cfg, system, structure, temperature, index, swap_seed, md_seed, 
 
             settings = load_swap_settings(**OmegaConf.to_container(cfg.swap, resolve=True))
             t0 = time.perf_counter()
-            if settings.structures_per_chain > 1 or settings.cascade:
-                # shard i = harvest i % per_chain of chain i // per_chain (tglassmlp.physics.harvest); the
-                # chain's checkpoint is shared by its shards (locked) and outlives them
+            if settings.structures_per_chain > 1 or settings.cascade or settings.chains_per_job > 1:
+                # shard i = one harvest of one chain of a batch of chains_per_job chains (tglassmlp.simulation.
+                # chains); the batch's checkpoint is shared by its shards (locked) and outlives them
                 from tglassmlp.simulation.chains import shard_structure
 
                 root = path.parent.parent
@@ -385,7 +403,7 @@ def _run_stages(cfg, system, structure, temperature, index, swap_seed, md_seed, 
 def _md_stage(cfg, system, temperature, jobs: list[dict], paths: list[Path], threads) -> None:
     """Stage 4 of the job's shards (``jobs``: their summaries from :func:`_run_stages`), updating the summaries.
 
-    The MD of all the job's structures runs at once (K > 1 share a Context: ``md.structures_per_context``),
+    The MD of all the job's structures runs at once (up to K share a Context: ``md.structures_per_context``),
     checkpointed beside the shards every ``md.checkpoint_every_s`` (:mod:`tglassmlp.physics.md_checkpoint`);
     a rerun resumes it. It runs for the whole block whenever one shard lacks its MD, so that the checkpoint
     stays the same run; only the shards lacking it are written, then the checkpoint is removed.
@@ -410,8 +428,8 @@ def _md_stage(cfg, system, temperature, jobs: list[dict], paths: list[Path], thr
         runs_all = isoconfigurational_runs_many(
             [(j["_md_input"][1], j["_md_input"][2]) for j in jobs], box, temperature, times,
             int(cfg.simulation_dataset.isoconfigurational.n_runs), [j["_md_input"][4] for j in jobs], system=system,
-            structures_per_context=len(jobs), config=cfg.md, progress=cfg.get("progress") is not False,
-            checkpoint=checkpoint, checkpoint_every_s=every_s, **layout)
+            structures_per_context=min(len(jobs), int(cfg.md.structures_per_context)), config=cfg.md,
+            progress=cfg.get("progress") is not False, checkpoint=checkpoint, checkpoint_every_s=every_s, **layout)
         for j, runs in zip(jobs, runs_all):
             if id(j) in todo:
                 path, positions, types, box, md_seed, _ = j["_md_input"]
