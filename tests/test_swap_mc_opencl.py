@@ -136,6 +136,10 @@ def test_state_dict_resumes_exactly():
     np.testing.assert_array_equal(a.types, b.types)
     np.testing.assert_array_equal(a.energies, b.energies)
     np.testing.assert_array_equal(a.counters, b.counters)
+    # a state of another kernel version (older ones have none) would continue another chain: refused
+    old = {k: v for k, v in state.items() if k != "kernel_version"}
+    with pytest.raises(ValueError, match="version 1 of the OpenCL kernel"):
+        BatchedSwapMonteCarlo(0.5, device="cpu").load_state_dict(old)
 
 
 def test_device_energy_trace_and_per_chain_steps():

@@ -67,8 +67,15 @@ from tglassmlp.physics.system import N_TYPES, PairPotential, resolve_system
 
 INSTALL_HINT = "apt-get install pocl-opencl-icd ocl-icd-libopencl1"
 MAX_SWEEPS = 2**32 - 1
+# Version of the chain that swap_mc.cl computes from a state: raised whenever the same (state, seed, sweep) would
+# give other moves (the law of the chain may be the same). A state dict records it and one of another version is
+# refused (a resumed run would not continue the chain that was checkpointed). 1: sub-cell sums (before 2026-12-03,
+# no version in the state); 2: candidates gathered per cell, double8 sums.
+KERNEL_VERSION = 2
 # no fast-math or contraction options: the same IEEE double arithmetic on every device
 BUILD_OPTIONS: list = []
+# private candidate arrays of the move kernel (K_MAX in swap_mc.cl); a cell with more takes the scalar path
+CANDIDATE_CAPACITY = 128
 
 
 class OpenCLUnavailableError(RuntimeError):
@@ -144,7 +151,8 @@ class BatchedSwapMonteCarlo:
         self.device = pick_device(device)
         self.ctx = cl.Context([self.device])
         self.queue = cl.CommandQueue(self.ctx)
-        self.program = cl.Program(self.ctx, kernel_source()).build(options=BUILD_OPTIONS)
+        self.program = cl.Program(self.ctx, kernel_source()).build(
+            options=BUILD_OPTIONS + [f"-DK_MAX={int(CANDIDATE_CAPACITY)}"])
         self._kernels = {name: cl.Kernel(self.program, name) for name in ("bin_chains", "sweep_phase", "finish_chains")}
         self._cl = cl
         eps, sig2, rc2, ov2 = self.system.parameter_arrays()
@@ -256,8 +264,8 @@ class BatchedSwapMonteCarlo:
         B, N, M = g["B"], g["N"], g["m"] ** 2
         mf = cl.mem_flags
         sizes = dict(pos=(B * N * 2, np.float64), unwrapped=(B * N * 2, np.float64), types=(B * N, np.int32),
-                     offsets=(B * 2, np.float64), cell_start=(B * (4 * M + 1), np.int32),
-                     cell_fill=(B * 4 * M, np.int32),
+                     offsets=(B * 2, np.float64), cell_start=(B * (M + 1), np.int32),
+                     cell_fill=(B * M, np.int32),
                      sx=(B * N, np.float64), sy=(B * N, np.float64), st=(B * N, np.int32), sidx=(B * N, np.int32),
                      sdx=(B * N, np.float64), sdy=(B * N, np.float64), cell_de=(B * M, np.float64),
                      counters=(B * M * 4, np.uint64), energy=(B, np.float64), steps=(B, np.float64))
@@ -309,6 +317,7 @@ class BatchedSwapMonteCarlo:
         beta = f64(1.0 / self.temperature)
         f = f64(self.settings.swap_fraction)
         n_active = (m // 2) ** 2
+        reach = f64(self.system.max_cutoff * (1.0 + 1e-9))  # candidates: the cutoff, and a margin for rounding
         binning, phase_k, finish = (self._kernels[k] for k in ("bin_chains", "sweep_phase", "finish_chains"))
         for k in range(n_sweeps):
             sweep = u32(self.sweeps_done)
@@ -317,7 +326,7 @@ class BatchedSwapMonteCarlo:
                     bf["pos"], bf["types"], bf["offsets"], bf["cell_start"], bf["cell_fill"], bf["sx"], bf["sy"],
                     bf["st"], bf["sidx"], bf["sdx"], bf["sdy"])
             for phase in range(4):
-                phase_k(self.queue, (n_active, B), self.work_group, i32(N), i32(m), f64(box), f64(cs), seed_lo, seed_hi,
+                phase_k(self.queue, (n_active, B), self.work_group, i32(N), i32(m), f64(box), f64(cs), reach, seed_lo, seed_hi,
                         sweep, i32(phase), beta, bf["steps"], f, i32(self._n_pairs), self._pairs, self._params,
                         bf["cell_start"], bf["sx"], bf["sy"], bf["st"], bf["sdx"], bf["sdy"],
                         bf["cell_de"], bf["counters"])
@@ -423,10 +432,19 @@ class BatchedSwapMonteCarlo:
         return dict(positions=self.positions, unwrapped=self.unwrapped_positions, types=self.types,
                     box=np.float64(g["box"]), energies=self.energies, counters=self.counters,
                     sweeps_done=np.int64(self.sweeps_done), seed=np.uint64(self.seed),
-                    temperature=np.float64(self.temperature), steps=self.steps)
+                    temperature=np.float64(self.temperature), steps=self.steps,
+                    kernel_version=np.int64(KERNEL_VERSION))
 
     def load_state_dict(self, d) -> "BatchedSwapMonteCarlo":
-        """Restore a ``state_dict``: the continued chains equal uninterrupted ones move for move."""
+        """Restore a ``state_dict``: the continued chains equal uninterrupted ones move for move. A state of
+        another kernel version is refused (ValueError)."""
+        version = int(d["kernel_version"]) if "kernel_version" in d else 1
+        if version != KERNEL_VERSION:
+            raise ValueError(
+                f"BatchedSwapMonteCarlo.load_state_dict: this state (checkpoint) was written by version {version} of "
+                f"the OpenCL kernel, this is version {KERNEL_VERSION}, whose moves differ: the chain would not "
+                f"continue as it was. Delete the checkpoint to start afresh, or resume it with a commit of kernel "
+                f"version {version}")
         positions = np.asarray(d["positions"], dtype=np.float64)
         types = np.asarray(d["types"])
         self.reset(positions, types, float(d["box"]))
