@@ -293,26 +293,41 @@ inline double gathered_displacement_delta(double x0, double y0, double x1, doubl
     return lane_sum(e);
 }
 
-inline double gathered_retype_delta(double x, double y, int t_old, int t_new, int self, int other,
-                                    const double *gx, const double *gy, const double *gt, int n_pad,
-                                    __constant const double *p, int *overlap) {
+// energy change of exchanging the types of i (type ta, at (xi, yi), lane li) and j (type tb, lane lj); the pair
+// (i, j) itself is left out (V_ab(r_ij) = V_ba(r_ij)); one division for both distances
+inline double gathered_swap_delta(double xi, double yi, double xj, double yj, int ta, int tb, int li, int lj,
+                                  const double *gx, const double *gy, const double *gt, int n_pad,
+                                  __constant const double *p, int *overlap) {
     double8 e = 0.0;
     long8 ov = 0;
     for (int v = 0; v < n_pad; v += VW) {
         const double8 X = vload8(0, gx + v), Y = vload8(0, gy + v), T = vload8(0, gt + v);
         const long8 lane = LANES + (long)v;
-        const long8 keep = (lane != (long)self) & (lane != (long)other);
-        const double8 dx = X - x, dy = Y - y;
-        const double8 r2 = dx * dx + dy * dy;
-        const double8 inv_r2 = 1.0 / r2;
-        ov |= keep & (r2 < BY_TYPE(T, 27, t_new));
-        const double8 vn = pair8(r2, inv_r2, 4.0 * BY_TYPE(T, 0, t_new), BY_TYPE(T, 9, t_new), BY_TYPE(T, 39, t_new), p);
-        const double8 vo = pair8(r2, inv_r2, 4.0 * BY_TYPE(T, 0, t_old), BY_TYPE(T, 9, t_old), BY_TYPE(T, 39, t_old), p);
-        e += select((double8)0.0, vn, keep & (r2 < BY_TYPE(T, 18, t_new)))
-           - select((double8)0.0, vo, keep & (r2 < BY_TYPE(T, 18, t_old)));
+        const long8 keep = (lane != (long)li) & (lane != (long)lj);
+        const double8 dxi = X - xi, dyi = Y - yi, dxj = X - xj, dyj = Y - yj;
+        const double8 r2i = dxi * dxi + dyi * dyi, r2j = dxj * dxj + dyj * dyj;
+        const double8 inv = 1.0 / (r2i * r2j);
+        const double8 inv_i = r2j * inv, inv_j = r2i * inv;
+        const double8 e4a = 4.0 * BY_TYPE(T, 0, ta), s2a = BY_TYPE(T, 9, ta), is2a = BY_TYPE(T, 39, ta);
+        const double8 e4b = 4.0 * BY_TYPE(T, 0, tb), s2b = BY_TYPE(T, 9, tb), is2b = BY_TYPE(T, 39, tb);
+        const double8 rc2a = BY_TYPE(T, 18, ta), rc2b = BY_TYPE(T, 18, tb);
+        ov |= keep & ((r2i < BY_TYPE(T, 27, tb)) | (r2j < BY_TYPE(T, 27, ta)));
+        // i: type ta -> tb, j: tb -> ta
+        e += select((double8)0.0, pair8(r2i, inv_i, e4b, s2b, is2b, p), keep & (r2i < rc2b))
+           - select((double8)0.0, pair8(r2i, inv_i, e4a, s2a, is2a, p), keep & (r2i < rc2a))
+           + select((double8)0.0, pair8(r2j, inv_j, e4a, s2a, is2a, p), keep & (r2j < rc2a))
+           - select((double8)0.0, pair8(r2j, inv_j, e4b, s2b, is2b, p), keep & (r2j < rc2b));
     }
     *overlap |= any(ov);
     return lane_sum(e);
+}
+
+// Metropolis test u < exp(-x) for x = beta dE > 0, with exp only where needed: exp(-x) < 1 / (1 + x + x^2 / 2 +
+// x^3 / 6) (a truncated series of e^x), so u at or above that bound (slightly raised against rounding) is
+// rejected as exp would reject it; the decision is that of u < exp(-x) for every u
+inline int metropolis(double x, double u) {
+    const double bound = 1.0 / (1.0 + x * (1.0 + x * (0.5 + x * (1.0 / 6.0))));
+    return u < bound * (1.0 + 0x1p-40) && u < exp(-x);
 }
 
 __kernel void sweep_phase(const int n, const int m, const double box, const double cs, const double reach,
@@ -420,14 +435,13 @@ __kernel void sweep_phase(const int n, const int m, const double box, const doub
             double de;
             // the pair (i, j) itself is left out: V_ab(r_ij) = V_ba(r_ij)
             if (fast) {
-                de = gathered_retype_delta(xi, yi, ta, tb, si - s0, sj - s0, gx, gy, gt, n_pad, p, &ov)
-                   + gathered_retype_delta(xj, yj, tb, ta, sj - s0, si - s0, gx, gy, gt, n_pad, p, &ov);
+                de = gathered_swap_delta(xi, yi, xj, yj, ta, tb, si - s0, sj - s0, gx, gy, gt, n_pad, p, &ov);
             } else {
                 de = cells_retype_delta(xi, yi, ta, tb, si, sj, cx, cy, m, box, base, start, sx, sy, st, p, &ov)
                    + cells_retype_delta(xj, yj, tb, ta, sj, si, cx, cy, m, box, base, start, sx, sy, st, p, &ov);
             }
             if (ov) continue;
-            if (de <= 0.0 || u01(philox4x32_10((uint4)((uint)b, sweep, word, 2u * (uint)t + 1u), key).x) < exp(-beta * de)) {
+            if (de <= 0.0 || metropolis(beta * de, u01(philox4x32_10((uint4)((uint)b, sweep, word, 2u * (uint)t + 1u), key).x))) {
                 st[base + si] = tb;
                 st[base + sj] = ta;
                 if (fast) {
@@ -455,7 +469,7 @@ __kernel void sweep_phase(const int n, const int m, const double box, const doub
                 ? gathered_displacement_delta(x_old, y_old, x, y, ti, s - s0, gx, gy, gt, n_pad, p, &ov)
                 : cells_displacement_delta(x_old, y_old, x, y, ti, s, cx, cy, m, box, base, start, sx, sy, st, p, &ov);
             if (ov) continue;
-            if (de <= 0.0 || u01(philox4x32_10((uint4)((uint)b, sweep, word, 2u * (uint)t + 1u), key).x) < exp(-beta * de)) {
+            if (de <= 0.0 || metropolis(beta * de, u01(philox4x32_10((uint4)((uint)b, sweep, word, 2u * (uint)t + 1u), key).x))) {
                 sx[base + s] = x;
                 sy[base + s] = y;
                 sdx[base + s] += dx;
