@@ -65,7 +65,8 @@ __kernel void philox_blocks(__global const uint *counters, __global const uint *
 #define OFFSET_WORD 0xFFFFFFFFu
 
 // ---------------------------------------------------------------------------------- pair physics
-// params: eps[9], sig2[9], rc2[9], ov2[9], c0, c2, c4 (tables indexed 3 a + b)
+// params: eps[9], sig2[9], rc2[9], ov2[9], c0, c2, c4, 1 / sig2[9], cutoff^2, overlap^2 (in sigma_ab), 4 eps[9]
+// (tables indexed 3 a + b)
 inline int cell_coord(double u, double inv_cs, int m) {
     int c = (int)(u * inv_cs);
     return c < m ? c : m - 1;  // u < box, but u * inv_cs can round up to m
@@ -254,9 +255,8 @@ inline double cells_retype_delta(double x, double y, int t_old, int t_new, int s
     select(select((double8)(p[(off) + 3 * (t) + 2]), (double8)(p[(off) + 3 * (t) + 1]), (T) == 1.0), \
            (double8)(p[(off) + 3 * (t)]), (T) == 0.0)
 
-inline double8 pair8(double8 r2, double8 inv_r2, double8 e4, double8 s2, double8 is2, __constant const double *p) {
-    const double8 x = s2 * inv_r2;   // (s / r)^2
-    const double8 y = r2 * is2;      // (r / s)^2
+// V at y = (r / s)^2 given x = (s / r)^2 = 1 / y, e4 = 4 eps
+inline double8 pair8(double8 y, double8 x, double8 e4, __constant const double *p) {
     const double8 x3 = x * x * x;
     return e4 * (x3 * x3 - x3 + p[36] + p[37] * y + p[38] * y * y);
 }
@@ -269,25 +269,27 @@ inline double lane_sum(double8 v) {
 
 #define LANES ((long8)(0, 1, 2, 3, 4, 5, 6, 7))
 
+// The cutoff and the overlap distance are multiples of sigma_ab (system.yaml), so both tests compare y = (r / s)^2
+// with one number (p[48], p[49]) and only 4 eps and 1 / s^2 depend on the candidate's type. One division for the
+// old and the new position (a division costs ~4x a multiplication, and this loop is bound by them): 1 / yn = yo /
+// (yn yo), within 2 ulp. The mover's own lane (yo = 0) gives inf or nan, dropped by the select like every
+// excluded lane.
 inline double gathered_displacement_delta(double x0, double y0, double x1, double y1, int ti, int self,
                                           const double *gx, const double *gy, const double *gt, int n_pad,
                                           __constant const double *p, int *overlap) {
     double8 e = 0.0;
     long8 ov = 0;
+    const double y_cut = p[48], y_ov = p[49];
     for (int v = 0; v < n_pad; v += VW) {
         const double8 X = vload8(0, gx + v), Y = vload8(0, gy + v), T = vload8(0, gt + v);
         const long8 keep = (LANES + (long)v) != (long)self;
-        const double8 e4 = 4.0 * BY_TYPE(T, 0, ti), s2 = BY_TYPE(T, 9, ti), rc2 = BY_TYPE(T, 18, ti);
-        const double8 ov2 = BY_TYPE(T, 27, ti), is2 = BY_TYPE(T, 39, ti);
+        const double8 e4 = BY_TYPE(T, 50, ti), is2 = BY_TYPE(T, 39, ti);
         const double8 dx1 = X - x1, dy1 = Y - y1, dx0 = X - x0, dy0 = Y - y0;
-        const double8 r2n = dx1 * dx1 + dy1 * dy1, r2o = dx0 * dx0 + dy0 * dy0;
-        ov |= keep & (r2n < ov2);
-        // one division for both distances (a division costs ~4x a multiplication, and this loop is bound by
-        // them): 1 / r2n = r2o / (r2n r2o), within 2 ulp. The mover's own lane (r2o = 0) gives inf or nan,
-        // dropped by the select like every excluded lane
-        const double8 inv = 1.0 / (r2n * r2o);
-        e += select((double8)0.0, pair8(r2n, r2o * inv, e4, s2, is2, p), keep & (r2n < rc2))
-           - select((double8)0.0, pair8(r2o, r2n * inv, e4, s2, is2, p), keep & (r2o < rc2));
+        const double8 yn = (dx1 * dx1 + dy1 * dy1) * is2, yo = (dx0 * dx0 + dy0 * dy0) * is2;
+        ov |= keep & (yn < y_ov);
+        const double8 inv = 1.0 / (yn * yo);
+        e += select((double8)0.0, pair8(yn, yo * inv, e4, p), keep & (yn < y_cut))
+           - select((double8)0.0, pair8(yo, yn * inv, e4, p), keep & (yo < y_cut));
     }
     *overlap |= any(ov);
     return lane_sum(e);
@@ -300,6 +302,7 @@ inline double gathered_swap_delta(double xi, double yi, double xj, double yj, in
                                   __constant const double *p, int *overlap) {
     double8 e = 0.0;
     long8 ov = 0;
+    const double y_cut = p[48], y_ov = p[49];
     for (int v = 0; v < n_pad; v += VW) {
         const double8 X = vload8(0, gx + v), Y = vload8(0, gy + v), T = vload8(0, gt + v);
         const long8 lane = LANES + (long)v;
@@ -307,16 +310,16 @@ inline double gathered_swap_delta(double xi, double yi, double xj, double yj, in
         const double8 dxi = X - xi, dyi = Y - yi, dxj = X - xj, dyj = Y - yj;
         const double8 r2i = dxi * dxi + dyi * dyi, r2j = dxj * dxj + dyj * dyj;
         const double8 inv = 1.0 / (r2i * r2j);
-        const double8 inv_i = r2j * inv, inv_j = r2i * inv;
-        const double8 e4a = 4.0 * BY_TYPE(T, 0, ta), s2a = BY_TYPE(T, 9, ta), is2a = BY_TYPE(T, 39, ta);
-        const double8 e4b = 4.0 * BY_TYPE(T, 0, tb), s2b = BY_TYPE(T, 9, tb), is2b = BY_TYPE(T, 39, tb);
-        const double8 rc2a = BY_TYPE(T, 18, ta), rc2b = BY_TYPE(T, 18, tb);
-        ov |= keep & ((r2i < BY_TYPE(T, 27, tb)) | (r2j < BY_TYPE(T, 27, ta)));
+        const double8 inv_i = r2j * inv, inv_j = r2i * inv;  // 1 / r2 (see gathered_displacement_delta)
+        const double8 e4a = BY_TYPE(T, 50, ta), s2a = BY_TYPE(T, 9, ta), is2a = BY_TYPE(T, 39, ta);
+        const double8 e4b = BY_TYPE(T, 50, tb), s2b = BY_TYPE(T, 9, tb), is2b = BY_TYPE(T, 39, tb);
+        const double8 yia = r2i * is2a, yib = r2i * is2b, yja = r2j * is2a, yjb = r2j * is2b;
+        ov |= keep & ((yib < y_ov) | (yja < y_ov));
         // i: type ta -> tb, j: tb -> ta
-        e += select((double8)0.0, pair8(r2i, inv_i, e4b, s2b, is2b, p), keep & (r2i < rc2b))
-           - select((double8)0.0, pair8(r2i, inv_i, e4a, s2a, is2a, p), keep & (r2i < rc2a))
-           + select((double8)0.0, pair8(r2j, inv_j, e4a, s2a, is2a, p), keep & (r2j < rc2a))
-           - select((double8)0.0, pair8(r2j, inv_j, e4b, s2b, is2b, p), keep & (r2j < rc2b));
+        e += select((double8)0.0, pair8(yib, s2b * inv_i, e4b, p), keep & (yib < y_cut))
+           - select((double8)0.0, pair8(yia, s2a * inv_i, e4a, p), keep & (yia < y_cut))
+           + select((double8)0.0, pair8(yja, s2a * inv_j, e4a, p), keep & (yja < y_cut))
+           - select((double8)0.0, pair8(yjb, s2b * inv_j, e4b, p), keep & (yjb < y_cut));
     }
     *overlap |= any(ov);
     return lane_sum(e);

@@ -157,7 +157,9 @@ class BatchedSwapMonteCarlo:
         self._cl = cl
         eps, sig2, rc2, ov2 = self.system.parameter_arrays()
         params = np.concatenate([eps.ravel(), sig2.ravel(), rc2.ravel(), ov2.ravel(),
-                                 [self.system.c0, self.system.c2, self.system.c4], 1.0 / sig2.ravel()]).astype(np.float64)
+                                 [self.system.c0, self.system.c2, self.system.c4], 1.0 / sig2.ravel(),
+                                 [self.system.cutoff**2, self.system.overlap_distance**2], 4.0 * eps.ravel()]
+                                ).astype(np.float64)
         pairs = np.asarray(self.settings.swap_pairs, dtype=np.int32).reshape(-1, 2)
         mf = cl.mem_flags
         self._params = cl.Buffer(self.ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=params)
