@@ -231,8 +231,12 @@ def main(argv=None):
     out["kernel_version"] = KERNEL_VERSION
     out["throughput"] = measure_throughput(args.seed)
     if args.quick and (RESULTS / "swap_opencl.json").is_file():  # keep the tau_Q sections of the last full run
-        kept = json.loads((RESULTS / "swap_opencl.json").read_text()).get("tau") or []
+        prev = json.loads((RESULTS / "swap_opencl.json").read_text())
+        kept = prev.get("tau") or []
         out["tau"] = [kept] if isinstance(kept, dict) else kept
+        for t in out["tau"]:  # measured by the run that wrote the file, unless it says otherwise
+            t.setdefault("command", prev["command"])
+            t.setdefault("commit", prev["commit"])
     if not args.quick:
         out["tau"] = [measure_tau(args.tau_temperature, args.tau_sweeps, args.tau_chains, args.seed,
                                   args.tau_prep_sweeps)]
