@@ -9,9 +9,11 @@
 //   canonical: pos[b][i][2], unwrapped[b][i][2], types[b][i]   (the state; the order of i never changes)
 //   per sweep (rebuilt by bin_chains from the canonical arrays): particles sorted by cell of the shifted grid,
 //   sx, sy (coordinates u = x - offset wrapped into [0, box), in which cell c covers [cx cs, (cx + 1) cs)), st
-//   (type), sidx (canonical index), sdx, sdy (accumulated displacement this sweep); sorted by key = 4 c + sub-cell,
-//   cell_start[b][key] .. cell_start[b][key + 1] = that sub-cell's slots (see sub_key). finish_chains sets x = wrap(x + sdx), so an unmoved particle keeps
-//   its coordinates bit for bit.
+//   (type), sidx (canonical index), sdx, sdy (accumulated displacement this sweep); cell_start[b][c] ..
+//   cell_start[b][c + 1] = cell c's slots. finish_chains sets x = wrap(x + sdx), so an unmoved particle keeps its
+//   coordinates bit for bit.
+// The move kernel gathers each active cell's candidates into private arrays and sums over them in double8 (see
+// "2. one colour phase"); build option -DK_MAX = the capacity of those arrays.
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
 
 // ---------------------------------------------------------------------------------- Philox4x32-10
@@ -357,7 +359,8 @@ __kernel void sweep_phase(const int n, const int m, const double box, const doub
     const double d = steps[b];  // each chain its own displacement step (adapted from its own acceptance)
 
     // gather the candidates (fast path); n_g counts them all, those beyond K_MAX are not stored
-    double gx[K_MAX + 1], gy[K_MAX + 1], gt[K_MAX + 1];
+    // room for the padding up to a multiple of VW and for slot K_MAX (see below), whatever K_MAX
+    double gx[K_MAX + VW], gy[K_MAX + VW], gt[K_MAX + VW];
     int n_g = 0;
     if (m > 2) {
         for (int s = s0; s < s0 + n_c; s++, n_g++) {

@@ -46,10 +46,18 @@ exactly, and chain b is the same whatever the batch size B. Uniforms have 32 ran
 test of a move with exp(-dE / T) < 2^-32 is then decided by at most one part in 4e9). The sweep counter is
 32 bits: at most 2^32 sweeps per chain (refused beyond).
 
-Neighbour sums (performance only; the chain's law does not depend on it): particles are sorted by cell and by
-2 x 2 sub-cell of side cs / 2, so the energy of a particle is summed over the particles of its own (active) cell
-and those of the 5 x 5 sub-cells around it (~55 candidates at the paper's density instead of ~80 in 3 x 3
-cells; measured 1.24x faster). For m = 2 (tiny boxes) the whole box is visited with explicit minimum images.
+Neighbour sums (performance only; the chain's law does not depend on them): particles are sorted by cell. The
+neighbourhood of an active cell is frozen during its phase except for the cell's own particles, so it is gathered
+once per cell into private arrays (the cell's particles, kept up to date as they move or swap, then the particles
+of the 8 cells around it within the largest cutoff of the cell's square: ~65 at the paper's density), and each
+move sums over that one contiguous array 8 candidates at a time in double8 arithmetic, branch-free (cutoff, the
+mover itself and the padding by selects), with one division per candidate for both distances of a displacement
+or both particles of a swap. The cutoff and the overlap distance are multiples of sigma_ab, so those tests
+compare (r / sigma_ab)^2 with one number. Cells with more than ``CANDIDATE_CAPACITY`` candidates and tiny boxes
+(m = 2, the whole box visited with explicit minimum images) take a scalar path over the 3 x 3 cells; both paths
+give the same energy changes up to rounding (tests/test_swap_mc_opencl.py). The Metropolis test evaluates exp only
+below a cheap upper bound of exp(-x) (same decisions). Measured on PoCL (benchmarks/results/swap_opencl.md): 3.1x
+the sub-cell version of this kernel (kernel version 1) per CPU-second, ~1.4x the numba sampler at B = 128.
 
 Energies: the per-cell energy changes of a sweep are summed per chain in a fixed cell order (reproducible),
 into a float64 total per chain; ``check_energy`` compares it with ``tglassmlp.physics.potential_energy``.
