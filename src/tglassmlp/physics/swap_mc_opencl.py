@@ -336,20 +336,29 @@ class BatchedSwapMonteCarlo:
             if wg != "auto":
                 raise ValueError(f"work_group must be 'auto', None or a tuple, got {wg!r}")
             wg = (n_active, 1) if self.device.type & self._cl.device_type.CPU else None
+        # arguments set once per call, only the sweep, phase and trace slot per launch: with few chains (B = 1, one
+        # chain per job) setting ~20 arguments per launch from Python cost more than the moves
+        binning.set_args(i32(N), i32(m), f64(box), f64(cs), seed_lo, seed_hi, u32(0), bf["pos"], bf["types"],
+                         bf["offsets"], bf["cell_start"], bf["cell_fill"], bf["sx"], bf["sy"], bf["st"], bf["sidx"],
+                         bf["sdx"], bf["sdy"])
+        phase_k.set_args(i32(N), i32(m), f64(box), f64(cs), reach, seed_lo, seed_hi, u32(0), i32(0), beta,
+                         bf["steps"], f, i32(self._n_pairs), self._pairs, self._params, bf["cell_start"], bf["sx"],
+                         bf["sy"], bf["st"], bf["sdx"], bf["sdy"], bf["cell_de"], bf["counters"])
+        finish.set_args(i32(N), i32(m), f64(box), bf["pos"], bf["unwrapped"], bf["types"], bf["sx"], bf["sy"],
+                        bf["st"], bf["sidx"], bf["sdx"], bf["sdy"], bf["cell_de"], bf["energy"], trace_buf, i32(-1),
+                        i32(self._trace_capacity))
+        launch = self._cl.enqueue_nd_range_kernel
         for k in range(n_sweeps):
             sweep = u32(self.sweeps_done)
-            slot = (k + 1) // rec - 1 if rec and (k + 1) % rec == 0 else -1
-            binning(self.queue, (B,), None, i32(N), i32(m), f64(box), f64(cs), seed_lo, seed_hi, sweep,
-                    bf["pos"], bf["types"], bf["offsets"], bf["cell_start"], bf["cell_fill"], bf["sx"], bf["sy"],
-                    bf["st"], bf["sidx"], bf["sdx"], bf["sdy"])
+            binning.set_arg(6, sweep)
+            launch(self.queue, binning, (B,), None)
+            phase_k.set_arg(7, sweep)
             for phase in range(4):
-                phase_k(self.queue, (n_active, B), wg, i32(N), i32(m), f64(box), f64(cs), reach, seed_lo, seed_hi,
-                        sweep, i32(phase), beta, bf["steps"], f, i32(self._n_pairs), self._pairs, self._params,
-                        bf["cell_start"], bf["sx"], bf["sy"], bf["st"], bf["sdx"], bf["sdy"],
-                        bf["cell_de"], bf["counters"])
-            finish(self.queue, (B,), None, i32(N), i32(m), f64(box), bf["pos"], bf["unwrapped"], bf["types"], bf["sx"],
-                   bf["sy"], bf["st"], bf["sidx"], bf["sdx"], bf["sdy"], bf["cell_de"], bf["energy"], trace_buf,
-                   i32(slot), i32(self._trace_capacity))
+                phase_k.set_arg(8, i32(phase))
+                launch(self.queue, phase_k, (n_active, B), wg)
+            if rec:
+                finish.set_arg(15, i32((k + 1) // rec - 1 if (k + 1) % rec == 0 else -1))
+            launch(self.queue, finish, (B,), None)
             self.sweeps_done += 1
         if n_rec:
             out = np.empty((g["B"], self._trace_capacity), np.float64)
