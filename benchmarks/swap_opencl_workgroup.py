@@ -1,7 +1,8 @@
 """Batched OpenCL swap MC: does the local work size of the move kernel matter? (N = 1290, B = 128, T = 0.3)
 
 One BatchedSwapMonteCarlo; timed runs of 8 sweeps alternate between local sizes (None = the driver's choice;
-the default "auto" is (active cells, 1) on a CPU), each compiled before, 5 rounds, medians of attempted moves per CPU-second of this process (PoCL's threads included) and per wall-second.
+the default "auto" is (active cells, 1) on a CPU), each compiled before, 5 rounds, medians of attempted moves
+per CPU-second of this process (PoCL's threads included) and per wall-second.
 The chains do not depend on the local size (one work-item = one cell of one chain with its own random numbers).
 Writes benchmarks/results/swap_opencl_workgroup.{md,json}.
 

@@ -118,7 +118,8 @@ __kernel void bin_chains(const int n, const int m, const double box, const doubl
     __global int *fill = cell_fill + (size_t)b * n_cells;
     for (int c = 0; c < n_cells; c++) fill[c] = 0;
     for (int i = 0; i < n; i++)
-        fill[cell_coord(shifted(p[2 * i], ox, box), inv_cs, m) * m + cell_coord(shifted(p[2 * i + 1], oy, box), inv_cs, m)]++;
+        fill[cell_coord(shifted(p[2 * i], ox, box), inv_cs, m) * m +
+             cell_coord(shifted(p[2 * i + 1], oy, box), inv_cs, m)]++;
     int acc = 0;
     for (int c = 0; c < n_cells; c++) {
         start[c] = acc;
@@ -447,7 +448,8 @@ __kernel void sweep_phase(const int n, const int m, const double box, const doub
                    + cells_retype_delta(xj, yj, tb, ta, sj, si, cx, cy, m, box, base, start, sx, sy, st, p, &ov);
             }
             if (ov) continue;
-            if (de <= 0.0 || metropolis(beta * de, u01(philox4x32_10((uint4)((uint)b, sweep, word, 2u * (uint)t + 1u), key).x))) {
+            if (de <= 0.0 || metropolis(beta * de, u01(philox4x32_10(
+                                 (uint4)((uint)b, sweep, word, 2u * (uint)t + 1u), key).x))) {
                 st[base + si] = tb;
                 st[base + sj] = ta;
                 if (fast) {
@@ -475,7 +477,8 @@ __kernel void sweep_phase(const int n, const int m, const double box, const doub
                 ? gathered_displacement_delta(x_old, y_old, x, y, ti, s - s0, gx, gy, gt, n_pad, p, &ov)
                 : cells_displacement_delta(x_old, y_old, x, y, ti, s, cx, cy, m, box, base, start, sx, sy, st, p, &ov);
             if (ov) continue;
-            if (de <= 0.0 || metropolis(beta * de, u01(philox4x32_10((uint4)((uint)b, sweep, word, 2u * (uint)t + 1u), key).x))) {
+            if (de <= 0.0 || metropolis(beta * de, u01(philox4x32_10(
+                                 (uint4)((uint)b, sweep, word, 2u * (uint)t + 1u), key).x))) {
                 sx[base + s] = x;
                 sy[base + s] = y;
                 sdx[base + s] += dx;
