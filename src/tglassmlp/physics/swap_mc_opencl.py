@@ -46,10 +46,18 @@ exactly, and chain b is the same whatever the batch size B. Uniforms have 32 ran
 test of a move with exp(-dE / T) < 2^-32 is then decided by at most one part in 4e9). The sweep counter is
 32 bits: at most 2^32 sweeps per chain (refused beyond).
 
-Neighbour sums (performance only; the chain's law does not depend on it): particles are sorted by cell and by
-2 x 2 sub-cell of side cs / 2, so the energy of a particle is summed over the particles of its own (active) cell
-and those of the 5 x 5 sub-cells around it (~55 candidates at the paper's density instead of ~80 in 3 x 3
-cells; measured 1.24x faster). For m = 2 (tiny boxes) the whole box is visited with explicit minimum images.
+Neighbour sums (performance only; the chain's law does not depend on them): particles are sorted by cell. The
+neighbourhood of an active cell is frozen during its phase except for the cell's own particles, so it is gathered
+once per cell into private arrays (the cell's particles, kept up to date as they move or swap, then the particles
+of the 8 cells around it within the largest cutoff of the cell's square: ~65 at the paper's density), and each
+move sums over that one contiguous array 8 candidates at a time in double8 arithmetic, branch-free (cutoff, the
+mover itself and the padding by selects), with one division per candidate for both distances of a displacement
+or both particles of a swap. The cutoff and the overlap distance are multiples of sigma_ab, so those tests
+compare (r / sigma_ab)^2 with one number. Cells with more than ``CANDIDATE_CAPACITY`` candidates and tiny boxes
+(m = 2, the whole box visited with explicit minimum images) take a scalar path over the 3 x 3 cells; both paths
+give the same energy changes up to rounding (tests/test_swap_mc_opencl.py). The Metropolis test evaluates exp only
+below a cheap upper bound of exp(-x) (same decisions). Measured on PoCL (benchmarks/results/swap_opencl.md): 3.1x
+the sub-cell version of this kernel (kernel version 1) per CPU-second, ~1.4x the numba sampler at B = 128.
 
 Energies: the per-cell energy changes of a sweep are summed per chain in a fixed cell order (reproducible),
 into a float64 total per chain; ``check_energy`` compares it with ``tglassmlp.physics.potential_energy``.
@@ -67,8 +75,15 @@ from tglassmlp.physics.system import N_TYPES, PairPotential, resolve_system
 
 INSTALL_HINT = "apt-get install pocl-opencl-icd ocl-icd-libopencl1"
 MAX_SWEEPS = 2**32 - 1
+# Version of the chain that swap_mc.cl computes from a state: raised whenever the same (state, seed, sweep) would
+# give other moves (the law of the chain may be the same). A state dict records it and one of another version is
+# refused (a resumed run would not continue the chain that was checkpointed). 1: sub-cell sums (before 2026-12-03,
+# no version in the state); 2: candidates gathered per cell, double8 sums.
+KERNEL_VERSION = 2
 # no fast-math or contraction options: the same IEEE double arithmetic on every device
 BUILD_OPTIONS: list = []
+# private candidate arrays of the move kernel (K_MAX in swap_mc.cl); a cell with more takes the scalar path
+CANDIDATE_CAPACITY = 128
 
 
 class OpenCLUnavailableError(RuntimeError):
@@ -144,21 +159,26 @@ class BatchedSwapMonteCarlo:
         self.device = pick_device(device)
         self.ctx = cl.Context([self.device])
         self.queue = cl.CommandQueue(self.ctx)
-        self.program = cl.Program(self.ctx, kernel_source()).build(options=BUILD_OPTIONS)
+        self.program = cl.Program(self.ctx, kernel_source()).build(
+            options=BUILD_OPTIONS + [f"-DK_MAX={int(CANDIDATE_CAPACITY)}"])
         self._kernels = {name: cl.Kernel(self.program, name) for name in ("bin_chains", "sweep_phase", "finish_chains")}
         self._cl = cl
         eps, sig2, rc2, ov2 = self.system.parameter_arrays()
         params = np.concatenate([eps.ravel(), sig2.ravel(), rc2.ravel(), ov2.ravel(),
-                                 [self.system.c0, self.system.c2, self.system.c4], 1.0 / sig2.ravel()]).astype(np.float64)
+                                 [self.system.c0, self.system.c2, self.system.c4], 1.0 / sig2.ravel(),
+                                 [self.system.cutoff**2, self.system.overlap_distance**2], 4.0 * eps.ravel()]
+                                ).astype(np.float64)
         pairs = np.asarray(self.settings.swap_pairs, dtype=np.int32).reshape(-1, 2)
         mf = cl.mem_flags
         self._params = cl.Buffer(self.ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=params)
         self._pairs = cl.Buffer(self.ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=np.ascontiguousarray(pairs))
         self._n_pairs = len(pairs)
         self._geo = None
-        # local work size of the move kernel (None: the driver's choice); performance only, the chains do not
+        # local work size of the move kernel: "auto" (on a CPU one chain's active cells per work-group, 9 % faster
+        # than PoCL's choice with the private candidate arrays, benchmarks/results/swap_opencl_workgroup.md; the
+        # driver's choice elsewhere), None (the driver's choice) or a tuple; performance only, the chains do not
         # depend on it (each work-item is one cell of one chain with its own random numbers)
-        self.work_group = None
+        self.work_group = "auto"
         self._trace_buf, self._trace_capacity = None, 0
 
     # ------------------------------------------------------------------ configuration
@@ -256,8 +276,8 @@ class BatchedSwapMonteCarlo:
         B, N, M = g["B"], g["N"], g["m"] ** 2
         mf = cl.mem_flags
         sizes = dict(pos=(B * N * 2, np.float64), unwrapped=(B * N * 2, np.float64), types=(B * N, np.int32),
-                     offsets=(B * 2, np.float64), cell_start=(B * (4 * M + 1), np.int32),
-                     cell_fill=(B * 4 * M, np.int32),
+                     offsets=(B * 2, np.float64), cell_start=(B * (M + 1), np.int32),
+                     cell_fill=(B * M, np.int32),
                      sx=(B * N, np.float64), sy=(B * N, np.float64), st=(B * N, np.int32), sidx=(B * N, np.int32),
                      sdx=(B * N, np.float64), sdy=(B * N, np.float64), cell_de=(B * M, np.float64),
                      counters=(B * M * 4, np.uint64), energy=(B, np.float64), steps=(B, np.float64))
@@ -309,21 +329,36 @@ class BatchedSwapMonteCarlo:
         beta = f64(1.0 / self.temperature)
         f = f64(self.settings.swap_fraction)
         n_active = (m // 2) ** 2
+        reach = f64(self.system.max_cutoff * (1.0 + 1e-9))  # candidates: the cutoff, and a margin for rounding
         binning, phase_k, finish = (self._kernels[k] for k in ("bin_chains", "sweep_phase", "finish_chains"))
+        wg = self.work_group
+        if isinstance(wg, str):
+            if wg != "auto":
+                raise ValueError(f"work_group must be 'auto', None or a tuple, got {wg!r}")
+            wg = (n_active, 1) if self.device.type & self._cl.device_type.CPU else None
+        # arguments set once per call, only the sweep, phase and trace slot per launch: with few chains (B = 1, one
+        # chain per job) setting ~20 arguments per launch from Python cost more than the moves
+        binning.set_args(i32(N), i32(m), f64(box), f64(cs), seed_lo, seed_hi, u32(0), bf["pos"], bf["types"],
+                         bf["offsets"], bf["cell_start"], bf["cell_fill"], bf["sx"], bf["sy"], bf["st"], bf["sidx"],
+                         bf["sdx"], bf["sdy"])
+        phase_k.set_args(i32(N), i32(m), f64(box), f64(cs), reach, seed_lo, seed_hi, u32(0), i32(0), beta,
+                         bf["steps"], f, i32(self._n_pairs), self._pairs, self._params, bf["cell_start"], bf["sx"],
+                         bf["sy"], bf["st"], bf["sdx"], bf["sdy"], bf["cell_de"], bf["counters"])
+        finish.set_args(i32(N), i32(m), f64(box), bf["pos"], bf["unwrapped"], bf["types"], bf["sx"], bf["sy"],
+                        bf["st"], bf["sidx"], bf["sdx"], bf["sdy"], bf["cell_de"], bf["energy"], trace_buf, i32(-1),
+                        i32(self._trace_capacity))
+        launch = self._cl.enqueue_nd_range_kernel
         for k in range(n_sweeps):
             sweep = u32(self.sweeps_done)
-            slot = (k + 1) // rec - 1 if rec and (k + 1) % rec == 0 else -1
-            binning(self.queue, (B,), None, i32(N), i32(m), f64(box), f64(cs), seed_lo, seed_hi, sweep,
-                    bf["pos"], bf["types"], bf["offsets"], bf["cell_start"], bf["cell_fill"], bf["sx"], bf["sy"],
-                    bf["st"], bf["sidx"], bf["sdx"], bf["sdy"])
+            binning.set_arg(6, sweep)
+            launch(self.queue, binning, (B,), None)
+            phase_k.set_arg(7, sweep)
             for phase in range(4):
-                phase_k(self.queue, (n_active, B), self.work_group, i32(N), i32(m), f64(box), f64(cs), seed_lo, seed_hi,
-                        sweep, i32(phase), beta, bf["steps"], f, i32(self._n_pairs), self._pairs, self._params,
-                        bf["cell_start"], bf["sx"], bf["sy"], bf["st"], bf["sdx"], bf["sdy"],
-                        bf["cell_de"], bf["counters"])
-            finish(self.queue, (B,), None, i32(N), i32(m), f64(box), bf["pos"], bf["unwrapped"], bf["types"], bf["sx"],
-                   bf["sy"], bf["st"], bf["sidx"], bf["sdx"], bf["sdy"], bf["cell_de"], bf["energy"], trace_buf,
-                   i32(slot), i32(self._trace_capacity))
+                phase_k.set_arg(8, i32(phase))
+                launch(self.queue, phase_k, (n_active, B), wg)
+            if rec:
+                finish.set_arg(15, i32((k + 1) // rec - 1 if (k + 1) % rec == 0 else -1))
+            launch(self.queue, finish, (B,), None)
             self.sweeps_done += 1
         if n_rec:
             out = np.empty((g["B"], self._trace_capacity), np.float64)
@@ -423,10 +458,19 @@ class BatchedSwapMonteCarlo:
         return dict(positions=self.positions, unwrapped=self.unwrapped_positions, types=self.types,
                     box=np.float64(g["box"]), energies=self.energies, counters=self.counters,
                     sweeps_done=np.int64(self.sweeps_done), seed=np.uint64(self.seed),
-                    temperature=np.float64(self.temperature), steps=self.steps)
+                    temperature=np.float64(self.temperature), steps=self.steps,
+                    kernel_version=np.int64(KERNEL_VERSION))
 
     def load_state_dict(self, d) -> "BatchedSwapMonteCarlo":
-        """Restore a ``state_dict``: the continued chains equal uninterrupted ones move for move."""
+        """Restore a ``state_dict``: the continued chains equal uninterrupted ones move for move. A state of
+        another kernel version is refused (ValueError)."""
+        version = int(d["kernel_version"]) if "kernel_version" in d else 1
+        if version != KERNEL_VERSION:
+            raise ValueError(
+                f"BatchedSwapMonteCarlo.load_state_dict: this state (checkpoint) was written by version {version} of "
+                f"the OpenCL kernel, this is version {KERNEL_VERSION}, whose moves differ: the chain would not "
+                f"continue as it was. Delete the checkpoint to start afresh, or resume it with a commit of kernel "
+                f"version {version}")
         positions = np.asarray(d["positions"], dtype=np.float64)
         types = np.asarray(d["types"])
         self.reset(positions, types, float(d["box"]))
