@@ -45,6 +45,7 @@ BATCHES = (1, 16, 128)
 MOVES_PER_TIMING = 1_300_000  # ~1-2 s per timed run
 ROUNDS = 5
 SNAPSHOTS_PER_RUN = 200
+GLASSBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "glassbench" / "N1290T0.23_202_tc05.npz"
 
 
 def commit() -> str:
@@ -55,14 +56,22 @@ def commit() -> str:
     return head + (" (+ uncommitted changes)" if dirty else "")
 
 
-def prepared(temperature: float, seed: int, sweeps_at_t: int) -> SwapMonteCarlo:
-    """Numba sampler: random start melted at T = 2 (100 sweeps), then ``sweeps_at_t`` at T with d adapting."""
-    system = load_system()
-    box = system.box_for(N_PARTICLES)
-    rng = np.random.default_rng(seed)
-    pos, types = _random_start(N_PARTICLES, box, system.composition_for(N_PARTICLES), rng)
-    mc = SwapMonteCarlo(2.0, seed=seed).reset(pos, types, box)
-    mc.adapt(100)
+def prepared(temperature: float, seed: int, sweeps_at_t: int, start: str = "random") -> SwapMonteCarlo:
+    """Numba sampler: random start melted at T = 2 (100 sweeps), or the GlassBench T = 0.23 equilibrium structure
+    (``start="glassbench"``: near equilibrium at T ~ 0.23-0.3, where a random start would age for longer than
+    the run), then ``sweeps_at_t`` at T with d adapting."""
+    if start == "glassbench":
+        from tglassmlp.data.glassbench import read_glassbench
+
+        gb = read_glassbench(GLASSBENCH)
+        mc = SwapMonteCarlo(temperature, seed=seed).reset(gb.positions, gb.types, gb.box)
+    else:
+        system = load_system()
+        box = system.box_for(N_PARTICLES)
+        rng = np.random.default_rng(seed)
+        pos, types = _random_start(N_PARTICLES, box, system.composition_for(N_PARTICLES), rng)
+        mc = SwapMonteCarlo(2.0, seed=seed).reset(pos, types, box)
+        mc.adapt(100)
     mc.temperature = temperature
     mc.adapt(sweeps_at_t)
     mc.reset_counters()
@@ -118,9 +127,10 @@ def q_of_run(snaps, spacing, box, settings):
                         cage_radius=cage)
 
 
-def measure_tau(temperature: float, sweeps: int, n_chains: int, seed: int, prep_sweeps: int) -> dict:
+def measure_tau(temperature: float, sweeps: int, n_chains: int, seed: int, prep_sweeps: int,
+                start: str = "random") -> dict:
     settings = load_swap_settings()
-    mc = prepared(temperature, seed, prep_sweeps)
+    mc = prepared(temperature, seed, prep_sweeps, start)
     spacing = max(1, sweeps // SNAPSHOTS_PER_RUN)
     ocl = BatchedSwapMonteCarlo(temperature, seed=seed).reset(
         np.repeat(mc.positions[None], n_chains, axis=0), np.repeat(mc.types[None], n_chains, axis=0), mc.box)
@@ -143,7 +153,7 @@ def measure_tau(temperature: float, sweeps: int, n_chains: int, seed: int, prep_
     q_each = [decorrelation_time(lags, q_of_run(snaps_o[:, b], spacing, mc.box, settings)[1])
               for b in range(n_chains)]
     e_half = lambda tr: float(np.mean(tr[len(tr) // 2:]))  # noqa: E731
-    return dict(temperature=temperature, sweeps=sweeps, spacing=spacing, opencl_chains=n_chains,
+    return dict(temperature=temperature, start=start, sweeps=sweeps, spacing=spacing, opencl_chains=n_chains,
                 kernel_version=KERNEL_VERSION,
                 prep_sweeps=prep_sweeps, start_energy_per_particle=start_energy,
                 max_displacement=mc.max_displacement, overlap_frame=settings.overlap_frame,
@@ -182,9 +192,13 @@ def write(out: dict):
     for t in [taus] if isinstance(taus, dict) else taus:
         lines += ["", f"## tau_Q at T = {t['temperature']} ({t['overlap_frame']} frame; measured)", "",
                   f"Command: `{t.get('command', out['command'])}`.", "",
-                  f"Common start: random, melted at T = 2, {t['prep_sweeps']} sweeps at T with d adapting (E/N "
-                  f"{t['start_energy_per_particle']:.4f}: still ageing, so both tau are those of the same ageing "
-                  f"start), then d = {t['max_displacement']:.4f} frozen; {t['sweeps']} sweeps each, snapshots every "
+                  (f"Common start: the GlassBench T = 0.23 equilibrium structure (E/N "
+                     f"{t['start_energy_per_particle']:.4f} after {t['prep_sweeps']} sweeps at T with d adapting: near "
+                     "equilibrium at this T)" if t.get("start") == "glassbench" else
+                     f"Common start: random, melted at T = 2, {t['prep_sweeps']} sweeps at T with d adapting (E/N "
+                     f"{t['start_energy_per_particle']:.4f}: still ageing, so both tau are those of the same ageing "
+                     "start)")
+                  + f", then d = {t['max_displacement']:.4f} frozen; {t['sweeps']} sweeps each, snapshots every "
                   f"{t['spacing']}. OpenCL: {t['opencl_chains']} chains, Q averaged over them."
                   + ("" if t.get("kernel_version", 1) == out.get("kernel_version", 1) else
                      f" Measured with OpenCL kernel version {t.get('kernel_version', 1)} (commit "
@@ -211,6 +225,9 @@ def main(argv=None):
     ap.add_argument("--tau-sweeps", type=int, default=30000)
     ap.add_argument("--tau-chains", type=int, default=4)
     ap.add_argument("--tau-prep-sweeps", type=int, default=2000)
+    ap.add_argument("--tau-start", choices=("random", "glassbench"), default="random",
+                    help="start of the tau_Q runs: a melted random configuration, or the GlassBench T = 0.23 "
+                         "structure (near equilibrium at T = 0.23-0.3)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--add-tau", action="store_true",
                     help="only measure tau_Q at --tau-temperature and add it to the existing results")
@@ -220,7 +237,8 @@ def main(argv=None):
         out = json.loads((RESULTS / "swap_opencl.json").read_text())
         taus = out.get("tau") or []
         taus = [taus] if isinstance(taus, dict) else taus
-        extra = measure_tau(args.tau_temperature, args.tau_sweeps, args.tau_chains, args.seed, args.tau_prep_sweeps)
+        extra = measure_tau(args.tau_temperature, args.tau_sweeps, args.tau_chains, args.seed, args.tau_prep_sweeps,
+                            args.tau_start)
         extra.update(command=command, commit=commit(), load_average=os.getloadavg())
         out["tau"] = [t for t in taus if t["temperature"] != args.tau_temperature] + [extra]
         write(out)
@@ -239,7 +257,7 @@ def main(argv=None):
             t.setdefault("commit", prev["commit"])
     if not args.quick:
         out["tau"] = [measure_tau(args.tau_temperature, args.tau_sweeps, args.tau_chains, args.seed,
-                                  args.tau_prep_sweeps)]
+                                  args.tau_prep_sweeps, args.tau_start)]
     write(out)
 
 
