@@ -91,8 +91,8 @@ def assert_kernel_state_valid(mc):
     d -= box * np.round(d / box)
     close = np.einsum("ijk,ijk->ij", d, d) < k["rlist"] ** 2
     np.fill_diagonal(close, False)
-    for i in range(len(order)):
-        listed = k["nbr"][i, : k["nn"][i]]
+    for i in range(len(order)):  # rows by particle index, entries kernel indices
+        listed = k["nbr"][order[i], : k["nn"][order[i]]]
         np.testing.assert_array_equal(np.sort(listed), np.flatnonzero(close[i]))
 
 

@@ -98,9 +98,9 @@ class NotEquilibratedError(RuntimeError):
 
 # ====================================================================================== compiled kernel
 @numba.njit(**_JIT)
-def _fill_verlet(xs, box, rlist2, m, cell_start, cell_members, nbr, nn):
-    """Writes the neighbours of every particle into the rows of ``nbr`` (cell visiting order) and their numbers
-    into ``nn``; returns False (rows incomplete) if a row is too narrow. m >= 3: cell list of side >= the list
+def _fill_verlet(xs, box, rlist2, m, cell_start, cell_members, rows, nbr, nn):
+    """Writes the neighbours (kernel indices, cell visiting order) of kernel particle i into row ``rows[i]`` of
+    ``nbr`` and their number into ``nn[rows[i]]``; returns False (rows incomplete) if a row is too narrow. m >= 3: cell list of side >= the list
     radius (cell_start (m*m + 1,), cell_members (N,): particles by cell); m = 0: all pairs (tiny boxes)."""
     n = xs.shape[0]
     width = nbr.shape[1]
@@ -109,6 +109,7 @@ def _fill_verlet(xs, box, rlist2, m, cell_start, cell_members, nbr, nn):
     for i in range(n):
         x = xs[i, 0]
         y = xs[i, 1]
+        r = rows[i]
         k = 0
         if m == 0:
             for j in range(n):
@@ -118,7 +119,7 @@ def _fill_verlet(xs, box, rlist2, m, cell_start, cell_members, nbr, nn):
                 dy -= box * np.rint(dy * inv_box)
                 if j != i and dx * dx + dy * dy < rlist2:
                     if k < width:
-                        nbr[i, k] = j
+                        nbr[r, k] = j
                     k += 1
         else:
             cx = min(int(x * m * inv_box), m - 1)
@@ -148,21 +149,23 @@ def _fill_verlet(xs, box, rlist2, m, cell_start, cell_members, nbr, nn):
                         dy = xs[j, 1] + sy - y
                         if j != i and dx * dx + dy * dy < rlist2:
                             if k < width:
-                                nbr[i, k] = j
+                                nbr[r, k] = j
                             k += 1
-        nn[i] = k
+        nn[r] = k
         if k > width:
             ok = False
     return ok
 
 
 @numba.njit(**_JIT)
-def _build_verlet(xs, box, rlist):
+def _build_verlet(xs, box, rlist, rows):
     """Verlet lists of radius ``rlist`` around the positions ``xs`` (N, 2) (kernel order).
 
-    Returns nbr (N, K) int32 (row i: the neighbours of i, -1 after), nn (N,) int32 (their number), ref (N, 2)
-    (a copy of xs: where the lists were built). A pure function of (xs, box, rlist): a checkpoint that stores
-    ref and the skin rebuilds the very same lists.
+    Returns nbr (N, K) int32 (row ``rows[k]``: the kernel indices of the neighbours of kernel particle k, -1
+    after), nn (N,) int32 (their numbers, by row), ref (N, 2) (a copy of xs: where the lists were built).
+    rows = order (kernel index -> particle index): a move finds its row from the particle index the random
+    numbers drew, in parallel with (not after) the lookup of its kernel index. A pure function of (xs, box,
+    rlist, rows): a checkpoint that stores ref and the skin rebuilds the very same lists.
     """
     n = xs.shape[0]
     m = int(box // rlist)
@@ -189,9 +192,9 @@ def _build_verlet(xs, box, rlist):
     # twice the mean number of particles within rlist, + 16: rows rarely overflow (then: once more, wider)
     width = min(int(2.0 * n / (box * box) * math.pi * rlist2) + 16, max(n - 1, 1))
     nbr = np.full((n, width), -1, dtype=np.int32)
-    if not _fill_verlet(xs, box, rlist2, m, cell_start, cell_members, nbr, nn):
+    if not _fill_verlet(xs, box, rlist2, m, cell_start, cell_members, rows, nbr, nn):
         nbr = np.full((n, int(nn.max())), -1, dtype=np.int32)
-        _fill_verlet(xs, box, rlist2, m, cell_start, cell_members, nbr, nn)
+        _fill_verlet(xs, box, rlist2, m, cell_start, cell_members, rows, nbr, nn)
     elif n > 0 and nn.max() < width:  # rows as narrow as the longest list: less memory to stream
         nbr = nbr[:, : max(int(nn.max()), 1)].copy()
     return nbr, nn, xs.copy()
@@ -271,24 +274,24 @@ def _displacement_delta(i, x, y, cand, n_cand, xs, ts, box, eps, sig2, rc2, ov2,
 
 
 @numba.njit(**_JIT)
-def _swap_delta(i, j, nbr, nn, xs, ts, box, eps, sig2, rc2, ov2, c0, c2, c4):
+def _swap_delta(i, j, cand_i, n_i, cand_j, n_j, xs, ts, box, eps, sig2, rc2, ov2, c0, c2, c4):
     """Energy change of exchanging the types of particles i and j (kernel indices); overlap flag."""
     a = ts[i]
     b = ts[j]
-    ia, ib, _, ovi = _energy_two_types(xs[i, 0], xs[i, 1], a, b, j, nbr[i], nn[i], xs, ts, box, eps, sig2, rc2,
+    ia, ib, _, ovi = _energy_two_types(xs[i, 0], xs[i, 1], a, b, j, cand_i, n_i, xs, ts, box, eps, sig2, rc2,
                                        ov2, c0, c2, c4)
-    jb, ja, _, ovj = _energy_two_types(xs[j, 0], xs[j, 1], b, a, i, nbr[j], nn[j], xs, ts, box, eps, sig2, rc2,
+    jb, ja, _, ovj = _energy_two_types(xs[j, 0], xs[j, 1], b, a, i, cand_j, n_j, xs, ts, box, eps, sig2, rc2,
                                        ov2, c0, c2, c4)
     # the (i, j) pair itself: V_ab = V_ba, unchanged; its overlap threshold is symmetric too
     return (ib - ia) + (ja - jb), ovi or ovj
 
 
 @numba.njit(**_JIT)
-def _total_energy(nbr, nn, xs, ts, box, eps, sig2, rc2, ov2, c0, c2, c4):
+def _total_energy(nbr, nn, order, xs, ts, box, eps, sig2, rc2, ov2, c0, c2, c4):
     """Total potential energy [epsilon] (each pair counted from both ends, halved; kernel order)."""
     e = 0.0
     for i in range(xs.shape[0]):
-        ei, _, _, _ = _energy_two_types(xs[i, 0], xs[i, 1], ts[i], ts[i], -1, nbr[i], nn[i], xs, ts, box, eps,
+        ei, _, _, _ = _energy_two_types(xs[i, 0], xs[i, 1], ts[i], ts[i], -1, nbr[order[i]], nn[order[i]], xs, ts, box, eps,
                                         sig2, rc2, ov2, c0, c2, c4)
         e += ei
     return 0.5 * e
@@ -337,7 +340,8 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
                 counters[4 + 2 * k] += 1
                 ki = kernel_index[i]
                 kj = kernel_index[j]
-                de, ov = _swap_delta(ki, kj, nbr, nn, xs, ts, box, eps, sig2, rc2, ov2, c0, c2, c4)
+                de, ov = _swap_delta(ki, kj, nbr[i], nn[i], nbr[j], nn[j], xs, ts, box, eps, sig2, rc2, ov2, c0,
+                                     c2, c4)
                 if ov:
                     continue
                 if de <= 0.0 or rng.random() < math.exp(-beta * de):
@@ -381,9 +385,9 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
                 ey -= box * np.rint(ey * inv_box)
                 if ex * ex + ey * ey > half_skin2:
                     # the list of ki may miss partners of the proposed position: rebuild at the current state
-                    nbr, nn, ref = _build_verlet(xs, box, rlist)
+                    nbr, nn, ref = _build_verlet(xs, box, rlist, order)
                     rebuilds[0] += 1
-                de, ov = _displacement_delta(ki, x, y, nbr[ki], nn[ki], xs, ts, box, eps, sig2, rc2, ov2,
+                de, ov = _displacement_delta(ki, x, y, nbr[i], nn[i], xs, ts, box, eps, sig2, rc2, ov2,
                                              c0, c2, c4)
                 if ov:
                     continue
@@ -647,14 +651,15 @@ class SwapMonteCarlo:
         ts = s["types"][order].astype(np.int8)
         skin = self._skin() if skin is None else float(skin)
         rlist = self.system.max_cutoff + skin
-        nbr, nn, ref = _build_verlet(xs if ref is None else np.ascontiguousarray(ref, dtype=float), s["box"], rlist)
+        nbr, nn, ref = _build_verlet(xs if ref is None else np.ascontiguousarray(ref, dtype=float), s["box"], rlist,
+                                     order)
         self._kernel = dict(kernel_index=kernel_index, xs=xs, ts=ts, nbr=nbr, nn=nn, ref=ref, skin=skin,
                             rlist=rlist)
 
     def _kernel_arrays(self):
         self._require_state()
         k = self._kernel
-        return k["nbr"], k["nn"], k["xs"], k["ts"], self._state["box"]
+        return k["nbr"], k["nn"], self._state["order"], k["xs"], k["ts"], self._state["box"]
 
     # ------------------------------------------------------------------ running
     def run(self, n_sweeps: int, *, record_every: int | None = None, record_types: bool = False,
@@ -735,7 +740,7 @@ class SwapMonteCarlo:
         e = np.array([x, y]) - k["ref"][ki]
         e -= s["box"] * np.rint(e / s["box"])
         if e @ e <= 0.25 * k["skin"] ** 2:
-            cand, n_cand = k["nbr"][ki], int(k["nn"][ki])
+            cand, n_cand = k["nbr"][int(i)], int(k["nn"][int(i)])
         else:
             cand = np.delete(np.arange(len(k["xs"]), dtype=np.int32), ki)
             n_cand = len(cand)
@@ -745,8 +750,11 @@ class SwapMonteCarlo:
 
     def energy_change_swap(self, i: int, j: int) -> float:
         """dE [epsilon] of exchanging the types of particles i and j; inf if it creates an overlap."""
-        ki, kj = (int(self._kernel["kernel_index"][int(q)]) for q in (i, j))
-        de, ov = _swap_delta(ki, kj, *self._kernel_arrays(), *self._params)
+        s, k = self._require_state(), self._kernel
+        i, j = int(i), int(j)
+        ki, kj = int(k["kernel_index"][i]), int(k["kernel_index"][j])
+        de, ov = _swap_delta(ki, kj, k["nbr"][i], k["nn"][i], k["nbr"][j], k["nn"][j], k["xs"], k["ts"], s["box"],
+                             *self._params)
         return math.inf if ov else float(de)
 
     @property
