@@ -20,27 +20,36 @@ Moves that would bring a pair closer than ``overlap_distance * sigma_ab`` (V >~ 
 without evaluating the Boltzmann factor; for the temperatures used here (T <= 2) that factor underflows to
 zero in float64 anyway, so the chain is unchanged.
 
-Kernel: numba (``cache=True``), Verlet lists. Each particle lists the particles within the largest cutoff
-(2.5 sigma_00, whatever the types: swaps change them) + ``verlet_skin`` of where the lists were built (``ref``);
-the lists are complete while every particle, and a proposed position, lies within skin / 2 of its ``ref``, and
-are rebuilt (O(N), cell list of side >= the list radius; all pairs in tiny boxes) when a proposal would leave
-that range. A move then sums over ~40 candidates instead of 25 cells (~50 particles). Memory layout (what sets
-the speed at large N): the kernel keeps its own copy of the positions and int8 types in Z-curve order of ~1
-sigma cells (``order``: kernel index -> particle index, fixed at ``reset``), so a particle's neighbours sit
-near it in memory; the random numbers still pick particles by their own index (mapped through the inverse
-order, int32), so the moves are those of the cell-list kernel. During a run a displacement reads and writes
-positions in kernel order only (the unwrapped positions are kept in kernel order and written back, with the
-wrapped ones, when the run returns): no access at a random place of the particle-order arrays per move. The energy loops may reassociate their sums
-(``fastmath`` reassoc / contract / arcp, not nnan / ninf), which lets LLVM vectorise them over the list: dE then
-differs from a sequential sum at the level of rounding, and a sum's rounding depends on the list layout, so a
-checkpoint stores the lists' reference positions and skin, and a resumed chain rebuilds the very same lists.
-Pairs use the minimum image (branch-free), also right in boxes > 2 cutoffs too small for cells; smaller boxes
-are refused. The pair energy is ``system.pair_terms`` compiled by numba: one implementation of the pair physics
-in the package. Measured against the cell-list kernel (``benchmarks/swap_kernel_ab.py``): the same chain
-(positions bit for bit after 1e5 sweeps at N = 1290 in that run), see docs/swap-mc.md for the speed.
+Kernel: numba (``cache=True``), Verlet lists. Each particle lists the particles within the largest cutoff (2.5
+sigma_00, whatever the types: swaps change them) + ``verlet_skin`` of where the lists were built (``ref``); the
+lists are complete while every particle, and a proposed position, lies within skin / 2 of its ``ref``, and are
+rebuilt (O(N), cell list of side >= the list radius; all pairs in tiny boxes) when a proposal would leave that
+range. A move then sums over ~40 candidates instead of 25 cells (~50 particles). Memory layout (what sets the
+speed at large N): the kernel keeps its own copy of the positions and int8 types in Z-curve order of ~1 sigma
+cells (``order``: kernel index -> particle index, fixed at ``reset``), so a particle's neighbours sit near it in
+memory; the random numbers still pick particles by their own index (mapped through the inverse order, int32), so
+the moves are those of the cell-list kernel. During a run a displacement reads and writes positions in kernel
+order only (the unwrapped positions are kept in kernel order and written back, with the wrapped ones, when the run
+returns): no access at a random place of the particle-order arrays per move. The list rows are stored by particle
+index (their entries are kernel indices): a move finds its row from the drawn index without waiting for the index
+map. Prefetch (from ``PREFETCH_MIN_PARTICLES`` on, where a move otherwise waits on the memory for its particle's
+row and coordinates): the random numbers reach the chain through a 16-deep look-ahead buffer, so the next move's
+particle(s) are known while this move computes (a move draws 4 numbers, plus the acceptance draw if it gets that
+far: the next move starts 4 or 5 numbers on; both candidates are decoded), and their list rows, positions, list
+references, types and unwrapped positions are prefetched (llvm.prefetch). The generator, which ran 16 numbers
+ahead, is set back to the consumed count when a run returns (PCG64: a jump; other bit generators: drawn again), so
+the stream, the chain and a checkpoint's generator state are those of one ``rng.random()`` per number. The energy
+loops may reassociate their sums (``fastmath`` reassoc / contract / arcp, not nnan / ninf), which lets LLVM
+vectorise them over the list: dE then differs from a sequential sum at the level of rounding, and a sum's rounding
+depends on the list layout, so a checkpoint stores the lists' reference positions and skin, and a resumed chain
+rebuilds the very same lists. Pairs use the minimum image (branch-free), also right in boxes > 2 cutoffs too small
+for cells; smaller boxes are refused. The pair energy is ``system.pair_terms`` compiled by numba: one
+implementation of the pair physics in the package. Measured against the cell-list kernel
+(``benchmarks/swap_kernel_ab.py``): the same chain (positions bit for bit after 1e5 sweeps at N = 1290 and 200 at
+N = 82560), 2.2-2.9x the moves per second at N = 1290 and 82560; see docs/swap-mc.md.
 
-Random numbers: a ``numpy.random.Generator`` passed into the compiled kernel (numba supports it), so a seed
-fixes the whole chain, and consecutive calls continue one stream.
+Random numbers: a ``numpy.random.Generator`` passed into the compiled kernel (numba supports it; read through the
+look-ahead buffer above), so a seed fixes the whole chain, and consecutive calls continue one stream.
 
 Displacement step: adapted (towards ``target_acceptance``) only while melting, annealing and at the start
 of the run at the target T; frozen during the production run on which the equilibration criterion is
@@ -86,8 +95,9 @@ VERLET_SKIN_PER_STEP = 2.83
 SORT_CELL_SIDE = 1.0
 # the kernel prefetches the next move's data from this N on (below, the data sit in the L2 cache and the prefetch
 # instructions cost more than they save). Measured (Intel Xeon, 2 MB L2 per core; moves/s with / without
-# prefetch, no swaps): 0.88 at N = 1290, 0.88 at 5160, 1.06 at 20640, 1.45 at 82560
-PREFETCH_MIN_PARTICLES = 16384
+# prefetch, without swaps, with swaps): 0.87, 0.87 at N = 1290; 0.88, 0.90 at 5160; 1.06, 1.00 at 20640;
+# 1.4, 1.4 at 82560
+PREFETCH_MIN_PARTICLES = 20000
 
 # error_model="numpy": float division by zero gives inf instead of a Python exception check per division
 # (measured ~2x faster inner loop); r2 = 0 cannot reach the pair function (overlaps are caught first)
@@ -106,9 +116,10 @@ class NotEquilibratedError(RuntimeError):
 # ====================================================================================== compiled kernel
 @numba.njit(**_JIT)
 def _fill_verlet(xs, box, rlist2, m, cell_start, cell_members, rows, nbr, nn):
-    """Writes the neighbours (kernel indices, cell visiting order) of kernel particle i into row ``rows[i]`` of
-    ``nbr`` and their number into ``nn[rows[i]]``; returns False (rows incomplete) if a row is too narrow. m >= 3: cell list of side >= the list
-    radius (cell_start (m*m + 1,), cell_members (N,): particles by cell); m = 0: all pairs (tiny boxes)."""
+    """Writes the neighbours (kernel indices, cell visiting order) of kernel particle i into row ``rows[i]``
+    of ``nbr`` and their number into ``nn[rows[i]]``; returns False (rows incomplete) if a row is too narrow.
+    m >= 3: cell list of side >= the list radius (cell_start (m*m + 1,), cell_members (N,): particles by
+    cell); m = 0: all pairs (tiny boxes)."""
     n = xs.shape[0]
     width = nbr.shape[1]
     inv_box = 1.0 / box
@@ -298,8 +309,9 @@ def _total_energy(nbr, nn, order, xs, ts, box, eps, sig2, rc2, ov2, c0, c2, c4):
     """Total potential energy [epsilon] (each pair counted from both ends, halved; kernel order)."""
     e = 0.0
     for i in range(xs.shape[0]):
-        ei, _, _, _ = _energy_two_types(xs[i, 0], xs[i, 1], ts[i], ts[i], -1, nbr[order[i]], nn[order[i]], xs, ts, box, eps,
-                                        sig2, rc2, ov2, c0, c2, c4)
+        r = order[i]
+        ei, _, _, _ = _energy_two_types(xs[i, 0], xs[i, 1], ts[i], ts[i], -1, nbr[r], nn[r], xs, ts, box, eps, sig2,
+                                        rc2, ov2, c0, c2, c4)
         e += ei
     return 0.5 * e
 
