@@ -17,9 +17,11 @@ import pytest
 
 from tglassmlp.physics import ConfigurationError, load_system, potential_energy
 from tglassmlp.physics.swap_mc import (
+    LOOKAHEAD,
     NotEquilibratedError,
     SwapMonteCarlo,
     _random_start,
+    _rewind,
     decorrelation_time,
     equilibrium_structure,
     integrated_autocorrelation_time,
@@ -91,8 +93,8 @@ def assert_kernel_state_valid(mc):
     d -= box * np.round(d / box)
     close = np.einsum("ijk,ijk->ij", d, d) < k["rlist"] ** 2
     np.fill_diagonal(close, False)
-    for i in range(len(order)):
-        listed = k["nbr"][i, : k["nn"][i]]
+    for i in range(len(order)):  # rows by particle index, entries kernel indices
+        listed = k["nbr"][order[i], : k["nn"][order[i]]]
         np.testing.assert_array_equal(np.sort(listed), np.flatnonzero(close[i]))
 
 
@@ -193,6 +195,56 @@ def test_chain_does_not_depend_on_the_skin():
     np.testing.assert_array_equal(a.counters, b.counters)
     for mc in chains:
         assert mc.energy == pytest.approx(potential_energy(mc.positions, mc.types, box), rel=1e-10)
+
+
+@pytest.mark.parametrize("bit_generator", [np.random.PCG64, np.random.MT19937])
+def test_prefetch_and_split_runs_keep_the_chain(bit_generator):
+    """The kernel draws its random numbers LOOKAHEAD ahead of the chain (to prefetch the next move's data) and
+    takes the generator back when a run returns. With or without prefetching, in one run or split into several,
+    the chain (positions bit for bit, types, counters) and the generator's final state are the same; a
+    generator left LOOKAHEAD numbers ahead, or rewound by a wrong count, would shift every later move. PCG64 is
+    rewound by a jump, MT19937 by drawing again."""
+    n, box = 400, SYSTEM.box_for(1290)
+    pos, types = _random_start(n, box, (134, 133, 133), np.random.default_rng(5))
+
+    def chain(prefetch, runs):
+        mc = SwapMonteCarlo(1.0, rng=np.random.Generator(bit_generator(11)), swap_fraction=0.5, max_displacement=0.1)
+        mc._prefetch = prefetch
+        mc.reset(pos, types, box)
+        for sweeps in runs:
+            mc.run(sweeps)
+        return mc
+
+    ref = chain(False, [30])
+    assert ref.counters[1] > 1000 and ref.counters[3] > 1000, ref.counters
+    for prefetch, runs in ((True, [30]), (True, [1, 7, 22]), (False, [13, 0, 17])):
+        mc = chain(prefetch, runs)
+        np.testing.assert_array_equal(mc.positions, ref.positions)
+        np.testing.assert_array_equal(mc.types, ref.types)
+        np.testing.assert_array_equal(mc.counters, ref.counters)
+        assert generator_state(mc.rng) == generator_state(ref.rng)
+
+
+def generator_state(rng) -> str:
+    """A generator's full state as comparable text (MT19937's holds an array)."""
+    return json.dumps(rng.bit_generator.state, default=lambda a: a.tolist(), sort_keys=True)
+
+
+@pytest.mark.parametrize("bit_generator", [np.random.PCG64, np.random.PCG64DXSM, np.random.MT19937, np.random.Philox])
+def test_rewind_leaves_the_generator_after_the_consumed_numbers(bit_generator):
+    """_rewind(rng, start, k) leaves rng as k doubles drawn from ``start`` would, whatever was drawn after
+    ``start``; PCG64's half-used 32-bit word (which doubles do not touch) survives the jump."""
+    rng = np.random.Generator(bit_generator(8))
+    rng.integers(0, 10, dtype=np.int32)  # PCG64: leaves the other half of a 64-bit word buffered
+    start = rng.bit_generator.state
+    expected = np.random.Generator(bit_generator())
+    expected.bit_generator.state = start
+    expected.random(1000)
+    rng.random(1000 + LOOKAHEAD)
+    _rewind(rng, start, 1000)
+    assert generator_state(rng) == generator_state(expected)
+    assert rng.integers(0, 2**31, size=5, dtype=np.int32).tolist() == \
+        expected.integers(0, 2**31, size=5, dtype=np.int32).tolist()
 
 
 @pytest.mark.filterwarnings("ignore:equilibrium_structure")

@@ -20,27 +20,36 @@ Moves that would bring a pair closer than ``overlap_distance * sigma_ab`` (V >~ 
 without evaluating the Boltzmann factor; for the temperatures used here (T <= 2) that factor underflows to
 zero in float64 anyway, so the chain is unchanged.
 
-Kernel: numba (``cache=True``), Verlet lists. Each particle lists the particles within the largest cutoff
-(2.5 sigma_00, whatever the types: swaps change them) + ``verlet_skin`` of where the lists were built (``ref``);
-the lists are complete while every particle, and a proposed position, lies within skin / 2 of its ``ref``, and
-are rebuilt (O(N), cell list of side >= the list radius; all pairs in tiny boxes) when a proposal would leave
-that range. A move then sums over ~40 candidates instead of 25 cells (~50 particles). Memory layout (what sets
-the speed at large N): the kernel keeps its own copy of the positions and int8 types in Z-curve order of ~1
-sigma cells (``order``: kernel index -> particle index, fixed at ``reset``), so a particle's neighbours sit
-near it in memory; the random numbers still pick particles by their own index (mapped through the inverse
-order, int32), so the moves are those of the cell-list kernel. During a run a displacement reads and writes
-positions in kernel order only (the unwrapped positions are kept in kernel order and written back, with the
-wrapped ones, when the run returns): no access at a random place of the particle-order arrays per move. The energy loops may reassociate their sums
-(``fastmath`` reassoc / contract / arcp, not nnan / ninf), which lets LLVM vectorise them over the list: dE then
-differs from a sequential sum at the level of rounding, and a sum's rounding depends on the list layout, so a
-checkpoint stores the lists' reference positions and skin, and a resumed chain rebuilds the very same lists.
-Pairs use the minimum image (branch-free), also right in boxes > 2 cutoffs too small for cells; smaller boxes
-are refused. The pair energy is ``system.pair_terms`` compiled by numba: one implementation of the pair physics
-in the package. Measured against the cell-list kernel (``benchmarks/swap_kernel_ab.py``): the same chain
-(positions bit for bit after 1e5 sweeps at N = 1290 in that run), see docs/swap-mc.md for the speed.
+Kernel: numba (``cache=True``), Verlet lists. Each particle lists the particles within the largest cutoff (2.5
+sigma_00, whatever the types: swaps change them) + ``verlet_skin`` of where the lists were built (``ref``); the
+lists are complete while every particle, and a proposed position, lies within skin / 2 of its ``ref``, and are
+rebuilt (O(N), cell list of side >= the list radius; all pairs in tiny boxes) when a proposal would leave that
+range. A move then sums over ~40 candidates instead of 25 cells (~50 particles). Memory layout (what sets the
+speed at large N): the kernel keeps its own copy of the positions and int8 types in Z-curve order of ~1 sigma
+cells (``order``: kernel index -> particle index, fixed at ``reset``), so a particle's neighbours sit near it in
+memory; the random numbers still pick particles by their own index (mapped through the inverse order, int32), so
+the moves are those of the cell-list kernel. During a run a displacement reads and writes positions in kernel
+order only (the unwrapped positions are kept in kernel order and written back, with the wrapped ones, when the run
+returns): no access at a random place of the particle-order arrays per move. The list rows are stored by particle
+index (their entries are kernel indices): a move finds its row from the drawn index without waiting for the index
+map. Prefetch (from ``PREFETCH_MIN_PARTICLES`` on, where a move otherwise waits on the memory for its particle's
+row and coordinates): the random numbers reach the chain through a 16-deep look-ahead buffer, so the next move's
+particle(s) are known while this move computes (a move draws 4 numbers, plus the acceptance draw if it gets that
+far: the next move starts 4 or 5 numbers on; both candidates are decoded), and their list rows, positions, list
+references, types and unwrapped positions are prefetched (llvm.prefetch). The generator, which ran 16 numbers
+ahead, is set back to the consumed count when a run returns (PCG64: a jump; other bit generators: drawn again), so
+the stream, the chain and a checkpoint's generator state are those of one ``rng.random()`` per number. The energy
+loops may reassociate their sums (``fastmath`` reassoc / contract / arcp, not nnan / ninf), which lets LLVM
+vectorise them over the list: dE then differs from a sequential sum at the level of rounding, and a sum's rounding
+depends on the list layout, so a checkpoint stores the lists' reference positions and skin, and a resumed chain
+rebuilds the very same lists. Pairs use the minimum image (branch-free), also right in boxes > 2 cutoffs too small
+for cells; smaller boxes are refused. The pair energy is ``system.pair_terms`` compiled by numba: one
+implementation of the pair physics in the package. Measured against the cell-list kernel
+(``benchmarks/swap_kernel_ab.py``): the same chain (positions bit for bit after 1e5 sweeps at N = 1290 and 200 at
+N = 82560), 2.2-2.9x the moves per second at N = 1290 and 82560; see docs/swap-mc.md.
 
-Random numbers: a ``numpy.random.Generator`` passed into the compiled kernel (numba supports it), so a seed
-fixes the whole chain, and consecutive calls continue one stream.
+Random numbers: a ``numpy.random.Generator`` passed into the compiled kernel (numba supports it; read through the
+look-ahead buffer above), so a seed fixes the whole chain, and consecutive calls continue one stream.
 
 Displacement step: adapted (towards ``target_acceptance``) only while melting, annealing and at the start
 of the run at the target T; frozen during the production run on which the equilibration criterion is
@@ -65,6 +74,9 @@ from pathlib import Path
 
 import numba
 import numpy as np
+from llvmlite import ir as llvm_ir
+from numba.core import cgutils
+from numba.core.extending import intrinsic
 
 from tglassmlp.atomic import save_npz_atomic
 from tglassmlp.physics.configuration import ConfigurationError, validate_configuration
@@ -81,6 +93,11 @@ SOKAL_WINDOW_C = 5.0
 VERLET_SKIN_PER_STEP = 2.83
 # side of the cells whose Z-curve order is the kernel's memory order [sigma] (~1 particle per cell)
 SORT_CELL_SIDE = 1.0
+# the kernel prefetches the next move's data from this N on (below, the data sit in the L2 cache and the prefetch
+# instructions cost more than they save). Measured (Intel Xeon, 2 MB L2 per core; moves/s with / without
+# prefetch, without swaps, with swaps): 0.87, 0.87 at N = 1290; 0.88, 0.90 at 5160; 1.06, 1.00 at 20640;
+# 1.4, 1.4 at 82560
+PREFETCH_MIN_PARTICLES = 20000
 
 # error_model="numpy": float division by zero gives inf instead of a Python exception check per division
 # (measured ~2x faster inner loop); r2 = 0 cannot reach the pair function (overlaps are caught first)
@@ -98,10 +115,11 @@ class NotEquilibratedError(RuntimeError):
 
 # ====================================================================================== compiled kernel
 @numba.njit(**_JIT)
-def _fill_verlet(xs, box, rlist2, m, cell_start, cell_members, nbr, nn):
-    """Writes the neighbours of every particle into the rows of ``nbr`` (cell visiting order) and their numbers
-    into ``nn``; returns False (rows incomplete) if a row is too narrow. m >= 3: cell list of side >= the list
-    radius (cell_start (m*m + 1,), cell_members (N,): particles by cell); m = 0: all pairs (tiny boxes)."""
+def _fill_verlet(xs, box, rlist2, m, cell_start, cell_members, rows, nbr, nn):
+    """Writes the neighbours (kernel indices, cell visiting order) of kernel particle i into row ``rows[i]``
+    of ``nbr`` and their number into ``nn[rows[i]]``; returns False (rows incomplete) if a row is too narrow.
+    m >= 3: cell list of side >= the list radius (cell_start (m*m + 1,), cell_members (N,): particles by
+    cell); m = 0: all pairs (tiny boxes)."""
     n = xs.shape[0]
     width = nbr.shape[1]
     inv_box = 1.0 / box
@@ -109,6 +127,7 @@ def _fill_verlet(xs, box, rlist2, m, cell_start, cell_members, nbr, nn):
     for i in range(n):
         x = xs[i, 0]
         y = xs[i, 1]
+        r = rows[i]
         k = 0
         if m == 0:
             for j in range(n):
@@ -118,7 +137,7 @@ def _fill_verlet(xs, box, rlist2, m, cell_start, cell_members, nbr, nn):
                 dy -= box * np.rint(dy * inv_box)
                 if j != i and dx * dx + dy * dy < rlist2:
                     if k < width:
-                        nbr[i, k] = j
+                        nbr[r, k] = j
                     k += 1
         else:
             cx = min(int(x * m * inv_box), m - 1)
@@ -148,21 +167,23 @@ def _fill_verlet(xs, box, rlist2, m, cell_start, cell_members, nbr, nn):
                         dy = xs[j, 1] + sy - y
                         if j != i and dx * dx + dy * dy < rlist2:
                             if k < width:
-                                nbr[i, k] = j
+                                nbr[r, k] = j
                             k += 1
-        nn[i] = k
+        nn[r] = k
         if k > width:
             ok = False
     return ok
 
 
 @numba.njit(**_JIT)
-def _build_verlet(xs, box, rlist):
+def _build_verlet(xs, box, rlist, rows):
     """Verlet lists of radius ``rlist`` around the positions ``xs`` (N, 2) (kernel order).
 
-    Returns nbr (N, K) int32 (row i: the neighbours of i, -1 after), nn (N,) int32 (their number), ref (N, 2)
-    (a copy of xs: where the lists were built). A pure function of (xs, box, rlist): a checkpoint that stores
-    ref and the skin rebuilds the very same lists.
+    Returns nbr (N, K) int32 (row ``rows[k]``: the kernel indices of the neighbours of kernel particle k, -1
+    after), nn (N,) int32 (their numbers, by row), ref (N, 2) (a copy of xs: where the lists were built).
+    rows = order (kernel index -> particle index): a move finds its row from the particle index the random
+    numbers drew, in parallel with (not after) the lookup of its kernel index. A pure function of (xs, box,
+    rlist, rows): a checkpoint that stores ref and the skin rebuilds the very same lists.
     """
     n = xs.shape[0]
     m = int(box // rlist)
@@ -189,9 +210,9 @@ def _build_verlet(xs, box, rlist):
     # twice the mean number of particles within rlist, + 16: rows rarely overflow (then: once more, wider)
     width = min(int(2.0 * n / (box * box) * math.pi * rlist2) + 16, max(n - 1, 1))
     nbr = np.full((n, width), -1, dtype=np.int32)
-    if not _fill_verlet(xs, box, rlist2, m, cell_start, cell_members, nbr, nn):
+    if not _fill_verlet(xs, box, rlist2, m, cell_start, cell_members, rows, nbr, nn):
         nbr = np.full((n, int(nn.max())), -1, dtype=np.int32)
-        _fill_verlet(xs, box, rlist2, m, cell_start, cell_members, nbr, nn)
+        _fill_verlet(xs, box, rlist2, m, cell_start, cell_members, rows, nbr, nn)
     elif n > 0 and nn.max() < width:  # rows as narrow as the longest list: less memory to stream
         nbr = nbr[:, : max(int(nn.max()), 1)].copy()
     return nbr, nn, xs.copy()
@@ -271,33 +292,109 @@ def _displacement_delta(i, x, y, cand, n_cand, xs, ts, box, eps, sig2, rc2, ov2,
 
 
 @numba.njit(**_JIT)
-def _swap_delta(i, j, nbr, nn, xs, ts, box, eps, sig2, rc2, ov2, c0, c2, c4):
+def _swap_delta(i, j, cand_i, n_i, cand_j, n_j, xs, ts, box, eps, sig2, rc2, ov2, c0, c2, c4):
     """Energy change of exchanging the types of particles i and j (kernel indices); overlap flag."""
     a = ts[i]
     b = ts[j]
-    ia, ib, _, ovi = _energy_two_types(xs[i, 0], xs[i, 1], a, b, j, nbr[i], nn[i], xs, ts, box, eps, sig2, rc2,
+    ia, ib, _, ovi = _energy_two_types(xs[i, 0], xs[i, 1], a, b, j, cand_i, n_i, xs, ts, box, eps, sig2, rc2,
                                        ov2, c0, c2, c4)
-    jb, ja, _, ovj = _energy_two_types(xs[j, 0], xs[j, 1], b, a, i, nbr[j], nn[j], xs, ts, box, eps, sig2, rc2,
+    jb, ja, _, ovj = _energy_two_types(xs[j, 0], xs[j, 1], b, a, i, cand_j, n_j, xs, ts, box, eps, sig2, rc2,
                                        ov2, c0, c2, c4)
     # the (i, j) pair itself: V_ab = V_ba, unchanged; its overlap threshold is symmetric too
     return (ib - ia) + (ja - jb), ovi or ovj
 
 
 @numba.njit(**_JIT)
-def _total_energy(nbr, nn, xs, ts, box, eps, sig2, rc2, ov2, c0, c2, c4):
+def _total_energy(nbr, nn, order, xs, ts, box, eps, sig2, rc2, ov2, c0, c2, c4):
     """Total potential energy [epsilon] (each pair counted from both ends, halved; kernel order)."""
     e = 0.0
     for i in range(xs.shape[0]):
-        ei, _, _, _ = _energy_two_types(xs[i, 0], xs[i, 1], ts[i], ts[i], -1, nbr[i], nn[i], xs, ts, box, eps,
-                                        sig2, rc2, ov2, c0, c2, c4)
+        r = order[i]
+        ei, _, _, _ = _energy_two_types(xs[i, 0], xs[i, 1], ts[i], ts[i], -1, nbr[r], nn[r], xs, ts, box, eps, sig2,
+                                        rc2, ov2, c0, c2, c4)
         e += ei
     return 0.5 * e
+
+
+@intrinsic
+def _prefetch(typingctx, arr, flat_index):
+    """Hint the cache to fetch element ``flat_index`` of the C-contiguous array ``arr`` (llvm.prefetch: read,
+    high locality). No bounds check is needed: a prefetch never faults, and a wrong address costs a line only."""
+    if not isinstance(arr, numba.types.Array) or not isinstance(flat_index, numba.types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i8p = llvm_ir.IntType(8).as_pointer()
+        i32 = llvm_ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, llvm_ir.FunctionType(llvm_ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(builder.gep(ary.data, [args[1]]), i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return numba.types.void(arr, flat_index), codegen
+
+
+# the kernel's generator runs this many numbers ahead of the chain (a power of 2 above the furthest peek: a move's
+# 4 or 5 numbers, then the next move's first 4)
+LOOKAHEAD = 16
+
+
+@numba.njit(inline="always", **_JIT)
+def _draw(rng, look, drawn):
+    """The chain's next uniform number. ``look`` holds the next LOOKAHEAD numbers of the stream (number c at
+    look[c % LOOKAHEAD]; drawn[0] = numbers consumed so far); the consumed slot is refilled from ``rng``, which
+    thus runs LOOKAHEAD numbers ahead of the chain (``_rewind`` takes it back when the run returns). The chain
+    sees the very numbers that ``rng.random()`` calls would give it, in the same order. Inlined and branch-free:
+    a variant with a branch here (direct draws when not prefetching) made the whole kernel ~30 % slower."""
+    c = drawn[0]
+    v = look[c & (LOOKAHEAD - 1)]
+    look[c & (LOOKAHEAD - 1)] = rng.random()
+    drawn[0] = c + 1
+    return v
+
+
+@numba.njit(**_JIT)
+def _prefetch_particle(i, kernel_index, xs, ref, ts, uxs, nbr, nn):
+    """Prefetch what a move of particle i (particle index) reads or writes first: its list row and length, its
+    position, list reference position, type and unwrapped position (each left out measured slower at N = 82560;
+    the positions of the row's particles too, one move further ahead, measured slower as well)."""
+    width = nbr.shape[1]
+    base = i * width
+    for q in range(0, width, 16):  # 16 int32 per 64-byte line
+        _prefetch(nbr, base + q)
+    _prefetch(nbr, base + width - 1)
+    _prefetch(nn, i)
+    ki = kernel_index[i]
+    _prefetch(xs, 2 * ki)
+    _prefetch(ref, 2 * ki)
+    _prefetch(ts, ki)
+    _prefetch(uxs, 2 * ki)
+
+
+@numba.njit(**_JIT)
+def _prefetch_move(look, c, n, swap_fraction, pairs, by_type, n_of_type, kernel_index, xs, ref, ts, uxs, nbr, nn):
+    """Prefetch for the move whose random numbers would start at stream position c (look holds c .. c + 3): it
+    decodes them as the chain does (kind, then the particle, or the pair and the two particles)."""
+    m = LOOKAHEAD - 1
+    if look[c & m] < swap_fraction:
+        k = int(look[(c + 1) & m] * pairs.shape[0])
+        a = pairs[k, 0]
+        b = pairs[k, 1]
+        # named locals: the same lookups written into the calls' arguments measured no gain at all (N = 82560;
+        # the compiled code of the move loop is sensitive to the form)
+        i = by_type[a, int(look[(c + 2) & m] * n_of_type[a])]
+        j = by_type[b, int(look[(c + 3) & m] * n_of_type[b])]
+        _prefetch_particle(i, kernel_index, xs, ref, ts, uxs, nbr, nn)
+        _prefetch_particle(j, kernel_index, xs, ref, ts, uxs, nbr, nn)
+    else:
+        _prefetch_particle(int(look[(c + 1) & m] * n), kernel_index, xs, ref, ts, uxs, nbr, nn)
 
 
 @numba.njit(**_JIT)
 def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_type, slot_in_type, box, order,
                 kernel_index, xs, ts, nbr, nn, ref, rlist, skin, eps, sig2, rc2, ov2, c0, c2, c4, d, beta,
-                swap_fraction, pairs, rng, energy, energy_trace, type_trace, counters, rebuilds):
+                swap_fraction, pairs, rng, energy, energy_trace, type_trace, counters, rebuilds, prefetch):
     """Run ``n_sweeps`` sweeps of N attempted moves, updating the state arrays in place.
 
     Particles are drawn by their external index (``pos``, ``types``, ``by_type``: the chain's random numbers
@@ -310,7 +407,10 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
     energy: total energy at entry [epsilon]; tracked by adding the accepted dE. Every ``record_every`` sweeps
     the energy goes to ``energy_trace`` (and the types to ``type_trace`` if it has rows). counters (int64,
     4 + 2 P): attempted / accepted displacements, attempted / accepted swaps, then attempted / accepted swaps of
-    each of the P pairs (accumulated); rebuilds[0] counts the list rebuilds. Returns (energy, nbr, nn, ref).
+    each of the P pairs (accumulated); rebuilds[0] counts the list rebuilds. The random numbers come from
+    ``rng`` through a look-ahead buffer (``_draw``), so that, with ``prefetch``, the data of the next move's
+    particle(s) are fetched while this move computes; ``rng`` ends up LOOKAHEAD numbers ahead of the chain.
+    Returns (energy, nbr, nn, ref, numbers consumed by the chain).
     """
     n = pos.shape[0]
     n_pairs = pairs.shape[0]
@@ -325,22 +425,35 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
     for k in range(n):
         uxs[k, 0] = unwrapped[order[k], 0]
         uxs[k, 1] = unwrapped[order[k], 1]
+    look = np.empty(LOOKAHEAD)
+    for k in range(LOOKAHEAD):
+        look[k] = rng.random()
+    drawn = np.zeros(1, dtype=np.int64)
     for sweep in range(n_sweeps):
         for _ in range(n):
-            if rng.random() < swap_fraction:
-                k = int(rng.random() * n_pairs)
+            if prefetch:
+                # every move draws 4 numbers, then 1 more iff it reaches the acceptance test (not after an overlap
+                # or dE <= 0): the next move starts 4 or 5 numbers ahead. Prefetch for both, while this move runs
+                c = drawn[0]
+                _prefetch_move(look, c + 4, n, swap_fraction, pairs, by_type, n_of_type, kernel_index, xs, ref,
+                                   ts, uxs, nbr, nn)
+                _prefetch_move(look, c + 5, n, swap_fraction, pairs, by_type, n_of_type, kernel_index, xs, ref,
+                                   ts, uxs, nbr, nn)
+            if _draw(rng, look, drawn) < swap_fraction:
+                k = int(_draw(rng, look, drawn) * n_pairs)
                 a = pairs[k, 0]
                 b = pairs[k, 1]
-                i = by_type[a, int(rng.random() * n_of_type[a])]
-                j = by_type[b, int(rng.random() * n_of_type[b])]
+                i = by_type[a, int(_draw(rng, look, drawn) * n_of_type[a])]
+                j = by_type[b, int(_draw(rng, look, drawn) * n_of_type[b])]
                 counters[2] += 1
                 counters[4 + 2 * k] += 1
                 ki = kernel_index[i]
                 kj = kernel_index[j]
-                de, ov = _swap_delta(ki, kj, nbr, nn, xs, ts, box, eps, sig2, rc2, ov2, c0, c2, c4)
+                de, ov = _swap_delta(ki, kj, nbr[i], nn[i], nbr[j], nn[j], xs, ts, box, eps, sig2, rc2, ov2, c0,
+                                     c2, c4)
                 if ov:
                     continue
-                if de <= 0.0 or rng.random() < math.exp(-beta * de):
+                if de <= 0.0 or _draw(rng, look, drawn) < math.exp(-beta * de):
                     types[i] = b
                     types[j] = a
                     ts[ki] = b
@@ -355,9 +468,9 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
                     counters[3] += 1
                     counters[5 + 2 * k] += 1
             else:
-                i = int(rng.random() * n)
-                dx = d * (2.0 * rng.random() - 1.0)
-                dy = d * (2.0 * rng.random() - 1.0)
+                i = int(_draw(rng, look, drawn) * n)
+                dx = d * (2.0 * _draw(rng, look, drawn) - 1.0)
+                dy = d * (2.0 * _draw(rng, look, drawn) - 1.0)
                 ki = kernel_index[i]
                 x = xs[ki, 0] + dx
                 y = xs[ki, 1] + dy
@@ -381,13 +494,13 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
                 ey -= box * np.rint(ey * inv_box)
                 if ex * ex + ey * ey > half_skin2:
                     # the list of ki may miss partners of the proposed position: rebuild at the current state
-                    nbr, nn, ref = _build_verlet(xs, box, rlist)
+                    nbr, nn, ref = _build_verlet(xs, box, rlist, order)
                     rebuilds[0] += 1
-                de, ov = _displacement_delta(ki, x, y, nbr[ki], nn[ki], xs, ts, box, eps, sig2, rc2, ov2,
+                de, ov = _displacement_delta(ki, x, y, nbr[i], nn[i], xs, ts, box, eps, sig2, rc2, ov2,
                                              c0, c2, c4)
                 if ov:
                     continue
-                if de <= 0.0 or rng.random() < math.exp(-beta * de):
+                if de <= 0.0 or _draw(rng, look, drawn) < math.exp(-beta * de):
                     xs[ki, 0] = x
                     xs[ki, 1] = y
                     uxs[ki, 0] += dx
@@ -405,7 +518,7 @@ def _run_sweeps(n_sweeps, record_every, pos, unwrapped, types, by_type, n_of_typ
         pos[order[k], 1] = xs[k, 1]
         unwrapped[order[k], 0] = uxs[k, 0]
         unwrapped[order[k], 1] = uxs[k, 1]
-    return energy, nbr, nn, ref
+    return energy, nbr, nn, ref, drawn[0]
 
 
 def _spatial_order(pos, box, cell_side):
@@ -422,6 +535,25 @@ def _spatial_order(pos, box, cell_side):
     kernel_index = np.empty_like(order)
     kernel_index[order] = np.arange(order.size)
     return order, kernel_index
+
+
+def _rewind(rng, start, drawn):
+    """Leave ``rng`` where ``drawn`` uniform doubles from ``start`` take it: the kernel's generator ran
+    LOOKAHEAD numbers ahead of the chain. PCG64 (and PCG64DXSM) jump there: one 64-bit step per double; the jump
+    clears their buffered 32-bit half-word, which doubles do not touch, so it is restored. Other bit generators
+    draw the numbers again (~1 % of a run's time)."""
+    bg = rng.bit_generator
+    bg.state = start
+    if isinstance(bg, (np.random.PCG64, np.random.PCG64DXSM)):
+        bg.advance(drawn)
+        state = bg.state
+        state["has_uint32"], state["uinteger"] = start["has_uint32"], start["uinteger"]
+        bg.state = state
+    else:
+        while drawn > 0:
+            chunk = min(drawn, 1 << 20)
+            rng.random(chunk)
+            drawn -= chunk
 
 
 # ====================================================================================== analysis helpers
@@ -610,6 +742,8 @@ class SwapMonteCarlo:
         # kernel order copies and Verlet lists (see _build_kernel_state): derived from _state, not checkpointed
         self._kernel = None
         self._rebuilds = np.zeros(1, dtype=np.int64)
+        # prefetch the next move's data (None: from PREFETCH_MIN_PARTICLES on); the chain is the same either way
+        self._prefetch = None
         self._trace: list[np.ndarray] = []
         self.sweeps_done = 0
         eps, sig2, rc2, ov2 = self.system.parameter_arrays()
@@ -687,14 +821,15 @@ class SwapMonteCarlo:
         ts = s["types"][order].astype(np.int8)
         skin = self._skin() if skin is None else float(skin)
         rlist = self.system.max_cutoff + skin
-        nbr, nn, ref = _build_verlet(xs if ref is None else np.ascontiguousarray(ref, dtype=float), s["box"], rlist)
+        nbr, nn, ref = _build_verlet(xs if ref is None else np.ascontiguousarray(ref, dtype=float), s["box"], rlist,
+                                     order)
         self._kernel = dict(kernel_index=kernel_index, xs=xs, ts=ts, nbr=nbr, nn=nn, ref=ref, skin=skin,
                             rlist=rlist)
 
     def _kernel_arrays(self):
         self._require_state()
         k = self._kernel
-        return k["nbr"], k["nn"], k["xs"], k["ts"], self._state["box"]
+        return k["nbr"], k["nn"], self._state["order"], k["xs"], k["ts"], self._state["box"]
 
     # ------------------------------------------------------------------ running
     def run(self, n_sweeps: int, *, record_every: int | None = None, record_types: bool = False,
@@ -721,12 +856,15 @@ class SwapMonteCarlo:
         if self._skin() != self._kernel["skin"]:  # d grew past the skin's bound: lists for the new skin
             self._build_kernel_state()
         k = self._kernel
-        energy, k["nbr"], k["nn"], k["ref"] = _run_sweeps(
+        prefetch = self._prefetch if self._prefetch is not None else n >= PREFETCH_MIN_PARTICLES
+        start = self.rng.bit_generator.state
+        energy, k["nbr"], k["nn"], k["ref"], drawn = _run_sweeps(
             n_sweeps, rec, s["pos"], s["unwrapped"], s["types"], s["by_type"], s["n_of_type"], s["slot_in_type"],
             s["box"], s["order"], k["kernel_index"], k["xs"], k["ts"], k["nbr"], k["nn"], k["ref"], k["rlist"],
             k["skin"], *self._params, float(self.max_displacement), 1.0 / self.temperature,
             float(self.settings.swap_fraction if swaps else 0.0), self._pairs, self.rng, float(self._energy),
-            trace, type_trace, self._counters, self._rebuilds)
+            trace, type_trace, self._counters, self._rebuilds, prefetch)
+        _rewind(self.rng, start, drawn)
         self._energy = energy
         self._trace.append(trace / n)
         self.sweeps_done += n_sweeps
@@ -775,7 +913,7 @@ class SwapMonteCarlo:
         e = np.array([x, y]) - k["ref"][ki]
         e -= s["box"] * np.rint(e / s["box"])
         if e @ e <= 0.25 * k["skin"] ** 2:
-            cand, n_cand = k["nbr"][ki], int(k["nn"][ki])
+            cand, n_cand = k["nbr"][int(i)], int(k["nn"][int(i)])
         else:
             cand = np.delete(np.arange(len(k["xs"]), dtype=np.int32), ki)
             n_cand = len(cand)
@@ -785,8 +923,11 @@ class SwapMonteCarlo:
 
     def energy_change_swap(self, i: int, j: int) -> float:
         """dE [epsilon] of exchanging the types of particles i and j; inf if it creates an overlap."""
-        ki, kj = (int(self._kernel["kernel_index"][int(q)]) for q in (i, j))
-        de, ov = _swap_delta(ki, kj, *self._kernel_arrays(), *self._params)
+        s, k = self._require_state(), self._kernel
+        i, j = int(i), int(j)
+        ki, kj = int(k["kernel_index"][i]), int(k["kernel_index"][j])
+        de, ov = _swap_delta(ki, kj, k["nbr"][i], k["nn"][i], k["nbr"][j], k["nn"][j], k["xs"], k["ts"], s["box"],
+                             *self._params)
         return math.inf if ov else float(de)
 
     @property
