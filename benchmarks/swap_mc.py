@@ -15,6 +15,17 @@ benchmarks/swap_kernel_ab.py (writes benchmarks/results/swap_kernel_ab.md and .j
 
 (``--ab OLD_SWAP_MC_PY`` below imports a copy of an older module file in-process; kept for older comparisons.)
 
+Issue 14's figures side by side (numba kernel vs 56ade39; OpenCL on PoCL at B = 1, 16, 128 vs numba; tau_Q of
+both backends at T = 0.4, 0.3, 0.25; core-hours per structure down to T = 0.15), one table,
+``benchmarks/results/swap_side_by_side.md``:
+
+    .venv/bin/python benchmarks/swap_mc.py --side-by-side          # from the component results as they are
+    .venv/bin/python benchmarks/swap_mc.py --side-by-side --rerun  # reruns the components first (~45 min CPU)
+
+The components (each writes its own result with machine, command, commit): swap_kernel_ab.py, swap_opencl.py
+(--quick, then --add-tau at 0.3 and 0.25), swap_harvest_cost.py --measure. Each row of the table names the run
+it comes from.
+
 Times are in sweeps (N attempted moves). A decorrelation time that did not fall below 1/e within the run is
 reported as a lower bound ("> X"), never as a number; extrapolations are labelled as such.
 """
@@ -222,8 +233,75 @@ def write_ab(out: dict):
     print("\n".join(lines))
 
 
+SIDE_BY_SIDE_RUNS = (
+    ["swap_kernel_ab.py", "--old-tree", "/tmp/swap_old", "--old-commit", "56ade39", "--sizes", "1290", "82560"],
+    ["swap_opencl.py", "--quick"],
+    ["swap_opencl.py", "--add-tau", "--tau-temperature", "0.3", "--tau-sweeps", "80000", "--tau-chains", "2"],
+    ["swap_opencl.py", "--add-tau", "--tau-temperature", "0.25", "--tau-sweeps", "300000", "--tau-chains", "4",
+     "--tau-start", "glassbench"],
+    ["swap_harvest_cost.py", "--measure", "20000"],
+)
+
+
+def side_by_side(rerun: bool = False) -> str:
+    """One table of issue 14's swap-MC figures from the component benchmarks' results (rerun first if asked)."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    if rerun:
+        for cmd in SIDE_BY_SIDE_RUNS:
+            print("running", " ".join(cmd), flush=True)
+            subprocess.run([sys.executable, str(here / cmd[0]), *cmd[1:]], check=True)
+    load = lambda name: json.loads((RESULTS / f"{name}.json").read_text())  # noqa: E731
+    ab, ocl, cost = load("swap_kernel_ab"), load("swap_opencl"), load("swap_harvest_cost")
+    short = lambda c: str(c)[:7]  # noqa: E731
+    lines = ["# Swap MC, issue 14 side by side (`python benchmarks/swap_mc.py --side-by-side`)", "",
+             f"Sources: `swap_kernel_ab.md` ({ab['date']}, {short(ab['new_commit'])} vs {short(ab['old_commit'])}, "
+             f"{ab['machine']['cpu_model']}), `swap_opencl.md` ({ocl['date']}, {short(ocl['commit'])}, kernel version "
+             f"{ocl.get('kernel_version', 1)}), `swap_harvest_cost.md` ({short(cost['commit'])}); each measured "
+             "on a shared 2-core machine, ratios within one run.", "",
+             "## Moves per second per core", "", "| kernel | N | swaps | M moves/s (per CPU-s) | ratio | against |",
+             "|---|---|---|---|---|---|"]
+    for r in ab["rows"]:
+        lines.append(f"| numba {short(ab['new_commit'])} | {r['n']} | {'yes' if r['swaps'] else 'no'} | "
+                     f"{r['new_median'] / 1e6:.3f} | **{r['ratio']:.2f}x** | numba at {short(ab['old_commit'])} "
+                     f"({r['old_median'] / 1e6:.3f}; chain bit for bit: {r['positions_bitwise']}) |")
+    ref = ocl["throughput"]["numba"]["moves_per_cpu_s"]
+    for k, v in ocl["throughput"].items():
+        if k.startswith("opencl_B"):
+            lines.append(f"| OpenCL on PoCL, B = {k[8:]} | 1290 | yes | {v['moves_per_cpu_s'] / 1e6:.3f} | "
+                         f"**{v['moves_per_cpu_s'] / ref:.2f}x** | numba, same run ({ref / 1e6:.3f}) |")
+    lines += ["", "## tau_Q (cage frame) in sweeps and core-seconds", "",
+              "| T | start | numba tau_Q | OpenCL tau_Q | OpenCL / numba | numba core-s | OpenCL core-s (B = 128) |",
+              "|---|---|---|---|---|---|---|"]
+    taus = ocl.get("tau") or []
+    for t in sorted([taus] if isinstance(taus, dict) else taus, key=lambda t: -t["temperature"]):
+        tn, to = t["tau_numba"], t["tau_opencl"]
+        cs = lambda tau, k: "-" if tau is None else f"{tau * 1290 / ocl['throughput'][k]['moves_per_cpu_s']:.3g}"  # noqa: E731
+        lines.append(f"| {t['temperature']:g} | {t.get('start', 'random')} | {tn:.3g} | {to:.3g} | "
+                     f"{to / tn:.2f} | {cs(tn, 'numba')} | {cs(to, 'opencl_B128')} |")
+    lines += ["", "## Core-hours per independent N = 1290 structure (harvesting many per chain, "
+              f"{cost['spacing']:g} tau_Q apart)", "", "| T | tau_Q(numba) | fresh chain, numba | numba | OpenCL |",
+              "|---|---|---|---|---|"]
+    for r, o in zip(cost["rows"], cost.get("opencl_rows") or [None] * len(cost["rows"])):
+        lines.append(f"| {r['temperature']:g} | {r['tau_q']:.2g} ({r['tau_source']}) | {r['fresh_core_hours']:.3g} | "
+                     f"{r['harvest_limit_core_hours']:.3g} | "
+                     + ("-" if o is None else f"{o['harvest_limit_core_hours']:.3g}") + " |")
+    lines += ["", "Target <= 5 core-hours at T = 0.15; numba >= 2x at N = 1290 and 82560; OpenCL at B = 128 >= 1x "
+              "numba per CPU-s. Details, assumptions and history: docs/swap-mc.md."]
+    text = "\n".join(lines) + "\n"
+    from tglassmlp.atomic import write_text_atomic
+
+    write_text_atomic(RESULTS / "swap_side_by_side.md", text)
+    print(text)
+    return text
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--side-by-side", action="store_true",
+                    help="issue 14's figures in one table from the component benchmarks (swap_side_by_side.md)")
+    ap.add_argument("--rerun", action="store_true", help="with --side-by-side: rerun the components first")
     ap.add_argument("--quick", action="store_true", help="skip the full T = 0.15 equilibration run")
     ap.add_argument("--temperatures", type=float, nargs="+", default=[0.4, 0.3, 0.2, 0.15])
     ap.add_argument("--tau-sweeps", type=int, nargs="+", default=[40000, 40000, 20000, 20000],
@@ -236,6 +314,9 @@ def main(argv=None):
     ap.add_argument("--ab", metavar="OLD_SWAP_MC_PY",
                     help="only the kernel A/B against this copy of an earlier swap_mc.py (swap_kernel_ab.md)")
     args = ap.parse_args(argv)
+    if args.side_by_side:
+        side_by_side(args.rerun)
+        return
     if args.ab:
         write_ab(kernel_ab(args.ab, args.seed))
         return
