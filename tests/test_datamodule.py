@@ -242,27 +242,37 @@ def test_module_reuses_label_correlations_without_changing_the_loss(dm):
 def test_compiled_training_step_gives_the_eager_loss_and_gradients(dm):
     """model.compile=true (torch.compile of forward + loss) must not change what is optimised: its float32
     loss and gradients are as close to a float64 evaluation as the eager float32 ones (fused kernels sum in
-    another order, so bit equality is not expected)."""
+    another order, so bit equality is not expected). The errors are rounding, i.e. random draws per network: the
+    loss (1 - correlations) cancels, so its float32 relative error spreads over 5e-7 to 2e-5 from one network to
+    the next (measured, 6 networks, eager and compiled alike, on an Intel Xeon). A single network's compiled
+    error against its eager one is then a ratio of two draws (3x failed for one seed on that machine), so the
+    largest errors over 6 networks are compared."""
     from tglassmlp.model import GlassMLPLoss, TGlassMLP
     from tglassmlp.model.module import TGlassMLPModule
 
     schedule = {"stages": [{"epochs": 1, "lr": 1e-3, "loss": "glassmlp"}]}
     batch = dm.val_dataloader().dataset[0]
-    results = {}
-    for name, compile, dtype in (("f64", False, torch.float64), ("eager", False, torch.float32),
-                                 ("compiled", True, torch.float32)):
-        module = TGlassMLPModule(TGlassMLP(n_descriptors=dm.n_features, seed=3), GlassMLPLoss(label_std=dm.label_std),
-                                 schedule, dm.label_std, compile=compile).to(dtype)
-        b = {k: v.to(dtype) if v.is_floating_point() else v for k, v in batch.items()}
-        total, _ = module._forward_and_loss(b, "glassmlp")
-        total.backward()
-        results[name] = (total.item(), torch.cat([p.grad.reshape(-1).double() for p in module.network.parameters()]))
-    loss64, grad64 = results["f64"]
-    err = {k: (abs(v[0] - loss64) / abs(loss64), float((v[1] - grad64).norm() / grad64.norm()))
-           for k, v in results.items() if k != "f64"}
-    assert err["eager"][0] < 1e-5 and err["eager"][1] < 1e-3, err  # float32 itself is fine
-    assert err["compiled"][0] < max(3 * err["eager"][0], 1e-6), err
-    assert err["compiled"][1] < max(3 * err["eager"][1], 1e-5), err
+    worst = {"eager": [0.0, 0.0], "compiled": [0.0, 0.0]}
+    for seed in range(6):
+        results = {}
+        for name, compile, dtype in (("f64", False, torch.float64), ("eager", False, torch.float32),
+                                     ("compiled", True, torch.float32)):
+            module = TGlassMLPModule(TGlassMLP(n_descriptors=dm.n_features, seed=seed),
+                                     GlassMLPLoss(label_std=dm.label_std), schedule, dm.label_std,
+                                     compile=compile).to(dtype)
+            b = {k: v.to(dtype) if v.is_floating_point() else v for k, v in batch.items()}
+            total, _ = module._forward_and_loss(b, "glassmlp")
+            total.backward()
+            results[name] = (total.item(),
+                             torch.cat([p.grad.reshape(-1).double() for p in module.network.parameters()]))
+        loss64, grad64 = results["f64"]
+        for k in worst:
+            loss_err = abs(results[k][0] - loss64) / abs(loss64)
+            grad_err = float((results[k][1] - grad64).norm() / grad64.norm())
+            worst[k] = [max(worst[k][0], loss_err), max(worst[k][1], grad_err)]
+    assert worst["eager"][0] < 1e-4 and worst["eager"][1] < 1e-3, worst  # float32 itself is fine
+    assert worst["compiled"][0] < 3 * worst["eager"][0], worst
+    assert worst["compiled"][1] < max(3 * worst["eager"][1], 1e-5), worst
 
 
 def test_several_samples_per_step_give_the_same_training(dm, tmp_path):
