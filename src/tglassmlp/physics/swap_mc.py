@@ -1149,6 +1149,13 @@ def _chain_settings(settings: dict) -> dict:
     return {k: v for k, v in settings.items() if k not in CRITERION_SETTINGS + KERNEL_SETTINGS}
 
 
+def _start_digest(initial) -> list:
+    """A digest of a start (positions, types, box), so that a checkpoint of another start is refused."""
+    pos, types, box = initial
+    h = np.frombuffer(np.ascontiguousarray(pos, dtype=np.float64).tobytes(), dtype=np.uint8)
+    return [float(box), int(np.asarray(types).sum()), int(h.astype(np.uint64).sum())]
+
+
 def _checkpoint_key(temperature, n_particles, seed, settings, initial, backend: str = "numba",
                     n_chains: int = 1) -> dict:
     """What a checkpoint must match to be resumed (max_sweeps is left out: a rerun may extend a chain; the
@@ -1164,10 +1171,7 @@ def _checkpoint_key(temperature, n_particles, seed, settings, initial, backend: 
     key = dict(temperature=float(temperature), n_particles=int(n_particles), seed=int(seed), settings=s,
                initial=None)
     if initial is not None:
-        pos, types, box = initial
-        # a digest of the start, so that a checkpoint of another start is refused
-        h = np.frombuffer(np.ascontiguousarray(pos, dtype=np.float64).tobytes(), dtype=np.uint8)
-        key["initial"] = [float(box), int(np.asarray(types).sum()), int(h.astype(np.uint64).sum())]
+        key["initial"] = _start_digest(initial)
     if backend != "numba" or int(n_chains) != 1:
         key["sampler"] = dict(backend=str(backend), n_chains=int(n_chains))
     return json.loads(json.dumps(key))  # tuples -> lists, as they come back from the file
@@ -1423,8 +1427,7 @@ class EquilibrationChain:
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.key = _checkpoint_key(temperature, n_particles, seed, settings, initial, backend, n_chains)
         if initial is not None and len(starts) > 1:
-            self.key["initial"] = [_checkpoint_key(temperature, n_particles, seed, settings, s)["initial"]
-                                   for s in starts]
+            self.key["initial"] = [_start_digest(s) for s in starts]
         if key_extra:
             self.key.update(json.loads(json.dumps(key_extra)))
         self.extra: dict = {}
@@ -1437,13 +1440,11 @@ class EquilibrationChain:
         else:
             self.resumed = False
             if initial is None:
-                starts = [_random_start(n_particles, box, composition, r) for r in rngs]
-                self.sampler.reset(np.stack([p for p, _ in starts]), np.stack([t for _, t in starts]), box)
-            elif len(starts) > 1:
-                self.sampler.reset(np.stack([s[0] for s in starts]), np.stack([s[1] for s in starts]), initial[2])
-            else:
-                self.sampler.reset(np.repeat(initial[0][None], n_chains, 0), np.repeat(initial[1][None], n_chains, 0),
-                                   initial[2])
+                chain_starts = [(*_random_start(n_particles, box, composition, r), box) for r in rngs]
+            else:  # one start per chain, or the one start for every chain
+                chain_starts = starts if len(starts) > 1 else starts * n_chains
+            self.sampler.reset(np.stack([c[0] for c in chain_starts]), np.stack([c[1] for c in chain_starts]),
+                               chain_starts[0][2])
             self.run = dict(stage=0, stage_done=0, sweeps_before=0, total=0, done=0,
                             block=settings.first_block_sweeps, snap_spacing=settings.snapshot_every, drift=0.0,
                             finished=False, wall_s=0.0)

@@ -139,13 +139,14 @@ def _check_dataset_config(cfg: DictConfig) -> None:
     number("seed", cfg.seed, integer=True, minimum=0, strict=False)
 
 
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+
+
 def _check_md_config(cfg: DictConfig) -> None:
     """The MD settings that would otherwise fail only at stage 4, after hours of swap MC: check them first."""
     from tglassmlp.physics.openmm_system import LAYOUTS, resolve_platform
-
-    def _positive_int(value, name):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
 
     md = cfg.md
     resolve_platform(md.platform, md.precision)  # ValueError naming the platform / md.precision
@@ -254,8 +255,7 @@ def structures_of_job(cfg: DictConfig, structure, index: int, temperature: float
     """
     k = int(cfg.md.get("structures_per_context", 1) or 1) if md_times(cfg, temperature) is not None else 1
     b = cfg.swap.get("chains_per_job", 1)
-    if isinstance(b, bool) or not isinstance(b, int) or b < 1:
-        raise ValueError(f"config swap.chains_per_job: must be an integer >= 1, got {b!r}")
+    _positive_int(b, "config swap.chains_per_job")
     if structure is not None:
         b = 1  # the structure comes from the file: no chains
     if k == 1 and b == 1:
