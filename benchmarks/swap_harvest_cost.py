@@ -41,7 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402
-from swap_glassbench_anchor import extrapolate  # noqa: E402
+from swap_glassbench_anchor import GLASSBENCH, extrapolate  # noqa: E402
 
 from tglassmlp.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from tglassmlp.physics.swap_mc import load_swap_settings  # noqa: E402
@@ -55,7 +55,6 @@ EXTRAPOLATED_T = (0.21, 0.18, 0.15)
 MS_PER_SWEEP = 1.40
 TARGET_CORE_HOURS = 5.0
 PER_CHAIN = (1, 10, 100)
-GLASSBENCH = ROOT.parent / "shared" / "data" / "glassbench" / "N1290T0.23_202_tc05.npz"
 MEASURE_T = 0.15
 
 
